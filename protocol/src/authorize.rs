@@ -1,0 +1,107 @@
+//! The authorize call: may this user spend on this request, and where does it go?
+
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    /// Envoy's `x-request-id`; correlates the hold, the charge and the ledger entries.
+    pub request_id: String,
+    /// The app's paywall key as presented by the client (the sidecar hashes it).
+    pub paywall_key: String,
+    pub user: String,
+    pub model: String,
+    /// The filter's estimate of prompt tokens (tiktoken).
+    pub prompt_tokens: u32,
+    /// `max_completion_tokens` / `max_tokens` from the request, if the client set one.
+    pub max_output_tokens: Option<u32>,
+    pub stream: bool,
+}
+
+/// What the user has to do before the request can go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Topup,
+    Authorize,
+    SpendCap,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Topup => "topup",
+            Action::Authorize => "authorize",
+            Action::SpendCap => "spend_cap",
+        }
+    }
+}
+
+/// Where an allowed request goes and how the filter authenticates it upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRoute {
+    /// Provider id as configured in the ledger (recorded on the charge).
+    pub provider: String,
+    /// Value the filter writes into its route-selection header; Envoy's route table maps it to a cluster.
+    pub cluster: String,
+    /// Header that carries the provider credential (`authorization`, or `api-key` for Azure).
+    pub auth_header: String,
+    /// Full header value, e.g. `Bearer sk-…`. Never logged.
+    pub auth_value: String,
+    /// Upstream model name when the route maps an alias; `None` keeps the client's.
+    pub upstream_model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum AuthorizeResponse {
+    /// A hold was placed; forward to the provider.
+    Allow {
+        hold_id: String,
+        /// Micro-units reserved by the hold.
+        held_micros: i64,
+        route: ProviderRoute,
+    },
+    /// The user must act first; the filter answers with an assistant message carrying the link.
+    Action {
+        action: Action,
+        message: String,
+        link: String,
+    },
+    /// The request is refused with an HTTP error (unknown key, unknown model, rate limit…).
+    Reject {
+        status: u16,
+        error: ApiError,
+        retry_after_secs: Option<u32>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_round_trip_with_tag() {
+        let allow = AuthorizeResponse::Allow {
+            hold_id: "h1".into(),
+            held_micros: 42,
+            route: ProviderRoute {
+                provider: "mock".into(),
+                cluster: "mock".into(),
+                auth_header: "authorization".into(),
+                auth_value: "Bearer k".into(),
+                upstream_model: None,
+            },
+        };
+        let s = serde_json::to_string(&allow).unwrap();
+        assert!(s.contains(r#""decision":"allow""#));
+        assert_eq!(serde_json::from_str::<AuthorizeResponse>(&s).unwrap(), allow);
+
+        let act: AuthorizeResponse = serde_json::from_str(
+            r#"{"decision":"action","action":"topup","message":"m","link":"http://x"}"#,
+        )
+        .unwrap();
+        assert!(matches!(act, AuthorizeResponse::Action { action: Action::Topup, .. }));
+    }
+}

@@ -1,0 +1,21 @@
+//! Wire types shared by the Tollgate filter and the ledger sidecar.
+//!
+//! Everything here is plain serde data: no proxy-wasm, no tokio, so both the
+//! wasm32 filter and the native sidecar compile it unchanged.
+
+pub mod api_error;
+pub mod authorize;
+pub mod money;
+pub mod settle;
+
+pub use api_error::ApiError;
+pub use authorize::{Action, AuthorizeRequest, AuthorizeResponse, ProviderRoute};
+pub use money::{format_micros, parse_amount, AmountError, MICROS_PER_UNIT};
+pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
+
+/// Path of the internal authorize call (filter → sidecar). Never routed from the public listener.
+pub const AUTHORIZE_PATH: &str = "/internal/v1/authorize";
+/// Path of the internal settle call (filter root context → sidecar).
+pub const SETTLE_PATH: &str = "/internal/v1/settle";
+/// Header carrying the shared secret that proves a call comes from the filter.
+pub const INTERNAL_SECRET_HEADER: &str = "x-tollgate-internal-secret";

@@ -1,0 +1,68 @@
+//! The settle call: what a request actually used, posted once per hold.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    /// Prompt tokens served from the provider's cache (billed at the cached-input price).
+    #[serde(default)]
+    pub cached_prompt_tokens: u32,
+}
+
+/// Who counted the tokens that are billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// The provider's `usage` object.
+    Provider,
+    /// The filter's own count (provider gave none); marked as estimated on the charge.
+    Local,
+}
+
+/// How the request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettleOutcome {
+    /// Response completed; post the charge.
+    Completed,
+    /// Client went away mid-response; post what was used.
+    ClientAborted,
+    /// The provider failed before producing output; void the hold.
+    UpstreamFailed,
+}
+
+impl SettleOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleOutcome::Completed => "completed",
+            SettleOutcome::ClientAborted => "client_aborted",
+            SettleOutcome::UpstreamFailed => "upstream_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleRequest {
+    pub hold_id: String,
+    pub request_id: String,
+    pub usage: Usage,
+    pub usage_source: UsageSource,
+    /// The filter's own completion-token count, kept beside the provider's for audit.
+    pub local_completion_tokens: Option<u32>,
+    pub outcome: SettleOutcome,
+    /// HTTP status the provider answered with (0 when none arrived).
+    pub upstream_status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleResponse {
+    pub hold_id: String,
+    /// `posted` or `voided`.
+    pub state: String,
+    pub charge_id: Option<String>,
+    pub amount_micros: i64,
+    /// True when this hold had already been settled and nothing moved now.
+    pub replayed: bool,
+}

@@ -1,0 +1,203 @@
+//! Parsing and validating an OpenAI chat-completions request body.
+//!
+//! Only what the paywall needs is extracted; the body itself is forwarded
+//! untouched, so fields this parser does not know survive.
+
+use serde_json::{Map, Value};
+use tollgate_protocol::ApiError;
+
+/// One message as the tokenizer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptMessage {
+    pub role: String,
+    pub name: Option<String>,
+    /// Text content; for multi-part content, the text parts joined; tool calls as JSON.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    pub model: String,
+    pub user: Option<String>,
+    pub stream: bool,
+    /// `max_completion_tokens`, or the older `max_tokens`.
+    pub max_output_tokens: Option<u32>,
+    pub n: u32,
+    pub messages: Vec<PromptMessage>,
+    /// Tool definitions serialized as JSON, counted as prompt text.
+    pub tools_json: Option<String>,
+}
+
+fn bad(code: &str, param: &str, message: &str) -> ApiError {
+    ApiError::invalid_request(code, message).with_param(param)
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid_request(
+                "invalid_json",
+                format!("We could not parse the JSON body of your request: {e}"),
+            )
+        })?;
+        let obj = value.as_object().ok_or_else(|| {
+            ApiError::invalid_request("invalid_json", "The request body must be a JSON object.")
+        })?;
+
+        let model = match obj.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            Some(_) => return Err(bad("invalid_type", "model", "`model` must be a non-empty string.")),
+            None => return Err(bad("missing_required_parameter", "model", "You must provide a model parameter.")),
+        };
+        let messages = match obj.get("messages") {
+            Some(Value::Array(ms)) if !ms.is_empty() => parse_messages(ms)?,
+            Some(Value::Array(_)) => {
+                return Err(bad("empty_array", "messages", "`messages` must contain at least one message."))
+            }
+            Some(_) => return Err(bad("invalid_type", "messages", "`messages` must be an array.")),
+            None => {
+                return Err(bad("missing_required_parameter", "messages", "Missing required parameter: 'messages'."))
+            }
+        };
+        let user = match obj.get("user") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(u)) => Some(u.clone()),
+            Some(_) => return Err(bad("invalid_type", "user", "`user` must be a string.")),
+        };
+        let stream = match obj.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("invalid_type", "stream", "`stream` must be a boolean.")),
+        };
+        let max_output_tokens = match optional_u32(obj, "max_completion_tokens")? {
+            Some(v) => Some(v),
+            None => optional_u32(obj, "max_tokens")?,
+        };
+        let n = optional_u32(obj, "n")?.unwrap_or(1);
+        if n == 0 {
+            return Err(bad("invalid_value", "n", "`n` must be at least 1."));
+        }
+        let tools_json = match obj.get("tools") {
+            None | Some(Value::Null) => None,
+            Some(t @ Value::Array(_)) => Some(t.to_string()),
+            Some(_) => return Err(bad("invalid_type", "tools", "`tools` must be an array.")),
+        };
+        Ok(ChatRequest {
+            model,
+            user,
+            stream,
+            max_output_tokens,
+            n,
+            messages,
+            tools_json,
+        })
+    }
+}
+
+fn optional_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| bad("invalid_value", key, &format!("`{key}` must be a non-negative integer."))),
+        Some(_) => Err(bad("invalid_type", key, &format!("`{key}` must be an integer."))),
+    }
+}
+
+fn parse_messages(ms: &[Value]) -> Result<Vec<PromptMessage>, ApiError> {
+    let mut out = Vec::with_capacity(ms.len());
+    for (i, m) in ms.iter().enumerate() {
+        let param = format!("messages.[{i}]");
+        let obj = m
+            .as_object()
+            .ok_or_else(|| bad("invalid_type", &param, "Each message must be an object."))?;
+        let role = match obj.get("role") {
+            Some(Value::String(r)) if !r.is_empty() => r.clone(),
+            _ => return Err(bad("missing_required_parameter", &format!("{param}.role"), "Each message needs a `role` string.")),
+        };
+        let name = obj.get("name").and_then(Value::as_str).map(str::to_string);
+        let mut text = content_text(obj.get("content"));
+        if let Some(calls) = obj.get("tool_calls") {
+            text.push_str(&calls.to_string());
+        }
+        out.push(PromptMessage { role, name, text });
+    }
+    Ok(out)
+}
+
+/// Text of a message's content: a string, or the `text` of each part of an array.
+fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_fields_the_paywall_needs() {
+        let r = ChatRequest::parse(
+            br#"{"model":"gpt-4o","user":"u1","stream":true,"max_tokens":50,"n":2,
+                 "messages":[{"role":"system","content":"be brief"},
+                             {"role":"user","name":"ann","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"x"}}]}],
+                 "tools":[{"type":"function","function":{"name":"f"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert_eq!(r.user.as_deref(), Some("u1"));
+        assert!(r.stream);
+        assert_eq!(r.max_output_tokens, Some(50));
+        assert_eq!(r.n, 2);
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[1].text, "hi");
+        assert_eq!(r.messages[1].name.as_deref(), Some("ann"));
+        assert!(r.tools_json.unwrap().contains("\"f\""));
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let r = ChatRequest::parse(
+            br#"{"model":"m","max_tokens":10,"max_completion_tokens":20,"messages":[{"role":"user","content":"x"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.max_output_tokens, Some(20));
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_param_and_code() {
+        let cases: &[(&[u8], &str, Option<&str>)] = &[
+            (b"{not json", "invalid_json", None),
+            (b"[]", "invalid_json", None),
+            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "missing_required_parameter", Some("model")),
+            (br#"{"model":"m"}"#, "missing_required_parameter", Some("messages")),
+            (br#"{"model":"m","messages":[]}"#, "empty_array", Some("messages")),
+            (br#"{"model":"","messages":[{"role":"user"}]}"#, "invalid_type", Some("model")),
+            (br#"{"model":"m","messages":[{"content":"x"}]}"#, "missing_required_parameter", Some("messages.[0].role")),
+            (br#"{"model":"m","user":5,"messages":[{"role":"user"}]}"#, "invalid_type", Some("user")),
+            (br#"{"model":"m","max_tokens":-1,"messages":[{"role":"user"}]}"#, "invalid_value", Some("max_tokens")),
+            (br#"{"model":"m","stream":"yes","messages":[{"role":"user"}]}"#, "invalid_type", Some("stream")),
+        ];
+        for (body, code, param) in cases {
+            let e = ChatRequest::parse(body).unwrap_err();
+            assert_eq!(e.code.as_deref(), Some(*code), "{}", String::from_utf8_lossy(body));
+            assert_eq!(e.param.as_deref(), *param, "{}", String::from_utf8_lossy(body));
+            assert_eq!(e.kind, "invalid_request_error");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":{}1{}}}]}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(ChatRequest::parse(body.as_bytes()).unwrap_err().code.as_deref(), Some("invalid_json"));
+    }
+}

@@ -1,0 +1,388 @@
+//! The per-request paywall state machine. Every callback either lets the
+//! stream continue, pauses it and later resumes it, or answers with a local
+//! reply; when a forwarded request ends (normally or not) exactly one
+//! settlement is produced for the root context to deliver.
+
+use std::rc::Rc;
+
+use tollgate_protocol::{
+    ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
+    AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
+};
+
+use crate::chat_request::ChatRequest;
+use crate::config::FilterConfig;
+use crate::host::{Callout, Flow, LogLevel, StreamHost};
+use crate::replies::{action_reply, LocalReply};
+use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
+use crate::tokens::Tokenizers;
+use crate::usage::{read_json_response, read_sse_response};
+
+/// The provider's path once the paywall has done its work.
+const UPSTREAM_CHAT_PATH: &str = "/v1/chat/completions";
+/// Upper bound on the response bytes kept for usage extraction; bytes past it
+/// are forwarded but not inspected (usage then falls back to the local count).
+const MAX_CAPTURED_RESPONSE: usize = 8 * 1024 * 1024;
+
+/// What the request headers told us, kept until the body arrives.
+#[derive(Debug, Clone)]
+struct Caller {
+    paywall_key: String,
+    path_user: Option<String>,
+    header_user: Option<String>,
+}
+
+/// A request the sidecar is being asked about.
+#[derive(Debug, Clone)]
+struct Pending {
+    model: String,
+    prompt_tokens: u32,
+    stream: bool,
+}
+
+/// A request forwarded to a provider under a hold.
+#[derive(Debug)]
+struct Forwarded {
+    hold_id: String,
+    model: String,
+    prompt_tokens: u32,
+    status: Option<u16>,
+    event_stream: bool,
+    captured: Vec<u8>,
+    capture_overflow: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Not a metered request (or not yet seen).
+    PassThrough,
+    AwaitingBody(Caller),
+    AwaitingDecision { token: u32, pending: Pending },
+    /// The filter answered itself; nothing was forwarded.
+    Replied,
+    Forwarded(Forwarded),
+    /// The settlement has been handed over.
+    Done,
+}
+
+pub struct PaywallStream {
+    config: Rc<FilterConfig>,
+    tokenizers: Rc<Tokenizers>,
+    state: State,
+    request_id: String,
+    settlement: Option<SettleRequest>,
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::new("server_error", "paywall_unavailable", message)
+}
+
+impl PaywallStream {
+    pub fn new(config: Rc<FilterConfig>, tokenizers: Rc<Tokenizers>) -> Self {
+        PaywallStream {
+            config,
+            tokenizers,
+            state: State::PassThrough,
+            request_id: String::new(),
+            settlement: None,
+        }
+    }
+
+    /// A settlement produced by the last callback, for the root context's queue.
+    pub fn take_settlement(&mut self) -> Option<SettleRequest> {
+        self.settlement.take()
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut dyn StreamHost, end_of_stream: bool) -> Flow {
+        // Only this filter may choose a provider route: drop whatever a client sent.
+        host.set_request_header(&self.config.route_header, None);
+        self.request_id = host.request_header("x-request-id").unwrap_or_default();
+
+        let path = host.request_header(":path").unwrap_or_default();
+        let path_user = match classify_path(&path) {
+            PathKind::Other => return Flow::Continue,
+            PathKind::Chat => None,
+            PathKind::ChatForUser(u) => Some(u),
+        };
+        let method = host.request_header(":method").unwrap_or_default();
+        if method != "POST" {
+            let err = ApiError::invalid_request(
+                "method_not_allowed",
+                format!("{method} is not allowed on this endpoint; use POST."),
+            );
+            return self.reply(host, LocalReply::error(405, &err).with_header("allow", "POST"));
+        }
+        let paywall_key = match bearer_key(host.request_header("authorization").as_deref()) {
+            Ok(k) => k,
+            Err(e) => return self.reply(host, LocalReply::error(401, &e)),
+        };
+        let header_user = host.request_header(USER_HEADER);
+        // Conflicts visible without the body are reported now.
+        if let Err(e) = resolve_user(path_user.as_deref(), header_user.as_deref(), None) {
+            if e.code.as_deref() == Some("conflicting_user") {
+                return self.reply(host, LocalReply::error(400, &e));
+            }
+        }
+        let declared_len = host
+            .request_header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared_len.is_some_and(|n| n > self.config.max_body_bytes as u64) {
+            return self.too_large(host);
+        }
+        if end_of_stream {
+            let err = ApiError::invalid_request(
+                "missing_body",
+                "The request has no body; send a chat completion request as JSON.",
+            );
+            return self.reply(host, LocalReply::error(400, &err));
+        }
+        self.state = State::AwaitingBody(Caller {
+            paywall_key,
+            path_user,
+            header_user,
+        });
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &mut dyn StreamHost, body_size: usize, end_of_stream: bool) -> Flow {
+        let State::AwaitingBody(caller) = &self.state else {
+            return Flow::Continue;
+        };
+        if body_size > self.config.max_body_bytes {
+            return self.too_large(host);
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let caller = caller.clone();
+        let body = host.request_body(body_size).unwrap_or_default();
+        let chat = match ChatRequest::parse(&body) {
+            Ok(c) => c,
+            Err(e) => return self.reply(host, LocalReply::error(400, &e)),
+        };
+        let user = match resolve_user(
+            caller.path_user.as_deref(),
+            caller.header_user.as_deref(),
+            chat.user.as_deref(),
+        ) {
+            Ok(u) => u,
+            Err(e) => return self.reply(host, LocalReply::error(400, &e)),
+        };
+        let prompt_tokens = u32::try_from(self.tokenizers.count_prompt(&chat)).unwrap_or(u32::MAX);
+        let max_output_tokens = chat.max_output_tokens.map(|m| m.saturating_mul(chat.n));
+        let ask = AuthorizeRequest {
+            request_id: self.request_id.clone(),
+            paywall_key: caller.paywall_key,
+            user,
+            model: chat.model.clone(),
+            prompt_tokens,
+            max_output_tokens,
+            stream: chat.stream,
+        };
+        let body = match serde_json::to_vec(&ask) {
+            Ok(b) => b,
+            Err(_) => return self.reply(host, LocalReply::error(500, &unavailable("could not encode the authorization request"))),
+        };
+        let callout = self.sidecar_callout(AUTHORIZE_PATH, body);
+        match host.dispatch(&callout) {
+            Ok(token) => {
+                self.state = State::AwaitingDecision {
+                    token,
+                    pending: Pending {
+                        model: chat.model,
+                        prompt_tokens,
+                        stream: chat.stream,
+                    },
+                };
+                Flow::Pause
+            }
+            Err(e) => {
+                host.log(LogLevel::Error, &format!("request_id={} authorize dispatch failed: {e}", self.request_id));
+                self.reply(host, LocalReply::error(503, &unavailable("The paywall service is unavailable. Try again shortly.")))
+            }
+        }
+    }
+
+    /// The sidecar answered (or the callout failed: `status` None).
+    pub fn on_callout_response(&mut self, host: &mut dyn StreamHost, token: u32, status: Option<u16>, body: &[u8]) {
+        let pending = match &self.state {
+            State::AwaitingDecision { token: t, pending } if *t == token => pending.clone(),
+            _ => return,
+        };
+        let decision = match status {
+            Some(200) => serde_json::from_slice::<AuthorizeResponse>(body).ok(),
+            _ => None,
+        };
+        let Some(decision) = decision else {
+            host.log(
+                LogLevel::Warn,
+                &format!("request_id={} paywall sidecar gave no usable answer (status {status:?}); failing closed", self.request_id),
+            );
+            let reply = LocalReply::error(503, &unavailable("The paywall service is unavailable. Try again shortly."));
+            self.reply(host, reply);
+            return;
+        };
+        match decision {
+            AuthorizeResponse::Allow { hold_id, route, .. } => {
+                host.set_request_header("authorization", None);
+                host.set_request_header(USER_HEADER, None);
+                host.set_request_header(&route.auth_header, Some(&route.auth_value));
+                host.set_request_header(&self.config.route_header, Some(&route.cluster));
+                host.set_request_header(":path", Some(UPSTREAM_CHAT_PATH));
+                host.clear_route_cache();
+                host.log(
+                    LogLevel::Info,
+                    &format!("request_id={} allowed hold={hold_id} provider={}", self.request_id, route.provider),
+                );
+                self.state = State::Forwarded(Forwarded {
+                    hold_id,
+                    model: pending.model,
+                    prompt_tokens: pending.prompt_tokens,
+                    status: None,
+                    event_stream: pending.stream,
+                    captured: Vec::new(),
+                    capture_overflow: false,
+                });
+                host.resume_request();
+            }
+            AuthorizeResponse::Action { action, message, link } => {
+                let created = host.now_ms() / 1000;
+                let reply = action_reply(action, &message, &link, &pending.model, &self.request_id, created, pending.stream);
+                host.log(LogLevel::Info, &format!("request_id={} action={}", self.request_id, action.as_str()));
+                self.reply(host, reply);
+            }
+            AuthorizeResponse::Reject { status, error, retry_after_secs } => {
+                let mut reply = LocalReply::error(u32::from(status), &error);
+                if let Some(secs) = retry_after_secs {
+                    reply = reply.with_header("retry-after", &secs.to_string());
+                }
+                self.reply(host, reply);
+            }
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut dyn StreamHost, end_of_stream: bool) -> Flow {
+        if !self.request_id.is_empty() {
+            host.set_response_header("x-request-id", Some(&self.request_id));
+        }
+        if let State::Forwarded(f) = &mut self.state {
+            f.status = host.response_header(":status").and_then(|s| s.parse().ok());
+            if let Some(ct) = host.response_header("content-type") {
+                f.event_stream = ct.starts_with("text/event-stream");
+            }
+            if end_of_stream {
+                self.finish(SettleOutcome::Completed);
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn on_response_body(&mut self, host: &mut dyn StreamHost, body_size: usize, end_of_stream: bool) -> Flow {
+        if let State::Forwarded(f) = &mut self.state {
+            if !f.capture_overflow && body_size > 0 {
+                if f.captured.len() + body_size > MAX_CAPTURED_RESPONSE {
+                    f.capture_overflow = true;
+                } else if let Some(chunk) = host.response_body(body_size) {
+                    f.captured.extend_from_slice(&chunk);
+                }
+            }
+            if end_of_stream {
+                self.finish(SettleOutcome::Completed);
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The stream is over (Envoy's `on_log`): a forwarded request that did not
+    /// complete is settled now, with what it used so far.
+    pub fn on_stream_done(&mut self, _host: &mut dyn StreamHost) {
+        if matches!(self.state, State::Forwarded(_)) {
+            self.finish(SettleOutcome::ClientAborted);
+        }
+    }
+
+    fn finish(&mut self, outcome: SettleOutcome) {
+        let State::Forwarded(f) = std::mem::replace(&mut self.state, State::Done) else {
+            return;
+        };
+        let status = f.status.unwrap_or(0);
+        let provider_ok = (200..300).contains(&status);
+        let reading = if f.event_stream {
+            read_sse_response(&f.captured)
+        } else {
+            read_json_response(&f.captured)
+        };
+        let local_completion = u32::try_from(self.tokenizers.count_text(&f.model, &reading.completion_text)).unwrap_or(u32::MAX);
+        let outcome = match outcome {
+            SettleOutcome::Completed if !provider_ok => SettleOutcome::UpstreamFailed,
+            // A client that left before any provider answer: the provider may
+            // still have run the prompt, so the prompt estimate is charged.
+            o => o,
+        };
+        let (usage, usage_source) = match reading.provider_usage {
+            Some(u) if provider_ok => (u, UsageSource::Provider),
+            _ if outcome == SettleOutcome::UpstreamFailed => (Usage::default(), UsageSource::Local),
+            _ => (
+                Usage {
+                    prompt_tokens: f.prompt_tokens,
+                    completion_tokens: local_completion,
+                    cached_prompt_tokens: 0,
+                },
+                UsageSource::Local,
+            ),
+        };
+        self.settlement = Some(SettleRequest {
+            hold_id: f.hold_id,
+            request_id: self.request_id.clone(),
+            usage,
+            usage_source,
+            local_completion_tokens: Some(local_completion),
+            outcome,
+            upstream_status: status,
+        });
+    }
+
+    fn sidecar_callout(&self, path: &str, body: Vec<u8>) -> Callout {
+        Callout {
+            cluster: self.config.sidecar_cluster.clone(),
+            headers: vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), path.into()),
+                (":authority".into(), self.config.sidecar_authority.clone()),
+                ("content-type".into(), "application/json".into()),
+                (INTERNAL_SECRET_HEADER.into(), self.config.internal_secret.clone()),
+                ("x-request-id".into(), self.request_id.clone()),
+            ],
+            body,
+            timeout: self.config.callout_timeout,
+        }
+    }
+
+    fn too_large(&mut self, host: &mut dyn StreamHost) -> Flow {
+        let err = ApiError::invalid_request(
+            "request_too_large",
+            format!("The request body exceeds the limit of {} bytes.", self.config.max_body_bytes),
+        );
+        self.reply(host, LocalReply::error(413, &err))
+    }
+
+    fn reply(&mut self, host: &mut dyn StreamHost, reply: LocalReply) -> Flow {
+        let mut reply = reply;
+        if !self.request_id.is_empty() {
+            reply = reply.with_header("x-request-id", &self.request_id);
+        }
+        if reply.status >= 400 {
+            host.log(
+                LogLevel::Info,
+                &format!("request_id={} rejected status={}", self.request_id, reply.status),
+            );
+        }
+        host.send_reply(&reply);
+        self.state = State::Replied;
+        Flow::Pause
+    }
+}
+
+#[cfg(test)]
+#[path = "flow_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+//! The root context: owns the configuration, the per-VM tokenizers and the
+//! settlement queue, and delivers settlements on its tick.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use tollgate_protocol::{INTERNAL_SECRET_HEADER, SETTLE_PATH};
+
+use super::envoy_host::{callout_body, callout_status, dispatch, log, now_ms};
+use super::stream::{PaywallHttp, UnconfiguredHttp};
+use crate::config::FilterConfig;
+use crate::host::{Callout, LogLevel};
+use crate::settlement_queue::SettlementQueue;
+use crate::tokens::Tokenizers;
+
+/// Settlements dispatched per tick, so a large backlog drains without a burst.
+const SETTLEMENTS_PER_TICK: usize = 64;
+
+pub struct PaywallRoot {
+    config: Option<Rc<FilterConfig>>,
+    tokenizers: Option<Rc<Tokenizers>>,
+    queue: Rc<RefCell<SettlementQueue>>,
+}
+
+impl PaywallRoot {
+    pub fn new() -> Self {
+        PaywallRoot {
+            config: None,
+            tokenizers: None,
+            queue: Rc::new(RefCell::new(SettlementQueue::new(
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs(30),
+                10_000,
+            ))),
+        }
+    }
+
+    fn deliver_due(&mut self) {
+        let Some(config) = self.config.clone() else { return };
+        let Ok(mut queue) = self.queue.try_borrow_mut() else { return };
+        let now = now_ms();
+        for entry in queue.take_due(now, SETTLEMENTS_PER_TICK) {
+            let body = match serde_json::to_vec(&entry.request) {
+                Ok(b) => b,
+                Err(e) => {
+                    log(LogLevel::Error, &format!("dropping unencodable settlement: {e}"));
+                    continue;
+                }
+            };
+            let callout = Callout {
+                cluster: config.sidecar_cluster.clone(),
+                headers: vec![
+                    (":method".into(), "POST".into()),
+                    (":path".into(), SETTLE_PATH.into()),
+                    (":authority".into(), config.sidecar_authority.clone()),
+                    ("content-type".into(), "application/json".into()),
+                    (INTERNAL_SECRET_HEADER.into(), config.internal_secret.clone()),
+                    ("x-request-id".into(), entry.request.request_id.clone()),
+                ],
+                body,
+                timeout: config.callout_timeout,
+            };
+            match dispatch(&callout) {
+                Ok(token) => queue.sent(token, entry),
+                Err(e) => {
+                    log(LogLevel::Warn, &format!("request_id={} settle dispatch failed: {e}", entry.request.request_id));
+                    queue.retry_later(entry, now);
+                }
+            }
+        }
+    }
+}
+
+impl Context for PaywallRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        let status = callout_status();
+        let Ok(mut queue) = self.queue.try_borrow_mut() else { return };
+        match status {
+            Some(200) => {
+                if let Some(req) = queue.acknowledged(token) {
+                    log(LogLevel::Info, &format!("request_id={} settled hold={}", req.request_id, req.hold_id));
+                }
+            }
+            // A 4xx other than 408/429 will not change on retry (unknown hold, bad secret).
+            Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+                let body = String::from_utf8_lossy(&callout_body(body_size)).into_owned();
+                if let Some(req) = queue.acknowledged(token) {
+                    log(
+                        LogLevel::Error,
+                        &format!("request_id={} settlement of hold={} refused ({s}): {body}", req.request_id, req.hold_id),
+                    );
+                }
+            }
+            other => {
+                log(LogLevel::Warn, &format!("settlement callout failed (status {other:?}); will retry"));
+                queue.failed(token, now_ms());
+            }
+        }
+    }
+}
+
+impl RootContext for PaywallRoot {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let raw = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let config = match FilterConfig::from_json(&raw) {
+            Ok(c) => c,
+            Err(e) => {
+                log(LogLevel::Error, &format!("tollgate: rejecting plugin configuration: {e}"));
+                return false;
+            }
+        };
+        // Tokenizers are built here, once per VM, never per request.
+        let tokenizers = match Tokenizers::build(config.encodings.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                log(LogLevel::Error, &format!("tollgate: cannot build tokenizers: {e}"));
+                return false;
+            }
+        };
+        if let Ok(mut q) = self.queue.try_borrow_mut() {
+            if q.backlog() == 0 {
+                *q = SettlementQueue::new(config.settle_retry_initial, config.settle_retry_max, config.settle_backlog_max);
+            }
+        }
+        if let Err(e) = hostcalls::set_tick_period(config.tick) {
+            log(LogLevel::Error, &format!("tollgate: cannot set tick period: {e:?}"));
+            return false;
+        }
+        self.tokenizers = Some(Rc::new(tokenizers));
+        self.config = Some(Rc::new(config));
+        log(LogLevel::Info, "tollgate: configured");
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.deliver_due();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        match (&self.config, &self.tokenizers) {
+            (Some(c), Some(t)) => Some(Box::new(PaywallHttp::new(c.clone(), t.clone(), self.queue.clone()))),
+            _ => Some(Box::new(UnconfiguredHttp)),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

@@ -1,0 +1,19 @@
+//! Tollgate filter: a proxy-wasm HTTP filter that puts a paywall in front of
+//! OpenAI-compatible chat completions.
+//!
+//! The logic is host-agnostic and unit-tested natively; it talks to Envoy only
+//! through the [`host::StreamHost`] seam. The proxy-wasm glue in [`glue`] is
+//! compiled for `wasm32` only and stays thin.
+
+pub mod chat_request;
+pub mod config;
+pub mod flow;
+pub mod host;
+pub mod replies;
+pub mod request_identity;
+pub mod settlement_queue;
+pub mod tokens;
+pub mod usage;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

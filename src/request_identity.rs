@@ -1,0 +1,144 @@
+//! Who is calling and for which user: the paywall key, the user id from the
+//! path, header or body, and which requests the paywall handles at all.
+
+use tollgate_protocol::ApiError;
+
+/// Header an app can use to name its end user.
+pub const USER_HEADER: &str = "x-paywall-user";
+
+/// What a request path means to the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    /// `/v1/chat/completions`
+    Chat,
+    /// `/v1/{user}/chat/completions`
+    ChatForUser(String),
+    /// Anything else: not metered here (Envoy's routes decide where it goes).
+    Other,
+}
+
+pub fn classify_path(path: &str) -> PathKind {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let Some(rest) = path.strip_prefix("/v1/") else {
+        return PathKind::Other;
+    };
+    if rest == "chat/completions" {
+        return PathKind::Chat;
+    }
+    match rest.strip_suffix("/chat/completions") {
+        Some(user) if !user.is_empty() && !user.contains('/') => {
+            PathKind::ChatForUser(percent_decode(user))
+        }
+        _ => PathKind::Other,
+    }
+}
+
+/// Minimal %XX decoding for user ids in the path; invalid escapes are kept verbatim.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The paywall key from `Authorization: Bearer …`.
+pub fn bearer_key(authorization: Option<&str>) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::authentication(
+            "You didn't provide an API key. Send your paywall key as `Authorization: Bearer <key>`.",
+        )
+    };
+    let value = authorization.ok_or_else(missing)?.trim();
+    let key = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(missing)?;
+    if key.is_empty() {
+        return Err(missing());
+    }
+    Ok(key.to_string())
+}
+
+const MAX_USER_LEN: usize = 256;
+
+/// Reconciles the user ids a request may carry. Two that disagree is an error,
+/// as is none at all.
+pub fn resolve_user(
+    path_user: Option<&str>,
+    header_user: Option<&str>,
+    body_user: Option<&str>,
+) -> Result<String, ApiError> {
+    let given: Vec<(&str, &str)> = [("path", path_user), ("header", header_user), ("body", body_user)]
+        .into_iter()
+        .filter_map(|(src, u)| u.map(|u| (src, u.trim())))
+        .collect();
+    let Some(&(_, first)) = given.first() else {
+        return Err(ApiError::invalid_request(
+            "missing_user",
+            "No user id: set the `user` field, the X-Paywall-User header, or use /v1/{user}/chat/completions.",
+        )
+        .with_param("user"));
+    };
+    if let Some(&(src, other)) = given.iter().find(|(_, u)| *u != first) {
+        return Err(ApiError::invalid_request(
+            "conflicting_user",
+            format!("The user id in the {src} ({other:?}) disagrees with another user id in the request ({first:?})."),
+        )
+        .with_param("user"));
+    }
+    if first.is_empty() || first.len() > MAX_USER_LEN || first.chars().any(char::is_control) {
+        return Err(ApiError::invalid_request(
+            "invalid_user",
+            format!("The user id must be 1 to {MAX_USER_LEN} printable characters."),
+        )
+        .with_param("user"));
+    }
+    Ok(first.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_paths() {
+        assert_eq!(classify_path("/v1/chat/completions"), PathKind::Chat);
+        assert_eq!(classify_path("/v1/chat/completions?x=1"), PathKind::Chat);
+        assert_eq!(classify_path("/v1/alice/chat/completions"), PathKind::ChatForUser("alice".into()));
+        assert_eq!(classify_path("/v1/a%40b.c/chat/completions"), PathKind::ChatForUser("a@b.c".into()));
+        assert_eq!(classify_path("/v1/a/b/chat/completions"), PathKind::Other);
+        assert_eq!(classify_path("/v1/user/balance"), PathKind::Other);
+        assert_eq!(classify_path("/chat/completions"), PathKind::Other);
+    }
+
+    #[test]
+    fn bearer_keys() {
+        assert_eq!(bearer_key(Some("Bearer pk_1")).unwrap(), "pk_1");
+        assert!(bearer_key(None).is_err());
+        assert!(bearer_key(Some("Basic abc")).is_err());
+        assert!(bearer_key(Some("Bearer   ")).is_err());
+    }
+
+    #[test]
+    fn users_must_agree() {
+        assert_eq!(resolve_user(None, Some("u"), Some("u")).unwrap(), "u");
+        assert_eq!(resolve_user(Some("p"), None, None).unwrap(), "p");
+        let e = resolve_user(Some("a"), None, Some("b")).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("conflicting_user"));
+        assert_eq!(resolve_user(None, None, None).unwrap_err().code.as_deref(), Some("missing_user"));
+        assert_eq!(resolve_user(None, Some(""), None).unwrap_err().code.as_deref(), Some("invalid_user"));
+    }
+}

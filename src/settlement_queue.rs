@@ -1,0 +1,189 @@
+//! Settlements waiting for delivery to the sidecar. Owned by the root context:
+//! a callout made by a stream dies with the stream, so streams only enqueue
+//! here and the root context delivers, retrying with exponential backoff.
+//! The sidecar settles idempotently by hold id, so a retry after a lost
+//! answer can never charge twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tollgate_protocol::SettleRequest;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSettlement {
+    pub request: SettleRequest,
+    pub attempts: u32,
+    next_attempt_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct SettlementQueue {
+    waiting: VecDeque<PendingSettlement>,
+    in_flight: HashMap<u32, PendingSettlement>,
+    retry_initial: Duration,
+    retry_max: Duration,
+    capacity: usize,
+    dropped: u64,
+    retries: u64,
+}
+
+/// Result of offering a settlement to the queue.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Accepted,
+    /// The backlog is full; the hold will be resolved by the sidecar's expiry policy.
+    Rejected,
+}
+
+impl SettlementQueue {
+    pub fn new(retry_initial: Duration, retry_max: Duration, capacity: usize) -> Self {
+        SettlementQueue {
+            waiting: VecDeque::new(),
+            in_flight: HashMap::new(),
+            retry_initial,
+            retry_max,
+            capacity,
+            dropped: 0,
+            retries: 0,
+        }
+    }
+
+    pub fn push(&mut self, request: SettleRequest, now_ms: u64) -> Enqueued {
+        if self.backlog() >= self.capacity {
+            self.dropped += 1;
+            return Enqueued::Rejected;
+        }
+        self.waiting.push_back(PendingSettlement {
+            request,
+            attempts: 0,
+            next_attempt_ms: now_ms,
+        });
+        Enqueued::Accepted
+    }
+
+    /// Everything not yet acknowledged by the sidecar.
+    pub fn backlog(&self) -> usize {
+        self.waiting.len() + self.in_flight.len()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// Removes and returns up to `limit` entries whose next attempt is due.
+    /// Each must come back through [`Self::sent`] or [`Self::retry_later`].
+    pub fn take_due(&mut self, now_ms: u64, limit: usize) -> Vec<PendingSettlement> {
+        let mut due = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        while let Some(e) = self.waiting.pop_front() {
+            if due.len() < limit && e.next_attempt_ms <= now_ms {
+                due.push(e);
+            } else {
+                keep.push_back(e);
+            }
+        }
+        self.waiting = keep;
+        due
+    }
+
+    /// The callout for this entry was dispatched under `token`.
+    pub fn sent(&mut self, token: u32, entry: PendingSettlement) {
+        self.in_flight.insert(token, entry);
+    }
+
+    /// The sidecar acknowledged the callout: the settlement is done.
+    pub fn acknowledged(&mut self, token: u32) -> Option<SettleRequest> {
+        self.in_flight.remove(&token).map(|e| e.request)
+    }
+
+    /// The callout failed (no answer, 5xx, dispatch error): try again later.
+    pub fn failed(&mut self, token: u32, now_ms: u64) {
+        if let Some(e) = self.in_flight.remove(&token) {
+            self.retry_later(e, now_ms);
+        }
+    }
+
+    pub fn retry_later(&mut self, mut entry: PendingSettlement, now_ms: u64) {
+        entry.attempts = entry.attempts.saturating_add(1);
+        self.retries += 1;
+        entry.next_attempt_ms = now_ms.saturating_add(self.backoff_ms(entry.attempts));
+        self.waiting.push_back(entry);
+    }
+
+    fn backoff_ms(&self, attempts: u32) -> u64 {
+        let initial = u64::try_from(self.retry_initial.as_millis()).unwrap_or(u64::MAX);
+        let max = u64::try_from(self.retry_max.as_millis()).unwrap_or(u64::MAX);
+        let factor = 1u64.checked_shl(attempts.saturating_sub(1).min(32)).unwrap_or(u64::MAX);
+        initial.saturating_mul(factor).min(max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_protocol::{SettleOutcome, Usage, UsageSource};
+
+    fn req(hold: &str) -> SettleRequest {
+        SettleRequest {
+            hold_id: hold.into(),
+            request_id: format!("r-{hold}"),
+            usage: Usage::default(),
+            usage_source: UsageSource::Provider,
+            local_completion_tokens: None,
+            outcome: SettleOutcome::Completed,
+            upstream_status: 200,
+        }
+    }
+
+    fn queue(cap: usize) -> SettlementQueue {
+        SettlementQueue::new(Duration::from_millis(100), Duration::from_millis(1000), cap)
+    }
+
+    #[test]
+    fn delivers_once_after_failures_with_backoff() {
+        let mut q = queue(10);
+        q.push(req("a"), 0);
+        let due = q.take_due(0, 10);
+        assert_eq!(due.len(), 1);
+        q.sent(1, due.into_iter().next().unwrap());
+        q.failed(1, 0); // attempt 1 failed → retry at 100
+        assert!(q.take_due(99, 10).is_empty());
+        let due = q.take_due(100, 10);
+        q.sent(2, due.into_iter().next().unwrap());
+        q.failed(2, 100); // attempt 2 failed → retry at 300
+        assert!(q.take_due(299, 10).is_empty());
+        let due = q.take_due(300, 10);
+        assert_eq!(due[0].attempts, 2);
+        q.sent(3, due.into_iter().next().unwrap());
+        assert_eq!(q.acknowledged(3).map(|r| r.hold_id), Some("a".into()));
+        assert_eq!(q.backlog(), 0);
+        assert_eq!(q.acknowledged(3), None);
+        assert_eq!(q.retries(), 2);
+    }
+
+    #[test]
+    fn backoff_is_capped() {
+        let q = queue(1);
+        assert_eq!(q.backoff_ms(1), 100);
+        assert_eq!(q.backoff_ms(4), 800);
+        assert_eq!(q.backoff_ms(5), 1000);
+        assert_eq!(q.backoff_ms(u32::MAX), 1000);
+    }
+
+    #[test]
+    fn backlog_is_bounded() {
+        let mut q = queue(2);
+        assert_eq!(q.push(req("a"), 0), Enqueued::Accepted);
+        assert_eq!(q.push(req("b"), 0), Enqueued::Accepted);
+        assert_eq!(q.push(req("c"), 0), Enqueued::Rejected);
+        assert_eq!(q.dropped(), 1);
+        // In-flight entries still count toward the bound.
+        let due = q.take_due(0, 1);
+        q.sent(7, due.into_iter().next().unwrap());
+        assert_eq!(q.push(req("d"), 0), Enqueued::Rejected);
+    }
+}
