@@ -32,7 +32,7 @@ pub struct ModelEncodings {
 impl ModelEncodings {
     pub fn new(mut table: Vec<(String, EncodingName)>, default: EncodingName) -> Self {
         // Longest prefix first so the first match is the most specific one.
-        table.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
         ModelEncodings { table, default }
     }
 

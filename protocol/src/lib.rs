@@ -10,7 +10,7 @@ pub mod settle;
 
 pub use api_error::ApiError;
 pub use authorize::{Action, AuthorizeRequest, AuthorizeResponse, ProviderRoute};
-pub use money::{format_micros, parse_amount, AmountError, MICROS_PER_UNIT};
+pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
 pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
 
 /// Path of the internal authorize call (filter → sidecar). Never routed from the public listener.

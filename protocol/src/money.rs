@@ -30,6 +30,14 @@ impl fmt::Display for AmountError {
 
 /// Parses a positive decimal string (`"10"`, `"10.5"`, `"0.000001"`) into micro-units.
 pub fn parse_amount(s: &str) -> Result<i64, AmountError> {
+    match parse_decimal(s)? {
+        0 => Err(AmountError::NotPositive),
+        v => Ok(v),
+    }
+}
+
+/// Parses a non-negative decimal string into micro-units (zero allowed, e.g. prices).
+pub fn parse_decimal(s: &str) -> Result<i64, AmountError> {
     let s = s.trim();
     if s.is_empty() {
         return Err(AmountError::Empty);
@@ -61,9 +69,6 @@ pub fn parse_amount(s: &str) -> Result<i64, AmountError> {
         .checked_mul(MICROS_PER_UNIT)
         .and_then(|w| w.checked_add(frac_val))
         .ok_or(AmountError::TooLarge)?;
-    if total <= 0 {
-        return Err(AmountError::NotPositive);
-    }
     Ok(total)
 }
 
@@ -99,6 +104,8 @@ mod tests {
         assert_eq!(parse_amount("0"), Err(AmountError::NotPositive));
         assert_eq!(parse_amount("99999999999999999999"), Err(AmountError::TooLarge));
         assert_eq!(parse_amount("9223372036855"), Err(AmountError::TooLarge));
+        assert_eq!(parse_decimal("0"), Ok(0));
+        assert_eq!(parse_decimal("0.5"), Ok(500_000));
     }
 
     #[test]

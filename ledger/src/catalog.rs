@@ -1,0 +1,226 @@
+//! Paywalls, providers, models and price rules: what can be sold, to whom,
+//! through which provider. Seeded from the TOML configuration at start.
+
+use sqlx::{Any, Row, Transaction};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::{LedgerError, LedgerResult};
+use crate::keys::{constant_time_eq, now_ms, sha256_hex};
+use crate::pricing::PriceRule;
+use tollgate_protocol::parse_decimal;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paywall {
+    pub id: String,
+    pub name: String,
+    pub mode: String,
+}
+
+/// A model as a paywall can use it: where it goes and what it costs now.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    pub model: String,
+    pub provider_id: String,
+    pub cluster: String,
+    pub auth_header: String,
+    pub auth_scheme: String,
+    pub api_key_env: String,
+    pub upstream_model: Option<String>,
+    pub default_max_output_tokens: i64,
+    pub price: PriceRule,
+}
+
+/// Looks a paywall up by its key. The key is hashed first, so the database
+/// never sees it, and the stored hash is compared in constant time.
+pub async fn paywall_by_key(db: &Db, key: &str) -> LedgerResult<Option<Paywall>> {
+    let hash = sha256_hex(key);
+    let row = sqlx::query("SELECT id, name, mode, key_hash FROM paywalls WHERE key_hash = $1")
+        .bind(&hash)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.and_then(|r| {
+        let stored: String = r.get("key_hash");
+        constant_time_eq(&stored, &hash).then(|| Paywall {
+            id: r.get("id"),
+            name: r.get("name"),
+            mode: r.get("mode"),
+        })
+    }))
+}
+
+const PRICE_COLUMNS: &str =
+    "p.id AS price_id, p.model AS price_model, p.version, p.input_per_m, p.cached_input_per_m, p.output_per_m, p.markup_bps, p.min_charge";
+
+fn price_from_row(r: &sqlx::any::AnyRow) -> PriceRule {
+    PriceRule {
+        id: r.get("price_id"),
+        model: r.get("price_model"),
+        version: r.get("version"),
+        input_per_m: r.get("input_per_m"),
+        cached_input_per_m: r.get("cached_input_per_m"),
+        output_per_m: r.get("output_per_m"),
+        markup_bps: r.get("markup_bps"),
+        min_charge: r.get("min_charge"),
+    }
+}
+
+/// The route and current price of a model, or None if the model is not sold.
+pub async fn model_route(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
+    let sql = format!(
+        "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens,
+                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, {PRICE_COLUMNS}
+         FROM models m
+         JOIN providers pr ON pr.id = m.provider_id
+         JOIN price_rules p ON p.model = m.name
+         WHERE m.name = $1
+         ORDER BY p.version DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql).bind(model).fetch_optional(&db.pool).await?;
+    Ok(row.map(|r| ModelRoute {
+        model: r.get("name"),
+        provider_id: r.get("provider_id"),
+        cluster: r.get("cluster"),
+        auth_header: r.get("auth_header"),
+        auth_scheme: r.get("auth_scheme"),
+        api_key_env: r.get("api_key_env"),
+        upstream_model: r.get("upstream_model"),
+        default_max_output_tokens: r.get("default_max_output_tokens"),
+        price: price_from_row(&r),
+    }))
+}
+
+pub async fn price_rule(tx: &mut Transaction<'static, Any>, id: &str) -> LedgerResult<PriceRule> {
+    let sql = format!("SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    row.map(|r| price_from_row(&r))
+        .ok_or_else(|| LedgerError::Internal(format!("price rule {id} missing")))
+}
+
+/// Every sold model with its current price, for `GET /v1/models`.
+pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule)>> {
+    let sql = format!(
+        "SELECT m.name, m.provider_id, {PRICE_COLUMNS}
+         FROM models m JOIN price_rules p ON p.model = m.name
+         WHERE p.version = (SELECT MAX(version) FROM price_rules q WHERE q.model = m.name)
+         ORDER BY m.name"
+    );
+    let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("provider_id"), price_from_row(r)))
+        .collect())
+}
+
+fn price(field: &str, model: &str, value: Option<&str>) -> anyhow::Result<i64> {
+    parse_decimal(value.unwrap_or("0"))
+        .map_err(|e| anyhow::anyhow!("model {model}: {field}: {e}"))
+}
+
+/// Applies the configuration's paywalls, providers, models and prices. Safe to
+/// run at every start and from several sidecars: a changed price becomes a
+/// new rule version, an unchanged one is left alone.
+pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
+    let now = now_ms();
+    let mut tx = db.pool.begin().await?;
+    for p in &cfg.paywalls {
+        let key = std::env::var(&p.key_env)
+            .map_err(|_| anyhow::anyhow!("paywall {}: environment variable {} is not set", p.id, p.key_env))?;
+        if key.len() < 16 {
+            anyhow::bail!("paywall {}: the key in {} must be at least 16 characters", p.id, p.key_env);
+        }
+        let name = p.name.clone().unwrap_or_else(|| p.id.clone());
+        sqlx::query(
+            "INSERT INTO paywalls (id, name, mode, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, mode = excluded.mode, key_hash = excluded.key_hash",
+        )
+        .bind(&p.id)
+        .bind(&name)
+        .bind(&p.mode)
+        .bind(sha256_hex(&key))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for p in &cfg.providers {
+        sqlx::query(
+            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, auth_header = excluded.auth_header,
+                auth_scheme = excluded.auth_scheme, api_key_env = excluded.api_key_env",
+        )
+        .bind(&p.id)
+        .bind(&p.cluster)
+        .bind(&p.auth_header)
+        .bind(&p.auth_scheme)
+        .bind(&p.api_key_env)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for m in &cfg.models {
+        sqlx::query(
+            "INSERT INTO models (name, provider_id, upstream_model, default_max_output_tokens) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET provider_id = excluded.provider_id,
+                upstream_model = excluded.upstream_model, default_max_output_tokens = excluded.default_max_output_tokens",
+        )
+        .bind(&m.name)
+        .bind(&m.provider)
+        .bind(&m.upstream_model)
+        .bind(i64::from(m.default_max_output_tokens))
+        .execute(&mut *tx)
+        .await?;
+        let input = price("input_per_m", &m.name, Some(&m.input_per_m))?;
+        let wanted = PriceRule {
+            id: String::new(),
+            model: m.name.clone(),
+            version: 0,
+            input_per_m: input,
+            cached_input_per_m: match &m.cached_input_per_m {
+                Some(v) => price("cached_input_per_m", &m.name, Some(v))?,
+                None => input,
+            },
+            output_per_m: price("output_per_m", &m.name, Some(&m.output_per_m))?,
+            markup_bps: i64::from(m.markup_bps),
+            min_charge: price("min_charge", &m.name, m.min_charge.as_deref())?,
+        };
+        upsert_price(&mut tx, wanted, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Inserts a new version of a model's price unless the current one is equal.
+async fn upsert_price(tx: &mut Transaction<'static, Any>, wanted: PriceRule, now: i64) -> anyhow::Result<()> {
+    let sql = format!("SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.model = $1 ORDER BY p.version DESC LIMIT 1");
+    let current = sqlx::query(&sql)
+        .bind(&wanted.model)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| price_from_row(&r));
+    let same = |c: &PriceRule| {
+        c.input_per_m == wanted.input_per_m
+            && c.cached_input_per_m == wanted.cached_input_per_m
+            && c.output_per_m == wanted.output_per_m
+            && c.markup_bps == wanted.markup_bps
+            && c.min_charge == wanted.min_charge
+    };
+    if current.as_ref().is_some_and(same) {
+        return Ok(());
+    }
+    let version = current.map(|c| c.version + 1).unwrap_or(1);
+    sqlx::query(
+        "INSERT INTO price_rules (id, model, version, input_per_m, cached_input_per_m, output_per_m, markup_bps, min_charge, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+    )
+    .bind(PriceRule::rule_id(&wanted.model, version))
+    .bind(&wanted.model)
+    .bind(version)
+    .bind(wanted.input_per_m)
+    .bind(wanted.cached_input_per_m)
+    .bind(wanted.output_per_m)
+    .bind(wanted.markup_bps)
+    .bind(wanted.min_charge)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Money coming in: deposits (API or the top-up page) and top-up links, plus
+//! the listing of a wallet's ledger entries.
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::Row;
+use tollgate_protocol::format_micros;
+
+use crate::book::{self, wallet_account, Balance, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::db::Db;
+use crate::error::LedgerResult;
+use crate::events;
+use crate::keys::{new_token, now_ms, sha256_hex};
+use crate::settings::Settings;
+
+/// Credits a user's wallet from outside money. Returns the new balance.
+pub async fn deposit(db: &Db, paywall_id: &str, user_id: &str, amount: i64, memo: &str) -> LedgerResult<Balance> {
+    let wallet = wallet_account(paywall_id, user_id);
+    let mut tx = db.pool.begin().await?;
+    book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
+    book::ensure_account(&mut tx, &wallet, "wallet", Some(paywall_id), Some(user_id)).await?;
+    let meta = TransferMeta {
+        memo: Some(memo),
+        ..Default::default()
+    };
+    let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
+    let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
+    events::record(&mut tx, events::BALANCE_DEPOSITED, None, paywall_id, user_id, payload).await?;
+    let balance = book::balance_in(&mut tx, &wallet).await?;
+    tx.commit().await?;
+    Ok(balance)
+}
+
+pub struct TopupLink {
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// A single-use, expiring link bound to one paywall and one user. Only the
+/// token's hash is stored.
+pub async fn create_topup_link(tx: &mut Tx, settings: &Settings, paywall_id: &str, user_id: &str) -> LedgerResult<TopupLink> {
+    let token = new_token();
+    let now = now_ms();
+    let expires_at = now.saturating_add(settings.topup_link_ttl_ms);
+    sqlx::query(
+        "INSERT INTO topup_links (token_hash, paywall_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(sha256_hex(&token))
+    .bind(paywall_id)
+    .bind(user_id)
+    .bind(expires_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let payload = json!({"expires_at": expires_at});
+    events::record(tx, events::TOPUP_LINK_CREATED, None, paywall_id, user_id, payload).await?;
+    Ok(TopupLink {
+        url: format!("{}/pay/topup/{token}", settings.public_url),
+        expires_at,
+    })
+}
+
+/// Who a top-up link is for, if it is valid (known, unexpired, unused).
+#[derive(Debug, Clone)]
+pub struct LinkHolder {
+    pub paywall_id: String,
+    pub paywall_name: String,
+    pub user_id: String,
+}
+
+pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
+    let row = sqlx::query(
+        "SELECT l.paywall_id, l.user_id, p.name FROM topup_links l JOIN paywalls p ON p.id = l.paywall_id
+         WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2",
+    )
+    .bind(sha256_hex(token))
+    .bind(now_ms())
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| LinkHolder {
+        paywall_id: r.get("paywall_id"),
+        paywall_name: r.get("name"),
+        user_id: r.get("user_id"),
+    }))
+}
+
+/// Pays through a link: marks it used and credits the wallet in one
+/// transaction, so a link can never pay twice.
+pub async fn redeem_link(db: &Db, token: &str, amount: i64, memo: &str) -> LedgerResult<Option<(LinkHolder, Balance)>> {
+    let Some(holder) = open_link(db, token).await? else {
+        return Ok(None);
+    };
+    let mut tx = db.pool.begin().await?;
+    let claimed = sqlx::query("UPDATE topup_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
+        .bind(now_ms())
+        .bind(sha256_hex(token))
+        .execute(&mut *tx)
+        .await?;
+    if claimed.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let wallet = wallet_account(&holder.paywall_id, &holder.user_id);
+    book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
+    book::ensure_account(&mut tx, &wallet, "wallet", Some(&holder.paywall_id), Some(&holder.user_id)).await?;
+    let meta = TransferMeta {
+        memo: Some(memo),
+        ..Default::default()
+    };
+    let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
+    let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
+    events::record(&mut tx, events::BALANCE_DEPOSITED, None, &holder.paywall_id, &holder.user_id, payload).await?;
+    let balance = book::balance_in(&mut tx, &wallet).await?;
+    tx.commit().await?;
+    Ok(Some((holder, balance)))
+}
+
+/// One ledger entry as the wallet's owner sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    /// Signed effect on the wallet, decimal string; holds show the reserved amount.
+    pub amount: String,
+    pub amount_micros: i64,
+    pub direction: &'static str,
+    pub request_id: Option<String>,
+    pub hold_id: Option<String>,
+    pub memo: Option<String>,
+    pub created_at: i64,
+}
+
+pub async fn entries(db: &Db, paywall_id: &str, user_id: &str, after: i64, limit: i64) -> LedgerResult<Vec<Entry>> {
+    let wallet = wallet_account(paywall_id, user_id);
+    let rows = sqlx::query(
+        "SELECT seq, id, kind, debit_account, amount, request_id, hold_id, memo, created_at FROM transfers
+         WHERE (debit_account = $1 OR credit_account = $1) AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(&wallet)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let debit: String = r.get("debit_account");
+            let amount: i64 = r.get("amount");
+            let outgoing = debit == wallet;
+            let signed = if outgoing { -amount } else { amount };
+            Entry {
+                seq: r.get("seq"),
+                id: r.get("id"),
+                kind: r.get("kind"),
+                amount: format_micros(signed),
+                amount_micros: signed,
+                direction: if outgoing { "debit" } else { "credit" },
+                request_id: r.get("request_id"),
+                hold_id: r.get("hold_id"),
+                memo: r.get("memo"),
+                created_at: r.get("created_at"),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,24 @@
+//! Errors of the money operations, and whether retrying can help.
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl LedgerError {
+    /// True when the same call may succeed later (database hiccup).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LedgerError::Db(_))
+    }
+}
+
+pub type LedgerResult<T> = Result<T, LedgerError>;

@@ -1,0 +1,42 @@
+//! The events outbox: one row per business event, written in the same
+//! transaction as the money movement it describes (webhooks read from here).
+
+use serde_json::Value;
+
+use crate::book::Tx;
+use crate::error::LedgerResult;
+use crate::keys::{new_id, now_ms};
+
+pub const AUTHORIZATION_REQUESTED: &str = "authorization.requested";
+pub const TOPUP_LINK_CREATED: &str = "topup_link.created";
+pub const CHARGE_CREATED: &str = "charge.created";
+pub const CHARGE_OVERAGE: &str = "charge.overage";
+pub const BALANCE_DEPLETED: &str = "balance.depleted";
+pub const BALANCE_DEPOSITED: &str = "balance.deposited";
+pub const REQUEST_BLOCKED: &str = "request.blocked";
+pub const REQUEST_COMPLETED: &str = "request.completed";
+pub const REQUEST_FAILED: &str = "request.failed";
+
+pub async fn record(
+    tx: &mut Tx,
+    kind: &str,
+    request_id: Option<&str>,
+    paywall_id: &str,
+    user_id: &str,
+    payload: Value,
+) -> LedgerResult<()> {
+    sqlx::query(
+        "INSERT INTO events (id, kind, request_id, paywall_id, user_id, payload, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id("evt"))
+    .bind(kind)
+    .bind(request_id)
+    .bind(paywall_id)
+    .bind(user_id)
+    .bind(payload.to_string())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

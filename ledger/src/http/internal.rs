@@ -1,0 +1,59 @@
+//! Internal API: authorize and settle, called by the filter only.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tollgate_protocol::{ApiError, AuthorizeRequest, SettleRequest, INTERNAL_SECRET_HEADER};
+
+use super::{api_error, ledger_failure, Shared};
+use crate::holds;
+use crate::keys::constant_time_eq;
+
+fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let given = headers
+        .get(INTERNAL_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if constant_time_eq(given, &state.internal_secret) {
+        Ok(())
+    } else {
+        tracing::warn!("internal call with a missing or wrong secret");
+        Err(api_error(StatusCode::FORBIDDEN, ApiError::new("permission_error", "forbidden", "Internal endpoint.")))
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(StatusCode::BAD_REQUEST, ApiError::invalid_request("invalid_json", format!("bad internal request: {e}")))
+    })
+}
+
+pub async fn authorize(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check_secret(&state, &headers) {
+        return r;
+    }
+    let req: AuthorizeRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match holds::authorize(&state.db, &state.settings, &req).await {
+        Ok(decision) => Json(decision).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn settle(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check_secret(&state, &headers) {
+        return r;
+    }
+    let req: SettleRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match holds::settle(&state.db, &req).await {
+        Ok(res) => Json(res).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}

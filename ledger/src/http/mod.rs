@@ -1,0 +1,82 @@
+//! The sidecar's HTTP surface: the internal API the filter calls (secret
+//! required, never routed from the public listener), the public API apps call
+//! with their paywall key, and the end-user pages behind links.
+
+mod internal;
+mod pages;
+mod public;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tollgate_protocol::{ApiError, AUTHORIZE_PATH, SETTLE_PATH};
+
+use crate::catalog::{self, Paywall};
+use crate::db::Db;
+use crate::error::LedgerError;
+use crate::settings::Settings;
+
+pub struct AppState {
+    pub db: Db,
+    pub settings: Settings,
+    pub internal_secret: String,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route(AUTHORIZE_PATH, post(internal::authorize))
+        .route(SETTLE_PATH, post(internal::settle))
+        .route("/v1/models", get(public::models))
+        .route("/v1/user/balance", get(public::balance))
+        .route("/v1/user/balance/deposit", post(public::deposit))
+        .route("/v1/user/balance/topup", get(public::topup))
+        .route("/v1/user/ledger", get(public::ledger_entries))
+        .route("/pay/topup/{token}", get(pages::topup_page).post(pages::topup_pay))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, ApiError::invalid_request("not_found", "Unknown endpoint.")) })
+        .with_state(state)
+}
+
+/// An OpenAI-shaped error response.
+pub fn api_error(status: StatusCode, error: ApiError) -> Response {
+    (status, [("content-type", "application/json")], error.to_body()).into_response()
+}
+
+pub fn ledger_failure(e: LedgerError) -> Response {
+    match e {
+        LedgerError::NotFound(m) => api_error(StatusCode::NOT_FOUND, ApiError::invalid_request("not_found", m)),
+        LedgerError::Invalid(m) => api_error(StatusCode::BAD_REQUEST, ApiError::invalid_request("invalid_request", m)),
+        LedgerError::Conflict(m) => api_error(StatusCode::CONFLICT, ApiError::invalid_request("conflict", m)),
+        other => {
+            tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");
+            api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::new("server_error", "ledger_unavailable", "The ledger is temporarily unavailable."),
+            )
+        }
+    }
+}
+
+/// The paywall an app authenticates as with `Authorization: Bearer <paywall key>`.
+pub async fn paywall_from(state: &AppState, headers: &HeaderMap) -> Result<Paywall, Response> {
+    let unauthorized = |m: &str| api_error(StatusCode::UNAUTHORIZED, ApiError::authentication(m));
+    let value = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("You didn't provide an API key."))?;
+    let key = value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| unauthorized("You didn't provide an API key."))?;
+    match catalog::paywall_by_key(&state.db, key).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(unauthorized("Incorrect API key provided.")),
+        Err(e) => Err(ledger_failure(e)),
+    }
+}

@@ -1,0 +1,113 @@
+//! End-user pages opened from links in assistant messages. A link carries an
+//! unguessable, expiring, single-use token bound to one paywall and one user;
+//! a used, expired or unknown token shows an error and changes nothing.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+use tollgate_protocol::{format_micros, parse_amount};
+
+use super::Shared;
+use crate::book::{self, wallet_account};
+use crate::deposits;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{t} · Tollgate</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem;color:#222}}\
+         .note{{background:#fff4ce;border:1px solid #e6c300;padding:.5rem .75rem;border-radius:4px}}\
+         input,button{{font-size:1rem;padding:.4rem .6rem}}</style></head>\
+         <body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    );
+    (status, Html(html)).into_response()
+}
+
+fn invalid_link() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Link not valid",
+        "<p>This link is unknown, has expired or was already used. Ask the app for a new one.</p>",
+    )
+}
+
+fn unavailable() -> Response {
+    page(StatusCode::SERVICE_UNAVAILABLE, "Try again shortly", "<p>The payment service is temporarily unavailable.</p>")
+}
+
+pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) -> Response {
+    let holder = match deposits::open_link(&state.db, &token).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return invalid_link(),
+        Err(_) => return unavailable(),
+    };
+    let balance = match book::balance(&state.db, &wallet_account(&holder.paywall_id, &holder.user_id)).await {
+        Ok(b) => b,
+        Err(_) => return unavailable(),
+    };
+    let form = if state.settings.dev_payments {
+        format!(
+            "<p class=\"note\">Development payment processor: no real money moves. \
+             Confirming credits the amount immediately.</p>\
+             <form method=\"post\" action=\"/pay/topup/{token}\">\
+             <label>Amount <input name=\"amount\" value=\"10.00\" inputmode=\"decimal\" required></label> \
+             <button type=\"submit\">Add funds</button></form>",
+            token = escape(&token)
+        )
+    } else {
+        "<p>No payment processor is configured on this server.</p>".to_string()
+    };
+    let body = format!(
+        "<p>Add funds to your balance for <strong>{app}</strong>.</p>\
+         <p>Account: <code>{user}</code><br>Current balance: <strong>{bal}</strong></p>{form}",
+        app = escape(&holder.paywall_name),
+        user = escape(&holder.user_id),
+        bal = format_micros(balance.available),
+    );
+    page(StatusCode::OK, "Top up your balance", &body)
+}
+
+#[derive(Deserialize)]
+pub struct PayForm {
+    amount: String,
+}
+
+pub async fn topup_pay(State(state): State<Shared>, Path(token): Path<String>, Form(form): Form<PayForm>) -> Response {
+    if !state.settings.dev_payments {
+        return invalid_link();
+    }
+    let amount = match parse_amount(&form.amount) {
+        Ok(a) => a,
+        Err(e) => {
+            let body = format!("<p>{}</p><p><a href=\"/pay/topup/{}\">Back</a></p>", escape(&e.to_string()), escape(&token));
+            return page(StatusCode::BAD_REQUEST, "Invalid amount", &body);
+        }
+    };
+    match deposits::redeem_link(&state.db, &token, amount, "dev_processor").await {
+        Ok(Some((holder, balance))) => {
+            let body = format!(
+                "<p>{amt} was added for <code>{user}</code> on <strong>{app}</strong>.</p>\
+                 <p>New balance: <strong>{bal}</strong>. You can go back to the app and send your message again.</p>",
+                amt = format_micros(amount),
+                user = escape(&holder.user_id),
+                app = escape(&holder.paywall_name),
+                bal = format_micros(balance.available),
+            );
+            page(StatusCode::OK, "Payment received", &body)
+        }
+        Ok(None) => invalid_link(),
+        Err(_) => unavailable(),
+    }
+}

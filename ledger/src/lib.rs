@@ -1,0 +1,18 @@
+//! Tollgate ledger sidecar: decides whether a user may spend, keeps the money
+//! in a double-entry ledger (SQLite or PostgreSQL), and serves the public API
+//! and end-user pages.
+
+pub mod book;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod deposits;
+pub mod error;
+pub mod events;
+pub mod holds;
+pub mod http;
+pub mod idempotency;
+pub mod keys;
+pub mod pricing;
+pub mod server;
+pub mod settings;

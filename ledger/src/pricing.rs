@@ -1,0 +1,105 @@
+//! Prices and their arithmetic. Integer maths only: prices are micro-units per
+//! million tokens, the markup is in basis points, and the single rounding step
+//! rounds the final amount *up* to the next micro-unit (the platform never
+//! undercharges by a fraction), then applies the per-request minimum.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriceRule {
+    /// `<model>@v<version>`, stamped on every hold and charge.
+    pub id: String,
+    pub model: String,
+    pub version: i64,
+    pub input_per_m: i64,
+    pub cached_input_per_m: i64,
+    pub output_per_m: i64,
+    pub markup_bps: i64,
+    pub min_charge: i64,
+}
+
+const TOKENS_PER_PRICE_UNIT: i128 = 1_000_000;
+const BPS: i128 = 10_000;
+
+impl PriceRule {
+    pub fn rule_id(model: &str, version: i64) -> String {
+        format!("{model}@v{version}")
+    }
+
+    /// Price of a usage in micro-units: `ceil(Σ tokens × price × (1 + markup) / 1e6)`,
+    /// at least `min_charge`. Cached prompt tokens are part of `prompt_tokens`.
+    pub fn cost(&self, prompt_tokens: u64, cached_prompt_tokens: u64, completion_tokens: u64) -> i64 {
+        let cached = cached_prompt_tokens.min(prompt_tokens);
+        let uncached = prompt_tokens - cached;
+        let raw: i128 = i128::from(uncached) * i128::from(self.input_per_m)
+            + i128::from(cached) * i128::from(self.cached_input_per_m)
+            + i128::from(completion_tokens) * i128::from(self.output_per_m);
+        let scaled = raw * (BPS + i128::from(self.markup_bps));
+        let denom = TOKENS_PER_PRICE_UNIT * BPS;
+        let amount = (scaled + denom - 1) / denom;
+        i64::try_from(amount).unwrap_or(i64::MAX).max(self.min_charge)
+    }
+
+    /// The most a request can cost: the prompt estimate at the input price plus
+    /// the maximum output at the output price.
+    pub fn max_cost(&self, prompt_tokens: u64, max_output_tokens: u64) -> i64 {
+        self.cost(prompt_tokens, 0, max_output_tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(input: i64, output: i64, markup_bps: i64) -> PriceRule {
+        PriceRule {
+            id: "m@v1".into(),
+            model: "m".into(),
+            version: 1,
+            input_per_m: input,
+            cached_input_per_m: input / 2,
+            output_per_m: output,
+            markup_bps,
+            min_charge: 0,
+        }
+    }
+
+    #[test]
+    fn cost_is_exact_for_whole_amounts() {
+        // $2.50 / M input, $10 / M output: 1M in + 1M out = $12.50
+        let r = rule(2_500_000, 10_000_000, 0);
+        assert_eq!(r.cost(1_000_000, 0, 1_000_000), 12_500_000);
+        assert_eq!(r.cost(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn cost_rounds_up_once_at_the_end() {
+        let r = rule(1, 1, 0);
+        assert_eq!(r.cost(1, 0, 0), 1); // 1e-6 micro rounds up to 1
+        assert_eq!(r.cost(1_000_000, 0, 0), 1);
+        assert_eq!(r.cost(1_000_001, 0, 0), 2);
+    }
+
+    #[test]
+    fn markup_and_cached_tokens() {
+        let r = rule(2_000_000, 8_000_000, 2_000); // +20 %
+        // 1000 prompt (400 cached) + 100 completion:
+        // 600×2 + 400×1 + 100×8 = 2400 micro-units before markup → 2880
+        assert_eq!(r.cost(1000, 400, 100), 2880);
+        // cached larger than prompt is clamped
+        assert_eq!(r.cost(10, 50, 0), r.cost(10, 10, 0));
+    }
+
+    #[test]
+    fn minimum_charge_applies() {
+        let mut r = rule(1, 1, 0);
+        r.min_charge = 100;
+        assert_eq!(r.cost(1, 0, 1), 100);
+    }
+
+    #[test]
+    fn huge_inputs_saturate_instead_of_overflowing() {
+        let r = rule(i64::MAX, i64::MAX, 10_000);
+        assert_eq!(r.cost(u64::from(u32::MAX), 0, u64::from(u32::MAX)), i64::MAX);
+    }
+}

@@ -1,0 +1,82 @@
+//! Starting the service: database, seed, background sweeper, HTTP listener,
+//! graceful shutdown on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::{router, AppState};
+use crate::settings::Settings;
+use crate::{catalog, holds, idempotency, keys};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {
+        anyhow::anyhow!("environment variable {} (internal secret) is not set", cfg.server.internal_secret_env)
+    })?;
+    if secret.len() < 16 {
+        anyhow::bail!("the internal secret must be at least 16 characters");
+    }
+    if let Some(dir) = cfg
+        .server
+        .database_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p.split('?').next().unwrap_or(p)).parent())
+    {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let db = Db::connect(&cfg.server.database_url).await?;
+    catalog::seed(&db, &cfg).await?;
+    let state = Arc::new(AppState {
+        db: db.clone(),
+        settings: Settings::from_server(&cfg.server),
+        internal_secret: secret,
+    });
+    tokio::spawn(sweep(db));
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await?;
+    tracing::info!(listen = %cfg.server.listen, backend = ?state.db.backend, "tollgate-ledger listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("tollgate-ledger stopped");
+    Ok(())
+}
+
+/// Resolves expired holds and forgets old idempotency keys.
+async fn sweep(db: Db) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let now = keys::now_ms();
+        match holds::expire_holds(&db, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired holds voided"),
+            Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
+        }
+        if let Err(e) = idempotency::purge_expired(&db, now).await {
+            tracing::warn!(error = %e, "idempotency purge failed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,22 @@
+//! Runtime settings the money operations need, resolved once at start.
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of links shown to end users, without a trailing slash.
+    pub public_url: String,
+    pub hold_ttl_ms: i64,
+    pub topup_link_ttl_ms: i64,
+    pub dev_payments: bool,
+}
+
+impl Settings {
+    pub fn from_server(s: &crate::config::ServerConfig) -> Self {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Settings {
+            public_url: s.public_url.trim_end_matches('/').to_string(),
+            hold_ttl_ms: ms(s.hold_ttl_secs),
+            topup_link_ttl_ms: ms(s.topup_link_ttl_secs),
+            dev_payments: s.dev_payments,
+        }
+    }
+}
