@@ -1,0 +1,172 @@
+//! HTTP side of the mock: `/v1/chat/completions`, `/v1/models`, and
+//! `/_mock/stats` (what reached it, for tests that assert nothing leaked).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tiktoken_rs::CoreBPE;
+
+use crate::completion::{chunks, completion, decide};
+use crate::faults::Faults;
+use crate::Args;
+
+struct Mock {
+    args: Args,
+    bpe: CoreBPE,
+    requests: AtomicU64,
+    completions: AtomicU64,
+    last_headers: Mutex<Vec<(String, String)>>,
+}
+
+type Shared = Arc<Mock>;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let bpe = tiktoken_rs::o200k_base()?;
+    let listen = args.listen.clone();
+    let state = Arc::new(Mock {
+        args,
+        bpe,
+        requests: AtomicU64::new(0),
+        completions: AtomicU64::new(0),
+        last_headers: Mutex::new(Vec::new()),
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route("/_mock/stats", get(stats))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    eprintln!("tollgate-mock-provider listening on {listen}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, Json(body)).into_response()
+}
+
+async fn stats(State(m): State<Shared>) -> Json<Value> {
+    let headers = m.last_headers.lock().map(|h| h.clone()).unwrap_or_default();
+    Json(json!({
+        "requests": m.requests.load(Ordering::SeqCst),
+        "completions": m.completions.load(Ordering::SeqCst),
+        "last_headers": headers.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+}
+
+async fn models(State(m): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorized(&m, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
+    }
+    Json(json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "created": 0, "owned_by": "mock"}]})).into_response()
+}
+
+fn authorized(m: &Mock, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", m.args.api_key);
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    m.requests.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut last) = m.last_headers.lock() {
+        *last = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+    }
+    if !authorized(&m, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
+    }
+    let faults = Faults::from_headers(&headers);
+    if let Some(ms) = faults.delay_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(status) = faults.status {
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(s, "server_error", "mock_fault", "Injected failure.");
+    }
+    let req: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", &e.to_string()),
+    };
+    if !req["messages"].is_array() || !req["model"].is_string() {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "model and messages are required");
+    }
+    m.completions.fetch_add(1, Ordering::SeqCst);
+    let reply = decide(&m.bpe, &req);
+    let id = format!("chatcmpl-mock{}", m.completions.load(Ordering::SeqCst));
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if req["stream"] != true {
+        let mut body = completion(&id, created, &reply);
+        if faults.omit_usage {
+            if let Some(o) = body.as_object_mut() {
+                o.remove("usage");
+            }
+        }
+        return Json(body).into_response();
+    }
+    let include_usage = req["stream_options"]["include_usage"] == true && !faults.omit_usage;
+    let events = chunks(&m.bpe, &id, created, &reply, include_usage);
+    let delay = Duration::from_millis(m.args.chunk_delay_ms);
+    let cut = faults.cut_after;
+    let stream = async_stream(events, delay, cut);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Emits one SSE event per chunk with a pause between them; `cut` resets the
+/// connection after that many chunks (no usage, no `[DONE]`), like a provider
+/// connection that drops.
+fn async_stream(
+    events: Vec<Value>,
+    delay: Duration,
+    cut: Option<usize>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let total = events.len();
+    let limit = cut.unwrap_or(usize::MAX);
+    futures_util::stream::unfold(0usize, move |i| {
+        let events = events.clone();
+        async move {
+            if i > total || i > limit {
+                return None;
+            }
+            if i == limit {
+                let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected cut");
+                return Some((Err(cut), i + 1));
+            }
+            if i > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            let bytes = match events.get(i) {
+                Some(e) => Bytes::from(format!("data: {e}\n\n")),
+                None => Bytes::from_static(b"data: [DONE]\n\n"),
+            };
+            Some((Ok(bytes), i + 1))
+        }
+    })
+}

@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Starts and stops the local Tollgate stack: mock provider, ledger sidecar and
+real Envoy with the filter. `make run` uses it in the foreground; the
+end-to-end tests import it to run isolated stacks on free ports.
+
+Usage: stack.py run   (ports from TOLLGATE_PORT, ENVOY_ADMIN_PORT,
+                        TOLLGATE_LEDGER_PORT, MOCK_PROVIDER_PORT)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE = os.environ.get("TOLLGATE_PROFILE", "debug")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Ports:
+    public: int = 8080
+    admin: int = 9901
+    ledger: int = 8081
+    mock: int = 8082
+
+    @classmethod
+    def from_env(cls) -> "Ports":
+        env = os.environ.get
+        return cls(
+            public=int(env("TOLLGATE_PORT", "8080")),
+            admin=int(env("ENVOY_ADMIN_PORT", "9901")),
+            ledger=int(env("TOLLGATE_LEDGER_PORT", "8081")),
+            mock=int(env("MOCK_PROVIDER_PORT", "8082")),
+        )
+
+    @classmethod
+    def free(cls) -> "Ports":
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+@dataclass
+class Secrets:
+    demo_key: str
+    internal_secret: str
+    provider_key: str
+
+    @classmethod
+    def generate(cls) -> "Secrets":
+        return cls(
+            demo_key="tg_demo_" + secrets.token_hex(16),
+            internal_secret=secrets.token_hex(24),
+            provider_key="sk-mock-" + secrets.token_hex(16),
+        )
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "Secrets":
+        """Keeps keys stable across `make run`s (the ledger stores only hashes)."""
+        if path.exists():
+            values = dict(
+                line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+            )
+            return cls(values["TOLLGATE_DEMO_KEY"], values["TOLLGATE_INTERNAL_SECRET"], values["MOCK_PROVIDER_KEY"])
+        s = cls.generate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"TOLLGATE_DEMO_KEY={s.demo_key}\nTOLLGATE_INTERNAL_SECRET={s.internal_secret}\n"
+            f"MOCK_PROVIDER_KEY={s.provider_key}\n"
+        )
+        path.chmod(0o600)
+        return s
+
+
+def binary(name: str) -> Path:
+    return ROOT / "target" / PROFILE / name
+
+
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return 200 <= r.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Stack:
+    state_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    secrets: Secrets = field(default_factory=Secrets.generate)
+    database_url: str | None = None
+    callout_timeout_ms: int = 2000
+    max_body_bytes: int = 1048576
+    ledger_config: Path = ROOT / "ledger" / "demo.toml"
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}/v1"
+
+    @property
+    def public_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TOLLGATE_DEMO_KEY=self.secrets.demo_key,
+            TOLLGATE_INTERNAL_SECRET=self.secrets.internal_secret,
+            MOCK_PROVIDER_KEY=self.secrets.provider_key,
+        )
+        return env
+
+    def render_envoy_config(self) -> Path:
+        template = string.Template((ROOT / "envoy" / "envoy.yaml").read_text())
+        text = template.substitute(
+            ENVOY_ADMIN_PORT=self.ports.admin,
+            TOLLGATE_PORT=self.ports.public,
+            TOLLGATE_LEDGER_PORT=self.ports.ledger,
+            MOCK_PROVIDER_PORT=self.ports.mock,
+            TOLLGATE_WASM=str(WASM),
+            TOLLGATE_INTERNAL_SECRET=self.secrets.internal_secret,
+            TOLLGATE_CALLOUT_TIMEOUT_MS=self.callout_timeout_ms,
+            TOLLGATE_MAX_BODY_BYTES=self.max_body_bytes,
+        )
+        out = self.state_dir / "envoy.yaml"
+        out.write_text(text)
+        return out
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = open(self.state_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
+
+    def _wait(self, name: str, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.state_dir / (name + '.log')}:\n"
+                                   + self.log_tail(name))
+            if http_ok(url):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready after {timeout}s:\n" + self.log_tail(name))
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.state_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def start_mock(self) -> None:
+        env = self.env()
+        env["MOCK_PROVIDER_LISTEN"] = f"127.0.0.1:{self.ports.mock}"
+        self._spawn("mock-provider", [str(binary("tollgate-mock-provider"))], env)
+        self._wait("mock-provider", f"http://127.0.0.1:{self.ports.mock}/healthz")
+
+    def start_ledger(self) -> None:
+        env = self.env()
+        env.update(
+            TOLLGATE_LEDGER_LISTEN=f"127.0.0.1:{self.ports.ledger}",
+            TOLLGATE_PUBLIC_URL=self.public_url,
+            TOLLGATE_DATABASE_URL=self.database_url or f"sqlite://{self.state_dir / 'ledger.db'}",
+        )
+        self._spawn("ledger", [str(binary("tollgate-ledger")), "serve", "--config", str(self.ledger_config)], env)
+        self._wait("ledger", f"http://127.0.0.1:{self.ports.ledger}/healthz")
+
+    def start_envoy(self) -> None:
+        config = self.render_envoy_config()
+        argv = [
+            str(ENVOY), "-c", str(config), "--concurrency", "2", "--use-dynamic-base-id",
+            "--log-level", "warn", "--component-log-level", "wasm:info",
+        ]
+        self._spawn("envoy", argv, self.env())
+        self._wait("envoy", f"http://127.0.0.1:{self.ports.admin}/ready")
+
+    def start(self) -> "Stack":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for path in (binary("tollgate-ledger"), binary("tollgate-mock-provider"), WASM, ENVOY):
+            if not path.exists():
+                raise RuntimeError(f"{path} is missing: run `make build` first")
+        try:
+            self.start_mock()
+            self.start_ledger()
+            self.start_envoy()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop_one(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        # Envoy first, so no request arrives at a stopped sidecar.
+        for name in ("envoy", "ledger", "mock-provider"):
+            self.stop_one(name)
+
+
+def print_instructions(stack: Stack, demo_env: Path) -> None:
+    key = stack.secrets.demo_key
+    base = stack.base_url
+    print(f"""
+Tollgate is running.
+  OpenAI-compatible endpoint  {base}
+  Envoy admin                 http://127.0.0.1:{stack.ports.admin}
+  Ledger sidecar              http://127.0.0.1:{stack.ports.ledger}  (SQLite: {stack.state_dir / 'ledger.db'})
+  Mock provider               http://127.0.0.1:{stack.ports.mock}
+  Demo credentials            {demo_env}
+
+Try it (a new user first gets a top-up link):
+  curl -s {base}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
+    -d '{{"model":"mock-gpt","user":"alice","messages":[{{"role":"user","content":"Hello!"}}]}}'
+
+Add funds, then chat again:
+  curl -s {base}/user/balance/deposit -H 'Authorization: Bearer {key}' -H 'Idempotency-Key: demo-1' \\
+    -H 'Content-Type: application/json' -d '{{"user":"alice","amount":"5.00"}}'
+  curl -s '{base}/user/balance?user=alice' -H 'Authorization: Bearer {key}'
+
+With the OpenAI Python SDK:
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="{key}")
+  r = client.chat.completions.create(model="mock-gpt", user="alice",
+                                     messages=[{{"role": "user", "content": "Hello!"}}])
+  print(r.choices[0].message.content)
+
+Logs: {stack.state_dir}/*.log    Stop: Ctrl-C
+""", flush=True)
+
+
+def run() -> int:
+    state = ROOT / ".tollgate"
+    state.mkdir(exist_ok=True)
+    stack = Stack(state_dir=state, ports=Ports.from_env(), secrets=Secrets.load_or_create(state / "secrets.env"))
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+    except (RuntimeError, OSError, KeyError) as e:
+        print(f"failed to start: {e}", file=sys.stderr)
+        return 1
+    demo_env = state / "demo.env"
+    demo_env.write_text(f"TOLLGATE_BASE_URL={stack.base_url}\nTOLLGATE_API_KEY={stack.secrets.demo_key}\n")
+    print_instructions(stack, demo_env)
+    try:
+        while not stopping:
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping. Last log lines:\n{stack.log_tail(name)}",
+                          file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        print("Stopping Tollgate…", flush=True)
+        stack.stop()
+    print("Stopped.")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["run"]:
+        sys.exit(run())
+    print(__doc__, file=sys.stderr)
+    sys.exit(2)
