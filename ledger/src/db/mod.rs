@@ -63,6 +63,12 @@ impl Db {
         Ok(db)
     }
 
+    /// A plain pool without schema (administration, tests).
+    pub async fn connect_raw(url: &str) -> anyhow::Result<AnyPool> {
+        sqlx::any::install_default_drivers();
+        Ok(AnyPoolOptions::new().max_connections(2).connect(url).await?)
+    }
+
     async fn migrate(&self) -> anyhow::Result<()> {
         let serial = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",

@@ -1,0 +1,464 @@
+//! The ledger's money rules, run against every storage backend: SQLite (a
+//! fresh file per test) and PostgreSQL (a fresh database per test on
+//! TOLLGATE_TEST_POSTGRES_URL). PostgreSQL tests skip when the server is not
+//! reachable, unless TOLLGATE_REQUIRE_POSTGRES=1 (CI), where they fail.
+
+use std::sync::Arc;
+
+use sqlx::Row;
+use tollgate_ledger::book::{self, wallet_account};
+use tollgate_ledger::catalog;
+use tollgate_ledger::config::Config;
+use tollgate_ledger::db::Db;
+use tollgate_ledger::deposits;
+use tollgate_ledger::holds;
+use tollgate_ledger::idempotency::{self, Begin};
+use tollgate_ledger::settings::Settings;
+use tollgate_protocol::{
+    Action, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
+};
+
+const KEY: &str = "tg_test_key_0123456789abcdef";
+const OTHER_KEY: &str = "tg_other_key_0123456789abcdef";
+
+fn config(output_per_m: &str) -> Config {
+    std::env::set_var("SUITE_KEY", KEY);
+    std::env::set_var("SUITE_OTHER_KEY", OTHER_KEY);
+    std::env::set_var("SUITE_PROVIDER_KEY", "sk-suite");
+    Config::parse(&format!(
+        r#"
+        [server]
+        [[paywalls]]
+        id = "app"
+        name = "Test app"
+        key_env = "SUITE_KEY"
+        [[paywalls]]
+        id = "other"
+        key_env = "SUITE_OTHER_KEY"
+        [[providers]]
+        id = "mock"
+        cluster = "mock"
+        api_key_env = "SUITE_PROVIDER_KEY"
+        [[models]]
+        name = "m"
+        provider = "mock"
+        default_max_output_tokens = 1000
+        input_per_m = "2.00"
+        cached_input_per_m = "1.00"
+        output_per_m = "{output_per_m}"
+        "#
+    ))
+    .unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        public_url: "http://pay.test".into(),
+        hold_ttl_ms: 600_000,
+        topup_link_ttl_ms: 3_600_000,
+        dev_payments: true,
+    }
+}
+
+/// A database of the given backend, seeded, dropped when the handle goes.
+struct TestDb {
+    db: Db,
+    pg_cleanup: Option<(String, String)>,
+    _dir: Option<tempdir::Dir>,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    pub fn new() -> Dir {
+        let p = std::env::temp_dir().join(format!("tollgate-test-{}", tollgate_ledger::keys::random_hex(8)));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_cleanup.take() {
+            // Best effort: a leftover test database is harmless.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = Db::connect_raw(&admin_url).await {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+async fn open(backend: &str) -> Option<TestDb> {
+    let cfg = config("8.00");
+    match backend {
+        "sqlite" => {
+            let dir = tempdir::new();
+            let db = Db::connect(&format!("sqlite://{}/ledger.db", dir.0.display())).await.unwrap();
+            catalog::seed(&db, &cfg).await.unwrap();
+            Some(TestDb { db, pg_cleanup: None, _dir: Some(dir) })
+        }
+        _ => {
+            let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let required = std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            let admin = match Db::connect_raw(&admin_url).await {
+                Ok(a) => a,
+                Err(e) if !required => {
+                    eprintln!("skipping PostgreSQL test: {e}");
+                    return None;
+                }
+                Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
+            };
+            let name = format!("tollgate_t_{}", tollgate_ledger::keys::random_hex(6));
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+            admin.close().await;
+            let url = match admin_url.rsplit_once('/') {
+                Some((base, _)) => format!("{base}/{name}"),
+                None => panic!("bad TOLLGATE_TEST_POSTGRES_URL"),
+            };
+            let db = Db::connect(&url).await.unwrap();
+            catalog::seed(&db, &cfg).await.unwrap();
+            Some(TestDb { db, pg_cleanup: Some((admin_url, name)), _dir: None })
+        }
+    }
+}
+
+/// Runs each test body against both backends.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let t = super::open("sqlite").await.unwrap();
+                super::$name(&t.db).await;
+                super::assert_books_balance(&t.db).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(t) = super::open("postgres").await else { return };
+                super::$name(&t.db).await;
+                super::assert_books_balance(&t.db).await;
+            })*
+        }
+    };
+}
+
+backend_tests!(
+    deposit_credits_and_balance_reports_it,
+    unfunded_user_gets_a_topup_link_and_no_hold,
+    unknown_key_and_unknown_model_are_rejected,
+    hold_then_settle_charges_exactly_the_price,
+    settle_is_idempotent_by_hold,
+    upstream_failure_voids_the_hold,
+    charge_never_exceeds_the_hold,
+    concurrent_authorizations_never_overspend,
+    concurrent_settles_post_once,
+    price_change_is_a_new_version_and_holds_keep_theirs,
+    idempotency_keys_replay_reject_and_block,
+    expired_holds_are_voided,
+    topup_links_pay_once_and_only_for_their_user,
+    paywalls_do_not_share_wallets,
+);
+
+/// Double-entry invariant: every transfer moved as much out as in, so the
+/// posted and pending sums over all accounts net to zero.
+async fn assert_books_balance(db: &Db) {
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(credits_posted - debits_posted), 0) AS BIGINT) AS posted,
+                CAST(COALESCE(SUM(credits_pending - debits_pending), 0) AS BIGINT) AS pending,
+                CAST(COUNT(*) AS BIGINT) AS n
+         FROM accounts",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<i64, _>("posted"), 0, "posted sums do not balance");
+    assert_eq!(row.get::<i64, _>("pending"), 0, "pending sums do not balance");
+    let negative: i64 = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM accounts
+         WHERE kind = 'wallet' AND credits_posted - debits_posted - debits_pending < 0",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .get("n");
+    assert_eq!(negative, 0, "a wallet went below zero");
+}
+
+fn ask(user: &str, request_id: &str, prompt: u32, max_out: Option<u32>) -> AuthorizeRequest {
+    AuthorizeRequest {
+        request_id: request_id.into(),
+        paywall_key: KEY.into(),
+        user: user.into(),
+        model: "m".into(),
+        prompt_tokens: prompt,
+        max_output_tokens: max_out,
+        stream: false,
+    }
+}
+
+fn settle_req(hold: &str, request_id: &str, prompt: u32, completion: u32, outcome: SettleOutcome) -> SettleRequest {
+    SettleRequest {
+        hold_id: hold.into(),
+        request_id: request_id.into(),
+        usage: Usage { prompt_tokens: prompt, completion_tokens: completion, cached_prompt_tokens: 0 },
+        usage_source: UsageSource::Provider,
+        local_completion_tokens: Some(completion),
+        outcome,
+        upstream_status: 200,
+    }
+}
+
+async fn balance(db: &Db, user: &str) -> book::Balance {
+    book::balance(db, &wallet_account("app", user)).await.unwrap()
+}
+
+async fn hold_for(db: &Db, user: &str, rid: &str, prompt: u32, max_out: u32) -> (String, i64) {
+    match holds::authorize(db, &settings(), &ask(user, rid, prompt, Some(max_out))).await.unwrap() {
+        AuthorizeResponse::Allow { hold_id, held_micros, route } => {
+            assert_eq!(route.auth_value, "Bearer sk-suite");
+            assert_eq!(route.cluster, "mock");
+            (hold_id, held_micros)
+        }
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+async fn count(db: &Db, sql: &str) -> i64 {
+    sqlx::query(sql).fetch_one(&db.pool).await.unwrap().get::<i64, _>(0)
+}
+
+async fn deposit_credits_and_balance_reports_it(db: &Db) {
+    assert_eq!(balance(db, "u").await, book::Balance::default());
+    let b = deposits::deposit(db, "app", "u", 5_000_000, "test").await.unwrap();
+    assert_eq!(b.posted, 5_000_000);
+    deposits::deposit(db, "app", "u", 1, "test").await.unwrap();
+    assert_eq!(balance(db, "u").await.available, 5_000_001);
+}
+
+async fn unfunded_user_gets_a_topup_link_and_no_hold(db: &Db) {
+    let r = holds::authorize(db, &settings(), &ask("broke", "r1", 10, Some(10))).await.unwrap();
+    let AuthorizeResponse::Action { action, link, message } = r else { panic!("{r:?}") };
+    assert_eq!(action, Action::Topup);
+    assert!(message.contains("Test app"));
+    let token = link.strip_prefix("http://pay.test/pay/topup/").expect("link under public url");
+    let holder = deposits::open_link(db, token).await.unwrap().expect("link valid");
+    assert_eq!((holder.paywall_id.as_str(), holder.user_id.as_str()), ("app", "broke"));
+    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM holds").await, 0);
+    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'request.blocked'").await, 1);
+}
+
+async fn unknown_key_and_unknown_model_are_rejected(db: &Db) {
+    let mut a = ask("u", "r", 1, None);
+    a.paywall_key = "nope-nope-nope-nope".into();
+    let r = holds::authorize(db, &settings(), &a).await.unwrap();
+    assert!(matches!(r, AuthorizeResponse::Reject { status: 401, .. }), "{r:?}");
+    let mut a = ask("u", "r", 1, None);
+    a.model = "gpt-unknown".into();
+    let r = holds::authorize(db, &settings(), &a).await.unwrap();
+    let AuthorizeResponse::Reject { status, error, .. } = r else { panic!() };
+    assert_eq!(status, 404);
+    assert_eq!(error.code.as_deref(), Some("model_not_found"));
+}
+
+async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    // 100 prompt × 2.00 + 50 out × 8.00 per M = 200 + 400 = 600 micro-units held
+    let (hold, held) = hold_for(db, "u", "req-1", 100, 50).await;
+    assert_eq!(held, 600);
+    let b = balance(db, "u").await;
+    assert_eq!((b.posted, b.held, b.available), (1_000_000, 600, 999_400));
+    // Actual: 90 prompt, 20 completion → 180 + 160 = 340
+    let res = holds::settle(db, &settle_req(&hold, "req-1", 90, 20, SettleOutcome::Completed)).await.unwrap();
+    assert_eq!((res.amount_micros, res.replayed, res.state.as_str()), (340, false, "posted"));
+    let b = balance(db, "u").await;
+    assert_eq!((b.posted, b.held, b.available), (999_660, 0, 999_660));
+    let row = sqlx::query("SELECT request_id, model, prompt_tokens, completion_tokens, price_rule_id, price_version, amount, usage_source FROM charges WHERE hold_id = $1")
+        .bind(&hold)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("request_id"), "req-1");
+    assert_eq!(row.get::<String, _>("model"), "m");
+    assert_eq!(row.get::<i64, _>("prompt_tokens"), 90);
+    assert_eq!(row.get::<i64, _>("completion_tokens"), 20);
+    assert_eq!(row.get::<String, _>("price_rule_id"), "m@v1");
+    assert_eq!(row.get::<i64, _>("price_version"), 1);
+    assert_eq!(row.get::<i64, _>("amount"), 340);
+    assert_eq!(row.get::<String, _>("usage_source"), "provider");
+    // The wallet's entries: deposit, hold, post, all tagged with the request.
+    let entries = deposits::entries(db, "app", "u", 0, 10).await.unwrap();
+    let kinds: Vec<_> = entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["deposit", "hold", "post"]);
+    assert_eq!(entries[2].request_id.as_deref(), Some("req-1"));
+    assert_eq!(entries[2].amount_micros, -340);
+}
+
+async fn settle_is_idempotent_by_hold(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (hold, _) = hold_for(db, "u", "req-2", 100, 50).await;
+    let first = holds::settle(db, &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed)).await.unwrap();
+    let again = holds::settle(db, &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.charge_id, first.charge_id);
+    assert_eq!(again.amount_micros, first.amount_micros);
+    assert_eq!(balance(db, "u").await.posted, 1_000_000 - first.amount_micros);
+    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await, 1);
+    // A settle for another request id is refused, not applied.
+    let err = holds::settle(db, &settle_req(&hold, "other", 1, 1, SettleOutcome::Completed)).await;
+    assert!(err.is_err());
+    let missing = holds::settle(db, &settle_req("hold_nope", "x", 1, 1, SettleOutcome::Completed)).await;
+    assert!(matches!(missing, Err(tollgate_ledger::error::LedgerError::NotFound(_))));
+}
+
+async fn upstream_failure_voids_the_hold(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (hold, _) = hold_for(db, "u", "req-3", 100, 50).await;
+    let res = holds::settle(db, &settle_req(&hold, "req-3", 0, 0, SettleOutcome::UpstreamFailed)).await.unwrap();
+    assert_eq!((res.state.as_str(), res.amount_micros, res.charge_id), ("voided", 0, None));
+    let b = balance(db, "u").await;
+    assert_eq!((b.posted, b.held), (1_000_000, 0));
+}
+
+async fn charge_never_exceeds_the_hold(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (hold, held) = hold_for(db, "u", "req-4", 10, 10).await;
+    let res = holds::settle(db, &settle_req(&hold, "req-4", 10, 5000, SettleOutcome::Completed)).await.unwrap();
+    assert_eq!(res.amount_micros, held);
+    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'charge.overage'").await, 1);
+    let cost: i64 = sqlx::query("SELECT cost FROM charges").fetch_one(&db.pool).await.unwrap().get("cost");
+    assert!(cost > held);
+}
+
+async fn concurrent_authorizations_never_overspend(db: &Db) {
+    // Each hold is 600; the wallet covers exactly 5 of them.
+    deposits::deposit(db, "app", "u", 3_000, "test").await.unwrap();
+    let db = Arc::new(db.clone());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            holds::authorize(&db, &settings(), &ask("u", &format!("c{i}"), 100, Some(50))).await.unwrap()
+        }));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), AuthorizeResponse::Allow { .. }) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5);
+    let b = balance(&db, "u").await;
+    assert_eq!((b.held, b.available), (3_000, 0));
+}
+
+async fn concurrent_settles_post_once(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (hold, _) = hold_for(db, "u", "req-5", 100, 50).await;
+    let db = Arc::new(db.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (db, hold) = (db.clone(), hold.clone());
+        tasks.push(tokio::spawn(async move {
+            holds::settle(&db, &settle_req(&hold, "req-5", 100, 10, SettleOutcome::Completed)).await.unwrap()
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        if !t.await.unwrap().replayed {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1);
+    assert_eq!(count(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await, 1);
+    assert_eq!(count(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE kind = 'post'").await, 1);
+}
+
+async fn price_change_is_a_new_version_and_holds_keep_theirs(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (old_hold, _) = hold_for(db, "u", "old", 0, 100).await;
+    catalog::seed(db, &config("16.00")).await.unwrap();
+    catalog::seed(db, &config("16.00")).await.unwrap(); // unchanged: no new version
+    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM price_rules").await, 2);
+    let route = catalog::model_route(db, "m").await.unwrap().unwrap();
+    assert_eq!((route.price.version, route.price.output_per_m), (2, 16_000_000));
+    let (new_hold, _) = hold_for(db, "u", "new", 0, 100).await;
+    let old = holds::settle(db, &settle_req(&old_hold, "old", 0, 100, SettleOutcome::Completed)).await.unwrap();
+    let new = holds::settle(db, &settle_req(&new_hold, "new", 0, 100, SettleOutcome::Completed)).await.unwrap();
+    assert_eq!((old.amount_micros, new.amount_micros), (800, 1600));
+    let versions: Vec<i64> = sqlx::query("SELECT price_version FROM charges ORDER BY request_id DESC")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("price_version"))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+}
+
+async fn idempotency_keys_replay_reject_and_block(db: &Db) {
+    let fp = idempotency::request_fingerprint("POST", "/x", b"{\"a\":1}");
+    assert_eq!(idempotency::begin(db, "app", "k1", &fp).await.unwrap(), Begin::Fresh);
+    assert_eq!(idempotency::begin(db, "app", "k1", &fp).await.unwrap(), Begin::InFlight);
+    idempotency::complete(db, "app", "k1", 200, "{\"ok\":true}").await.unwrap();
+    assert_eq!(
+        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
+        Begin::Replay { status: 200, body: "{\"ok\":true}".into() }
+    );
+    let other = idempotency::request_fingerprint("POST", "/x", b"{\"a\":2}");
+    assert_eq!(idempotency::begin(db, "app", "k1", &other).await.unwrap(), Begin::Mismatch);
+    // Scoped per paywall: another paywall's same key is fresh.
+    assert_eq!(idempotency::begin(db, "other", "k1", &other).await.unwrap(), Begin::Fresh);
+    // Abandoned keys can be reused.
+    idempotency::abandon(db, "other", "k1").await.unwrap();
+    assert_eq!(idempotency::begin(db, "other", "k1", &other).await.unwrap(), Begin::Fresh);
+    // Kept for the retention window, purged after.
+    let now = tollgate_ledger::keys::now_ms();
+    assert_eq!(idempotency::purge_expired(db, now).await.unwrap(), 0);
+    assert!(idempotency::purge_expired(db, now + idempotency::RETENTION_MS + 1).await.unwrap() >= 2);
+}
+
+async fn expired_holds_are_voided(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    let (hold, _) = hold_for(db, "u", "req-6", 100, 50).await;
+    let now = tollgate_ledger::keys::now_ms();
+    assert_eq!(holds::expire_holds(db, now).await.unwrap(), 0);
+    assert_eq!(holds::expire_holds(db, now + 600_001).await.unwrap(), 1);
+    assert_eq!(balance(db, "u").await.held, 0);
+    // A settlement arriving after expiry moves nothing.
+    let late = holds::settle(db, &settle_req(&hold, "req-6", 100, 10, SettleOutcome::Completed)).await.unwrap();
+    assert!(late.replayed);
+    assert_eq!(balance(db, "u").await.posted, 1_000_000);
+}
+
+async fn topup_links_pay_once_and_only_for_their_user(db: &Db) {
+    let mut tx = db.pool.begin().await.unwrap();
+    let link = deposits::create_topup_link(&mut tx, &settings(), "app", "payer").await.unwrap();
+    tx.commit().await.unwrap();
+    let token = link.url.rsplit('/').next().unwrap().to_string();
+    let (holder, b) = deposits::redeem_link(db, &token, 2_000_000, "dev").await.unwrap().unwrap();
+    assert_eq!((holder.user_id.as_str(), b.posted), ("payer", 2_000_000));
+    assert!(deposits::redeem_link(db, &token, 2_000_000, "dev").await.unwrap().is_none());
+    assert!(deposits::open_link(db, &token).await.unwrap().is_none());
+    assert!(deposits::redeem_link(db, "f00d", 1, "dev").await.unwrap().is_none());
+    assert_eq!(balance(db, "payer").await.posted, 2_000_000);
+}
+
+async fn paywalls_do_not_share_wallets(db: &Db) {
+    deposits::deposit(db, "other", "u", 1_000_000, "test").await.unwrap();
+    assert_eq!(balance(db, "u").await.posted, 0);
+    let r = holds::authorize(db, &settings(), &ask("u", "r", 10, Some(10))).await.unwrap();
+    assert!(matches!(r, AuthorizeResponse::Action { .. }));
+}
