@@ -46,17 +46,43 @@ impl ChatRequest {
 
         let model = match obj.get("model") {
             Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-            Some(_) => return Err(bad("invalid_type", "model", "`model` must be a non-empty string.")),
-            None => return Err(bad("missing_required_parameter", "model", "You must provide a model parameter.")),
+            Some(_) => {
+                return Err(bad(
+                    "invalid_type",
+                    "model",
+                    "`model` must be a non-empty string.",
+                ))
+            }
+            None => {
+                return Err(bad(
+                    "missing_required_parameter",
+                    "model",
+                    "You must provide a model parameter.",
+                ))
+            }
         };
         let messages = match obj.get("messages") {
             Some(Value::Array(ms)) if !ms.is_empty() => parse_messages(ms)?,
             Some(Value::Array(_)) => {
-                return Err(bad("empty_array", "messages", "`messages` must contain at least one message."))
+                return Err(bad(
+                    "empty_array",
+                    "messages",
+                    "`messages` must contain at least one message.",
+                ))
             }
-            Some(_) => return Err(bad("invalid_type", "messages", "`messages` must be an array.")),
+            Some(_) => {
+                return Err(bad(
+                    "invalid_type",
+                    "messages",
+                    "`messages` must be an array.",
+                ))
+            }
             None => {
-                return Err(bad("missing_required_parameter", "messages", "Missing required parameter: 'messages'."))
+                return Err(bad(
+                    "missing_required_parameter",
+                    "messages",
+                    "Missing required parameter: 'messages'.",
+                ))
             }
         };
         let user = match obj.get("user") {
@@ -101,8 +127,18 @@ fn optional_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiE
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
             .map(Some)
-            .ok_or_else(|| bad("invalid_value", key, &format!("`{key}` must be a non-negative integer."))),
-        Some(_) => Err(bad("invalid_type", key, &format!("`{key}` must be an integer."))),
+            .ok_or_else(|| {
+                bad(
+                    "invalid_value",
+                    key,
+                    &format!("`{key}` must be a non-negative integer."),
+                )
+            }),
+        Some(_) => Err(bad(
+            "invalid_type",
+            key,
+            &format!("`{key}` must be an integer."),
+        )),
     }
 }
 
@@ -115,7 +151,13 @@ fn parse_messages(ms: &[Value]) -> Result<Vec<PromptMessage>, ApiError> {
             .ok_or_else(|| bad("invalid_type", &param, "Each message must be an object."))?;
         let role = match obj.get("role") {
             Some(Value::String(r)) if !r.is_empty() => r.clone(),
-            _ => return Err(bad("missing_required_parameter", &format!("{param}.role"), "Each message needs a `role` string.")),
+            _ => {
+                return Err(bad(
+                    "missing_required_parameter",
+                    &format!("{param}.role"),
+                    "Each message needs a `role` string.",
+                ))
+            }
         };
         let name = obj.get("name").and_then(Value::as_str).map(str::to_string);
         let mut text = content_text(obj.get("content"));
@@ -178,26 +220,78 @@ mod tests {
         let cases: &[(&[u8], &str, Option<&str>)] = &[
             (b"{not json", "invalid_json", None),
             (b"[]", "invalid_json", None),
-            (br#"{"messages":[{"role":"user","content":"x"}]}"#, "missing_required_parameter", Some("model")),
-            (br#"{"model":"m"}"#, "missing_required_parameter", Some("messages")),
-            (br#"{"model":"m","messages":[]}"#, "empty_array", Some("messages")),
-            (br#"{"model":"","messages":[{"role":"user"}]}"#, "invalid_type", Some("model")),
-            (br#"{"model":"m","messages":[{"content":"x"}]}"#, "missing_required_parameter", Some("messages.[0].role")),
-            (br#"{"model":"m","user":5,"messages":[{"role":"user"}]}"#, "invalid_type", Some("user")),
-            (br#"{"model":"m","max_tokens":-1,"messages":[{"role":"user"}]}"#, "invalid_value", Some("max_tokens")),
-            (br#"{"model":"m","stream":"yes","messages":[{"role":"user"}]}"#, "invalid_type", Some("stream")),
+            (
+                br#"{"messages":[{"role":"user","content":"x"}]}"#,
+                "missing_required_parameter",
+                Some("model"),
+            ),
+            (
+                br#"{"model":"m"}"#,
+                "missing_required_parameter",
+                Some("messages"),
+            ),
+            (
+                br#"{"model":"m","messages":[]}"#,
+                "empty_array",
+                Some("messages"),
+            ),
+            (
+                br#"{"model":"","messages":[{"role":"user"}]}"#,
+                "invalid_type",
+                Some("model"),
+            ),
+            (
+                br#"{"model":"m","messages":[{"content":"x"}]}"#,
+                "missing_required_parameter",
+                Some("messages.[0].role"),
+            ),
+            (
+                br#"{"model":"m","user":5,"messages":[{"role":"user"}]}"#,
+                "invalid_type",
+                Some("user"),
+            ),
+            (
+                br#"{"model":"m","max_tokens":-1,"messages":[{"role":"user"}]}"#,
+                "invalid_value",
+                Some("max_tokens"),
+            ),
+            (
+                br#"{"model":"m","stream":"yes","messages":[{"role":"user"}]}"#,
+                "invalid_type",
+                Some("stream"),
+            ),
         ];
         for (body, code, param) in cases {
             let e = ChatRequest::parse(body).unwrap_err();
-            assert_eq!(e.code.as_deref(), Some(*code), "{}", String::from_utf8_lossy(body));
-            assert_eq!(e.param.as_deref(), *param, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                e.code.as_deref(),
+                Some(*code),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                e.param.as_deref(),
+                *param,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(e.kind, "invalid_request_error");
         }
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":{}1{}}}]}}"#, "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(ChatRequest::parse(body.as_bytes()).unwrap_err().code.as_deref(), Some("invalid_json"));
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":{}1{}}}]}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(
+            ChatRequest::parse(body.as_bytes())
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_json")
+        );
     }
 }

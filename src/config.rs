@@ -110,7 +110,8 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
         if !valid_header_name(&dto.route_header) {
             return Err("route_header must be a lowercase HTTP header name".into());
         }
-        if dto.settle_retry_initial_ms == 0 || dto.settle_retry_max_ms < dto.settle_retry_initial_ms {
+        if dto.settle_retry_initial_ms == 0 || dto.settle_retry_max_ms < dto.settle_retry_initial_ms
+        {
             return Err("settle_retry_initial_ms must be > 0 and <= settle_retry_max_ms".into());
         }
         if dto.settle_backlog_max == 0 {
@@ -127,7 +128,10 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
             let mut table = Vec::with_capacity(dto.model_encodings.len());
             for m in dto.model_encodings {
                 let enc = EncodingName::parse(&m.encoding).ok_or_else(|| {
-                    format!("unknown encoding {:?} for prefix {:?}", m.encoding, m.prefix)
+                    format!(
+                        "unknown encoding {:?} for prefix {:?}",
+                        m.encoding, m.prefix
+                    )
                 })?;
                 table.push((m.prefix, enc));
             }
@@ -152,8 +156,8 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
 impl FilterConfig {
     /// Parses and validates the raw plugin configuration bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let dto: FilterConfigDto =
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        let dto: FilterConfigDto = serde_json::from_slice(bytes)
+            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
         FilterConfig::try_from(dto)
     }
 }
@@ -182,15 +186,42 @@ mod tests {
     #[test]
     fn each_invalid_field_is_rejected_with_its_name() {
         let cases = [
-            (r#"{"sidecar_cluster":"","internal_secret":"0123456789abcdef"}"#, "sidecar_cluster"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"short"}"#, "internal_secret"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","callout_timeout_ms":0}"#, "callout_timeout_ms"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","max_body_bytes":0}"#, "max_body_bytes"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","route_header":"X Bad"}"#, "route_header"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","tick_ms":1}"#, "tick_ms"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","default_encoding":"nope"}"#, "default_encoding"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","model_encodings":[{"prefix":"x","encoding":"bad"}]}"#, "encoding"),
-            (r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","typo":1}"#, "typo"),
+            (
+                r#"{"sidecar_cluster":"","internal_secret":"0123456789abcdef"}"#,
+                "sidecar_cluster",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"short"}"#,
+                "internal_secret",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","callout_timeout_ms":0}"#,
+                "callout_timeout_ms",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","max_body_bytes":0}"#,
+                "max_body_bytes",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","route_header":"X Bad"}"#,
+                "route_header",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","tick_ms":1}"#,
+                "tick_ms",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","default_encoding":"nope"}"#,
+                "default_encoding",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","model_encodings":[{"prefix":"x","encoding":"bad"}]}"#,
+                "encoding",
+            ),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","typo":1}"#,
+                "typo",
+            ),
             ("not json", "invalid plugin configuration"),
         ];
         for (json, needle) in cases {

@@ -6,8 +6,8 @@
 use std::rc::Rc;
 
 use tollgate_protocol::{
-    ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
-    AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
+    ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage,
+    UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
 };
 
 use crate::chat_request::ChatRequest;
@@ -57,7 +57,10 @@ enum State {
     /// Not a metered request (or not yet seen).
     PassThrough,
     AwaitingBody(Caller),
-    AwaitingDecision { token: u32, pending: Pending },
+    AwaitingDecision {
+        token: u32,
+        pending: Pending,
+    },
     /// The filter answered itself; nothing was forwarded.
     Replied,
     Forwarded(Forwarded),
@@ -110,7 +113,10 @@ impl PaywallStream {
                 "method_not_allowed",
                 format!("{method} is not allowed on this endpoint; use POST."),
             );
-            return self.reply(host, LocalReply::error(405, &err).with_header("allow", "POST"));
+            return self.reply(
+                host,
+                LocalReply::error(405, &err).with_header("allow", "POST"),
+            );
         }
         let paywall_key = match bearer_key(host.request_header("authorization").as_deref()) {
             Ok(k) => k,
@@ -144,7 +150,12 @@ impl PaywallStream {
         Flow::Pause
     }
 
-    pub fn on_request_body(&mut self, host: &mut dyn StreamHost, body_size: usize, end_of_stream: bool) -> Flow {
+    pub fn on_request_body(
+        &mut self,
+        host: &mut dyn StreamHost,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         let State::AwaitingBody(caller) = &self.state else {
             return Flow::Continue;
         };
@@ -181,7 +192,15 @@ impl PaywallStream {
         };
         let body = match serde_json::to_vec(&ask) {
             Ok(b) => b,
-            Err(_) => return self.reply(host, LocalReply::error(500, &unavailable("could not encode the authorization request"))),
+            Err(_) => {
+                return self.reply(
+                    host,
+                    LocalReply::error(
+                        500,
+                        &unavailable("could not encode the authorization request"),
+                    ),
+                )
+            }
         };
         let callout = self.sidecar_callout(AUTHORIZE_PATH, body);
         match host.dispatch(&callout) {
@@ -197,14 +216,32 @@ impl PaywallStream {
                 Flow::Pause
             }
             Err(e) => {
-                host.log(LogLevel::Error, &format!("request_id={} authorize dispatch failed: {e}", self.request_id));
-                self.reply(host, LocalReply::error(503, &unavailable("The paywall service is unavailable. Try again shortly.")))
+                host.log(
+                    LogLevel::Error,
+                    &format!(
+                        "request_id={} authorize dispatch failed: {e}",
+                        self.request_id
+                    ),
+                );
+                self.reply(
+                    host,
+                    LocalReply::error(
+                        503,
+                        &unavailable("The paywall service is unavailable. Try again shortly."),
+                    ),
+                )
             }
         }
     }
 
     /// The sidecar answered (or the callout failed: `status` None).
-    pub fn on_callout_response(&mut self, host: &mut dyn StreamHost, token: u32, status: Option<u16>, body: &[u8]) {
+    pub fn on_callout_response(
+        &mut self,
+        host: &mut dyn StreamHost,
+        token: u32,
+        status: Option<u16>,
+        body: &[u8],
+    ) {
         let pending = match &self.state {
             State::AwaitingDecision { token: t, pending } if *t == token => pending.clone(),
             _ => return,
@@ -218,7 +255,10 @@ impl PaywallStream {
                 LogLevel::Warn,
                 &format!("request_id={} paywall sidecar gave no usable answer (status {status:?}); failing closed", self.request_id),
             );
-            let reply = LocalReply::error(503, &unavailable("The paywall service is unavailable. Try again shortly."));
+            let reply = LocalReply::error(
+                503,
+                &unavailable("The paywall service is unavailable. Try again shortly."),
+            );
             self.reply(host, reply);
             return;
         };
@@ -232,7 +272,10 @@ impl PaywallStream {
                 host.clear_route_cache();
                 host.log(
                     LogLevel::Info,
-                    &format!("request_id={} allowed hold={hold_id} provider={}", self.request_id, route.provider),
+                    &format!(
+                        "request_id={} allowed hold={hold_id} provider={}",
+                        self.request_id, route.provider
+                    ),
                 );
                 self.state = State::Forwarded(Forwarded {
                     hold_id,
@@ -245,13 +288,32 @@ impl PaywallStream {
                 });
                 host.resume_request();
             }
-            AuthorizeResponse::Action { action, message, link } => {
+            AuthorizeResponse::Action {
+                action,
+                message,
+                link,
+            } => {
                 let created = host.now_ms() / 1000;
-                let reply = action_reply(action, &message, &link, &pending.model, &self.request_id, created, pending.stream);
-                host.log(LogLevel::Info, &format!("request_id={} action={}", self.request_id, action.as_str()));
+                let reply = action_reply(
+                    action,
+                    &message,
+                    &link,
+                    &pending.model,
+                    &self.request_id,
+                    created,
+                    pending.stream,
+                );
+                host.log(
+                    LogLevel::Info,
+                    &format!("request_id={} action={}", self.request_id, action.as_str()),
+                );
                 self.reply(host, reply);
             }
-            AuthorizeResponse::Reject { status, error, retry_after_secs } => {
+            AuthorizeResponse::Reject {
+                status,
+                error,
+                retry_after_secs,
+            } => {
                 let mut reply = LocalReply::error(u32::from(status), &error);
                 if let Some(secs) = retry_after_secs {
                     reply = reply.with_header("retry-after", &secs.to_string());
@@ -277,7 +339,12 @@ impl PaywallStream {
         Flow::Continue
     }
 
-    pub fn on_response_body(&mut self, host: &mut dyn StreamHost, body_size: usize, end_of_stream: bool) -> Flow {
+    pub fn on_response_body(
+        &mut self,
+        host: &mut dyn StreamHost,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         if let State::Forwarded(f) = &mut self.state {
             if !f.capture_overflow && body_size > 0 {
                 if f.captured.len() + body_size > MAX_CAPTURED_RESPONSE {
@@ -312,7 +379,11 @@ impl PaywallStream {
         } else {
             read_json_response(&f.captured)
         };
-        let local_completion = u32::try_from(self.tokenizers.count_text(&f.model, &reading.completion_text)).unwrap_or(u32::MAX);
+        let local_completion = u32::try_from(
+            self.tokenizers
+                .count_text(&f.model, &reading.completion_text),
+        )
+        .unwrap_or(u32::MAX);
         let outcome = match outcome {
             SettleOutcome::Completed if !provider_ok => SettleOutcome::UpstreamFailed,
             // A client that left before any provider answer: the provider may
@@ -350,7 +421,10 @@ impl PaywallStream {
                 (":path".into(), path.into()),
                 (":authority".into(), self.config.sidecar_authority.clone()),
                 ("content-type".into(), "application/json".into()),
-                (INTERNAL_SECRET_HEADER.into(), self.config.internal_secret.clone()),
+                (
+                    INTERNAL_SECRET_HEADER.into(),
+                    self.config.internal_secret.clone(),
+                ),
                 ("x-request-id".into(), self.request_id.clone()),
             ],
             body,
@@ -361,7 +435,10 @@ impl PaywallStream {
     fn too_large(&mut self, host: &mut dyn StreamHost) -> Flow {
         let err = ApiError::invalid_request(
             "request_too_large",
-            format!("The request body exceeds the limit of {} bytes.", self.config.max_body_bytes),
+            format!(
+                "The request body exceeds the limit of {} bytes.",
+                self.config.max_body_bytes
+            ),
         );
         self.reply(host, LocalReply::error(413, &err))
     }
@@ -374,7 +451,10 @@ impl PaywallStream {
         if reply.status >= 400 {
             host.log(
                 LogLevel::Info,
-                &format!("request_id={} rejected status={}", self.request_id, reply.status),
+                &format!(
+                    "request_id={} rejected status={}",
+                    self.request_id, reply.status
+                ),
             );
         }
         host.send_reply(&reply);

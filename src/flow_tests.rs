@@ -86,7 +86,8 @@ fn host(method: &str, path: &str, auth: Option<&str>, body: &str) -> FakeHost {
     h.req_headers.insert(":method".into(), method.into());
     h.req_headers.insert(":path".into(), path.into());
     h.req_headers.insert("x-request-id".into(), "rid-1".into());
-    h.req_headers.insert("x-tollgate-route".into(), "spoofed".into());
+    h.req_headers
+        .insert("x-tollgate-route".into(), "spoofed".into());
     if let Some(a) = auth {
         h.req_headers.insert("authorization".into(), a.into());
     }
@@ -94,7 +95,8 @@ fn host(method: &str, path: &str, auth: Option<&str>, body: &str) -> FakeHost {
     h
 }
 
-const BODY: &str = r#"{"model":"gpt-4o","user":"alice","messages":[{"role":"user","content":"hello world"}]}"#;
+const BODY: &str =
+    r#"{"model":"gpt-4o","user":"alice","messages":[{"role":"user","content":"hello world"}]}"#;
 
 /// Runs headers + body; returns the stream paused on the authorize callout.
 fn up_to_callout(h: &mut FakeHost) -> PaywallStream {
@@ -125,16 +127,68 @@ fn other_paths_pass_through_but_lose_spoofed_route_header() {
     assert!(h.replies.is_empty() && h.callouts.is_empty());
 }
 
+/// method, path, authorization, body, expected status, expected error code
+type BadCase<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u32, &'a str);
+
 #[test]
 fn bad_requests_get_openai_errors_and_no_callout() {
-    let cases: &[(&str, &str, Option<&str>, &str, u32, &str)] = &[
-        ("GET", "/v1/chat/completions", Some("Bearer pk"), BODY, 405, "method_not_allowed"),
-        ("POST", "/v1/chat/completions", None, BODY, 401, "invalid_api_key"),
-        ("POST", "/v1/chat/completions", Some("Basic x"), BODY, 401, "invalid_api_key"),
-        ("POST", "/v1/chat/completions", Some("Bearer pk"), "{bad", 400, "invalid_json"),
-        ("POST", "/v1/chat/completions", Some("Bearer pk"), r#"{"messages":[{"role":"user"}],"user":"a"}"#, 400, "missing_required_parameter"),
-        ("POST", "/v1/chat/completions", Some("Bearer pk"), r#"{"model":"m","messages":[{"role":"user"}]}"#, 400, "missing_user"),
-        ("POST", "/v1/bob/chat/completions", Some("Bearer pk"), BODY, 400, "conflicting_user"),
+    let cases: &[BadCase] = &[
+        (
+            "GET",
+            "/v1/chat/completions",
+            Some("Bearer pk"),
+            BODY,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            None,
+            BODY,
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some("Basic x"),
+            BODY,
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some("Bearer pk"),
+            "{bad",
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some("Bearer pk"),
+            r#"{"messages":[{"role":"user"}],"user":"a"}"#,
+            400,
+            "missing_required_parameter",
+        ),
+        (
+            "POST",
+            "/v1/chat/completions",
+            Some("Bearer pk"),
+            r#"{"model":"m","messages":[{"role":"user"}]}"#,
+            400,
+            "missing_user",
+        ),
+        (
+            "POST",
+            "/v1/bob/chat/completions",
+            Some("Bearer pk"),
+            BODY,
+            400,
+            "conflicting_user",
+        ),
     ];
     for (method, path, auth, body, status, code) in cases {
         let mut h = host(method, path, *auth, body);
@@ -154,7 +208,12 @@ fn bad_requests_get_openai_errors_and_no_callout() {
 
 #[test]
 fn header_and_path_users_that_disagree_are_rejected_before_the_body() {
-    let mut h = host("POST", "/v1/alice/chat/completions", Some("Bearer pk"), BODY);
+    let mut h = host(
+        "POST",
+        "/v1/alice/chat/completions",
+        Some("Bearer pk"),
+        BODY,
+    );
     h.req_headers.insert(USER_HEADER.into(), "bob".into());
     let mut s = stream();
     assert_eq!(s.on_request_headers(&mut h, false), Flow::Pause);
@@ -184,7 +243,9 @@ fn authorize_callout_carries_secret_estimate_and_ids() {
     let c = &h.callouts[0];
     assert_eq!(c.cluster, "ledger");
     assert!(c.headers.contains(&(":path".into(), AUTHORIZE_PATH.into())));
-    assert!(c.headers.contains(&(INTERNAL_SECRET_HEADER.into(), "0123456789abcdef".into())));
+    assert!(c
+        .headers
+        .contains(&(INTERNAL_SECRET_HEADER.into(), "0123456789abcdef".into())));
     let ask: AuthorizeRequest = serde_json::from_slice(&c.body).unwrap();
     assert_eq!(ask.paywall_key, "pk_live");
     assert_eq!(ask.user, "alice");
@@ -195,7 +256,12 @@ fn authorize_callout_carries_secret_estimate_and_ids() {
 
 #[test]
 fn allow_swaps_credentials_routes_and_resumes() {
-    let mut h = host("POST", "/v1/alice/chat/completions", Some("Bearer pk"), BODY);
+    let mut h = host(
+        "POST",
+        "/v1/alice/chat/completions",
+        Some("Bearer pk"),
+        BODY,
+    );
     h.req_headers.insert(USER_HEADER.into(), "alice".into());
     let mut s = up_to_callout(&mut h);
     s.on_callout_response(&mut h, 1, Some(200), allow_json().as_bytes());
@@ -220,7 +286,9 @@ fn stale_callout_tokens_are_ignored() {
 #[test]
 fn action_decision_becomes_an_assistant_message() {
     for stream_flag in [false, true] {
-        let body = format!(r#"{{"model":"gpt-4o","user":"a","stream":{stream_flag},"messages":[{{"role":"user","content":"x"}}]}}"#);
+        let body = format!(
+            r#"{{"model":"gpt-4o","user":"a","stream":{stream_flag},"messages":[{{"role":"user","content":"x"}}]}}"#
+        );
         let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), &body);
         let mut s = up_to_callout(&mut h);
         let decision = r#"{"decision":"action","action":"topup","message":"Please top up.","link":"http://127.0.0.1:8080/pay/t"}"#;
@@ -228,8 +296,14 @@ fn action_decision_becomes_an_assistant_message() {
         let r = &h.replies[0];
         assert_eq!(r.status, 200);
         assert!(r.body.contains("http://127.0.0.1:8080/pay/t"));
-        assert!(r.headers.contains(&("x-tollgate-action".into(), "topup".into())));
-        let ct = if stream_flag { "text/event-stream" } else { "application/json" };
+        assert!(r
+            .headers
+            .contains(&("x-tollgate-action".into(), "topup".into())));
+        let ct = if stream_flag {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
         assert!(r.headers.contains(&("content-type".into(), ct.into())));
         assert_eq!(h.resumed, 0);
     }
@@ -243,7 +317,9 @@ fn reject_decision_keeps_status_and_retry_after() {
         "error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#;
     s.on_callout_response(&mut h, 1, Some(200), decision.as_bytes());
     assert_eq!(h.replies[0].status, 429);
-    assert!(h.replies[0].headers.contains(&("retry-after".into(), "7".into())));
+    assert!(h.replies[0]
+        .headers
+        .contains(&("retry-after".into(), "7".into())));
 }
 
 #[test]
@@ -281,7 +357,8 @@ fn completed_response_settles_once_with_provider_usage() {
     let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
     let mut s = forwarded(&mut h);
     h.resp_headers.insert(":status".into(), "200".into());
-    h.resp_headers.insert("content-type".into(), "application/json".into());
+    h.resp_headers
+        .insert("content-type".into(), "application/json".into());
     assert_eq!(s.on_response_headers(&mut h, false), Flow::Continue);
     assert_eq!(h.resp_headers["x-request-id"], "rid-1");
     let resp = r#"{"choices":[{"message":{"role":"assistant","content":"Hi there"}}],"usage":{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}"#;
@@ -296,7 +373,10 @@ fn completed_response_settles_once_with_provider_usage() {
     assert_eq!(st.request_id, "rid-1");
     assert_eq!(st.outcome, SettleOutcome::Completed);
     assert_eq!(st.usage_source, UsageSource::Provider);
-    assert_eq!((st.usage.prompt_tokens, st.usage.completion_tokens), (11, 2));
+    assert_eq!(
+        (st.usage.prompt_tokens, st.usage.completion_tokens),
+        (11, 2)
+    );
     assert_eq!(st.local_completion_tokens, Some(2));
     s.on_stream_done(&mut h);
     assert!(s.take_settlement().is_none(), "settled twice");

@@ -90,13 +90,26 @@ mod tests {
 
     #[test]
     fn json_reply_is_a_chat_completion_with_the_link() {
-        let r = action_reply(Action::Topup, "Top up", "http://x/pay/t", "gpt-4o", "rid", 7, false);
+        let r = action_reply(
+            Action::Topup,
+            "Top up",
+            "http://x/pay/t",
+            "gpt-4o",
+            "rid",
+            7,
+            false,
+        );
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-        assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("http://x/pay/t"));
-        assert!(r.headers.contains(&("x-tollgate-action".into(), "topup".into())));
+        assert!(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("http://x/pay/t"));
+        assert!(r
+            .headers
+            .contains(&("x-tollgate-action".into(), "topup".into())));
     }
 
     #[test]
@@ -105,7 +118,8 @@ mod tests {
         let events: Vec<&str> = r.body.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.last(), Some(&"data: [DONE]"));
         for e in &events[..events.len() - 1] {
-            let v: serde_json::Value = serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap();
             assert_eq!(v["object"], "chat.completion.chunk");
         }
         assert!(r.body.contains("http://l"));

@@ -40,7 +40,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
                 i += 3;
@@ -81,10 +83,14 @@ pub fn resolve_user(
     header_user: Option<&str>,
     body_user: Option<&str>,
 ) -> Result<String, ApiError> {
-    let given: Vec<(&str, &str)> = [("path", path_user), ("header", header_user), ("body", body_user)]
-        .into_iter()
-        .filter_map(|(src, u)| u.map(|u| (src, u.trim())))
-        .collect();
+    let given: Vec<(&str, &str)> = [
+        ("path", path_user),
+        ("header", header_user),
+        ("body", body_user),
+    ]
+    .into_iter()
+    .filter_map(|(src, u)| u.map(|u| (src, u.trim())))
+    .collect();
     let Some(&(_, first)) = given.first() else {
         return Err(ApiError::invalid_request(
             "missing_user",
@@ -117,8 +123,14 @@ mod tests {
     fn classifies_paths() {
         assert_eq!(classify_path("/v1/chat/completions"), PathKind::Chat);
         assert_eq!(classify_path("/v1/chat/completions?x=1"), PathKind::Chat);
-        assert_eq!(classify_path("/v1/alice/chat/completions"), PathKind::ChatForUser("alice".into()));
-        assert_eq!(classify_path("/v1/a%40b.c/chat/completions"), PathKind::ChatForUser("a@b.c".into()));
+        assert_eq!(
+            classify_path("/v1/alice/chat/completions"),
+            PathKind::ChatForUser("alice".into())
+        );
+        assert_eq!(
+            classify_path("/v1/a%40b.c/chat/completions"),
+            PathKind::ChatForUser("a@b.c".into())
+        );
         assert_eq!(classify_path("/v1/a/b/chat/completions"), PathKind::Other);
         assert_eq!(classify_path("/v1/user/balance"), PathKind::Other);
         assert_eq!(classify_path("/chat/completions"), PathKind::Other);
@@ -138,7 +150,16 @@ mod tests {
         assert_eq!(resolve_user(Some("p"), None, None).unwrap(), "p");
         let e = resolve_user(Some("a"), None, Some("b")).unwrap_err();
         assert_eq!(e.code.as_deref(), Some("conflicting_user"));
-        assert_eq!(resolve_user(None, None, None).unwrap_err().code.as_deref(), Some("missing_user"));
-        assert_eq!(resolve_user(None, Some(""), None).unwrap_err().code.as_deref(), Some("invalid_user"));
+        assert_eq!(
+            resolve_user(None, None, None).unwrap_err().code.as_deref(),
+            Some("missing_user")
+        );
+        assert_eq!(
+            resolve_user(None, Some(""), None)
+                .unwrap_err()
+                .code
+                .as_deref(),
+            Some("invalid_user")
+        );
     }
 }

@@ -117,7 +117,9 @@ impl SettlementQueue {
     fn backoff_ms(&self, attempts: u32) -> u64 {
         let initial = u64::try_from(self.retry_initial.as_millis()).unwrap_or(u64::MAX);
         let max = u64::try_from(self.retry_max.as_millis()).unwrap_or(u64::MAX);
-        let factor = 1u64.checked_shl(attempts.saturating_sub(1).min(32)).unwrap_or(u64::MAX);
+        let factor = 1u64
+            .checked_shl(attempts.saturating_sub(1).min(32))
+            .unwrap_or(u64::MAX);
         initial.saturating_mul(factor).min(max)
     }
 }

@@ -40,13 +40,31 @@ impl ModelEncodings {
     /// gpt-4 and gpt-3.5 use cl100k_base.
     pub fn builtin(default: EncodingName) -> Self {
         let o200k = [
-            "gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss",
+            "gpt-4o",
+            "gpt-4.1",
+            "gpt-4.5",
+            "gpt-5",
+            "o1",
+            "o3",
+            "o4",
+            "chatgpt-4o",
+            "gpt-oss",
         ];
-        let cl100k = ["gpt-4", "gpt-3.5", "gpt-35", "text-embedding-3", "text-embedding-ada"];
+        let cl100k = [
+            "gpt-4",
+            "gpt-3.5",
+            "gpt-35",
+            "text-embedding-3",
+            "text-embedding-ada",
+        ];
         let table = o200k
             .iter()
             .map(|p| (p.to_string(), EncodingName::O200kBase))
-            .chain(cl100k.iter().map(|p| (p.to_string(), EncodingName::Cl100kBase)))
+            .chain(
+                cl100k
+                    .iter()
+                    .map(|p| (p.to_string(), EncodingName::Cl100kBase)),
+            )
             .collect();
         ModelEncodings::new(table, default)
     }

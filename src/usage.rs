@@ -15,7 +15,8 @@ pub struct ResponseReading {
 }
 
 fn as_u32(v: Option<&Value>) -> Option<u32> {
-    v.and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    v.and_then(Value::as_u64)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Reads a `usage` object; `None` unless both token counts are present.
@@ -109,7 +110,11 @@ mod tests {
         );
         assert_eq!(
             r.provider_usage,
-            Some(Usage { prompt_tokens: 12, completion_tokens: 3, cached_prompt_tokens: 4 })
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 3,
+                cached_prompt_tokens: 4
+            })
         );
         assert_eq!(r.completion_text, "Hi theref{}");
     }

@@ -56,18 +56,22 @@ pub struct Balance {
 }
 
 pub async fn balance(db: &Db, account: &str) -> LedgerResult<Balance> {
-    let row = sqlx::query("SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1")
-        .bind(account)
-        .fetch_optional(&db.pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1",
+    )
+    .bind(account)
+    .fetch_optional(&db.pool)
+    .await?;
     Ok(row.map(|r| balance_from(&r)).unwrap_or_default())
 }
 
 pub async fn balance_in(tx: &mut Tx, account: &str) -> LedgerResult<Balance> {
-    let row = sqlx::query("SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1")
-        .bind(account)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row = sqlx::query(
+        "SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1",
+    )
+    .bind(account)
+    .fetch_optional(&mut **tx)
+    .await?;
     Ok(row.map(|r| balance_from(&r)).unwrap_or_default())
 }
 
@@ -123,7 +127,11 @@ async fn insert_transfer(
 async fn add(tx: &mut Tx, account: &str, column: &str, delta: i64) -> LedgerResult<()> {
     // `column` is one of four literals chosen in this module, never input.
     let sql = format!("UPDATE accounts SET {column} = {column} + $1 WHERE id = $2");
-    let done = sqlx::query(&sql).bind(delta).bind(account).execute(&mut **tx).await?;
+    let done = sqlx::query(&sql)
+        .bind(delta)
+        .bind(account)
+        .execute(&mut **tx)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(LedgerError::Internal(format!("account {account} missing")));
     }
@@ -131,7 +139,14 @@ async fn add(tx: &mut Tx, account: &str, column: &str, delta: i64) -> LedgerResu
 }
 
 /// Moves money immediately (deposits, manual charges).
-pub async fn post(tx: &mut Tx, kind: &str, debit: &str, credit: &str, amount: i64, meta: &TransferMeta<'_>) -> LedgerResult<String> {
+pub async fn post(
+    tx: &mut Tx,
+    kind: &str,
+    debit: &str,
+    credit: &str,
+    amount: i64,
+    meta: &TransferMeta<'_>,
+) -> LedgerResult<String> {
     add(tx, debit, "debits_posted", amount).await?;
     add(tx, credit, "credits_posted", amount).await?;
     insert_transfer(tx, kind, debit, credit, amount, meta).await
@@ -141,7 +156,13 @@ pub async fn post(tx: &mut Tx, kind: &str, debit: &str, credit: &str, amount: i6
 /// and the reservation are one conditional UPDATE, so concurrent holds (even
 /// from several sidecars on one PostgreSQL) can never overspend.
 /// Returns None when the balance is too low.
-pub async fn reserve(tx: &mut Tx, wallet: &str, revenue: &str, amount: i64, meta: &TransferMeta<'_>) -> LedgerResult<Option<String>> {
+pub async fn reserve(
+    tx: &mut Tx,
+    wallet: &str,
+    revenue: &str,
+    amount: i64,
+    meta: &TransferMeta<'_>,
+) -> LedgerResult<Option<String>> {
     let done = sqlx::query(
         "UPDATE accounts SET debits_pending = debits_pending + $1
          WHERE id = $2 AND credits_posted - debits_posted - debits_pending >= $1",
@@ -154,14 +175,25 @@ pub async fn reserve(tx: &mut Tx, wallet: &str, revenue: &str, amount: i64, meta
         return Ok(None);
     }
     add(tx, revenue, "credits_pending", amount).await?;
-    insert_transfer(tx, "hold", wallet, revenue, amount, meta).await.map(Some)
+    insert_transfer(tx, "hold", wallet, revenue, amount, meta)
+        .await
+        .map(Some)
 }
 
 /// Resolves a reservation of `held`: posts `amount` (≤ held) and releases the rest.
 /// `amount` 0 is a void.
-pub async fn resolve(tx: &mut Tx, wallet: &str, revenue: &str, held: i64, amount: i64, meta: &TransferMeta<'_>) -> LedgerResult<String> {
+pub async fn resolve(
+    tx: &mut Tx,
+    wallet: &str,
+    revenue: &str,
+    held: i64,
+    amount: i64,
+    meta: &TransferMeta<'_>,
+) -> LedgerResult<String> {
     if !(0..=held).contains(&amount) {
-        return Err(LedgerError::Internal(format!("posting {amount} against a hold of {held}")));
+        return Err(LedgerError::Internal(format!(
+            "posting {amount} against a hold of {held}"
+        )));
     }
     add(tx, wallet, "debits_pending", -held).await?;
     add(tx, revenue, "credits_pending", -held).await?;

@@ -76,7 +76,10 @@ pub async fn model_route(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute
          WHERE m.name = $1
          ORDER BY p.version DESC LIMIT 1"
     );
-    let row = sqlx::query(&sql).bind(model).fetch_optional(&db.pool).await?;
+    let row = sqlx::query(&sql)
+        .bind(model)
+        .fetch_optional(&db.pool)
+        .await?;
     Ok(row.map(|r| ModelRoute {
         model: r.get("name"),
         provider_id: r.get("provider_id"),
@@ -113,8 +116,7 @@ pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule
 }
 
 fn price(field: &str, model: &str, value: Option<&str>) -> anyhow::Result<i64> {
-    parse_decimal(value.unwrap_or("0"))
-        .map_err(|e| anyhow::anyhow!("model {model}: {field}: {e}"))
+    parse_decimal(value.unwrap_or("0")).map_err(|e| anyhow::anyhow!("model {model}: {field}: {e}"))
 }
 
 /// Applies the configuration's paywalls, providers, models and prices. Safe to
@@ -124,10 +126,19 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     for p in &cfg.paywalls {
-        let key = std::env::var(&p.key_env)
-            .map_err(|_| anyhow::anyhow!("paywall {}: environment variable {} is not set", p.id, p.key_env))?;
+        let key = std::env::var(&p.key_env).map_err(|_| {
+            anyhow::anyhow!(
+                "paywall {}: environment variable {} is not set",
+                p.id,
+                p.key_env
+            )
+        })?;
         if key.len() < 16 {
-            anyhow::bail!("paywall {}: the key in {} must be at least 16 characters", p.id, p.key_env);
+            anyhow::bail!(
+                "paywall {}: the key in {} must be at least 16 characters",
+                p.id,
+                p.key_env
+            );
         }
         let name = p.name.clone().unwrap_or_else(|| p.id.clone());
         sqlx::query(
@@ -189,7 +200,11 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
 }
 
 /// Inserts a new version of a model's price unless the current one is equal.
-async fn upsert_price(tx: &mut Transaction<'static, Any>, wanted: PriceRule, now: i64) -> anyhow::Result<()> {
+async fn upsert_price(
+    tx: &mut Transaction<'static, Any>,
+    wanted: PriceRule,
+    now: i64,
+) -> anyhow::Result<()> {
     let sql = format!("SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.model = $1 ORDER BY p.version DESC LIMIT 1");
     let current = sqlx::query(&sql)
         .bind(&wanted.model)

@@ -14,7 +14,13 @@ use crate::keys::{new_token, now_ms, sha256_hex};
 use crate::settings::Settings;
 
 /// Credits a user's wallet from outside money. Returns the new balance.
-pub async fn deposit(db: &Db, paywall_id: &str, user_id: &str, amount: i64, memo: &str) -> LedgerResult<Balance> {
+pub async fn deposit(
+    db: &Db,
+    paywall_id: &str,
+    user_id: &str,
+    amount: i64,
+    memo: &str,
+) -> LedgerResult<Balance> {
     let wallet = wallet_account(paywall_id, user_id);
     let mut tx = db.pool.begin().await?;
     book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
@@ -25,7 +31,15 @@ pub async fn deposit(db: &Db, paywall_id: &str, user_id: &str, amount: i64, memo
     };
     let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
     let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
-    events::record(&mut tx, events::BALANCE_DEPOSITED, None, paywall_id, user_id, payload).await?;
+    events::record(
+        &mut tx,
+        events::BALANCE_DEPOSITED,
+        None,
+        paywall_id,
+        user_id,
+        payload,
+    )
+    .await?;
     let balance = book::balance_in(&mut tx, &wallet).await?;
     tx.commit().await?;
     Ok(balance)
@@ -38,7 +52,12 @@ pub struct TopupLink {
 
 /// A single-use, expiring link bound to one paywall and one user. Only the
 /// token's hash is stored.
-pub async fn create_topup_link(tx: &mut Tx, settings: &Settings, paywall_id: &str, user_id: &str) -> LedgerResult<TopupLink> {
+pub async fn create_topup_link(
+    tx: &mut Tx,
+    settings: &Settings,
+    paywall_id: &str,
+    user_id: &str,
+) -> LedgerResult<TopupLink> {
     let token = new_token();
     let now = now_ms();
     let expires_at = now.saturating_add(settings.topup_link_ttl_ms);
@@ -53,7 +72,15 @@ pub async fn create_topup_link(tx: &mut Tx, settings: &Settings, paywall_id: &st
     .execute(&mut **tx)
     .await?;
     let payload = json!({"expires_at": expires_at});
-    events::record(tx, events::TOPUP_LINK_CREATED, None, paywall_id, user_id, payload).await?;
+    events::record(
+        tx,
+        events::TOPUP_LINK_CREATED,
+        None,
+        paywall_id,
+        user_id,
+        payload,
+    )
+    .await?;
     Ok(TopupLink {
         url: format!("{}/pay/topup/{token}", settings.public_url),
         expires_at,
@@ -86,29 +113,51 @@ pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>>
 
 /// Pays through a link: marks it used and credits the wallet in one
 /// transaction, so a link can never pay twice.
-pub async fn redeem_link(db: &Db, token: &str, amount: i64, memo: &str) -> LedgerResult<Option<(LinkHolder, Balance)>> {
+pub async fn redeem_link(
+    db: &Db,
+    token: &str,
+    amount: i64,
+    memo: &str,
+) -> LedgerResult<Option<(LinkHolder, Balance)>> {
     let Some(holder) = open_link(db, token).await? else {
         return Ok(None);
     };
     let mut tx = db.pool.begin().await?;
-    let claimed = sqlx::query("UPDATE topup_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-        .bind(now_ms())
-        .bind(sha256_hex(token))
-        .execute(&mut *tx)
-        .await?;
+    let claimed = sqlx::query(
+        "UPDATE topup_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(sha256_hex(token))
+    .execute(&mut *tx)
+    .await?;
     if claimed.rows_affected() != 1 {
         return Ok(None);
     }
     let wallet = wallet_account(&holder.paywall_id, &holder.user_id);
     book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
-    book::ensure_account(&mut tx, &wallet, "wallet", Some(&holder.paywall_id), Some(&holder.user_id)).await?;
+    book::ensure_account(
+        &mut tx,
+        &wallet,
+        "wallet",
+        Some(&holder.paywall_id),
+        Some(&holder.user_id),
+    )
+    .await?;
     let meta = TransferMeta {
         memo: Some(memo),
         ..Default::default()
     };
     let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
     let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
-    events::record(&mut tx, events::BALANCE_DEPOSITED, None, &holder.paywall_id, &holder.user_id, payload).await?;
+    events::record(
+        &mut tx,
+        events::BALANCE_DEPOSITED,
+        None,
+        &holder.paywall_id,
+        &holder.user_id,
+        payload,
+    )
+    .await?;
     let balance = book::balance_in(&mut tx, &wallet).await?;
     tx.commit().await?;
     Ok(Some((holder, balance)))
@@ -130,7 +179,13 @@ pub struct Entry {
     pub created_at: i64,
 }
 
-pub async fn entries(db: &Db, paywall_id: &str, user_id: &str, after: i64, limit: i64) -> LedgerResult<Vec<Entry>> {
+pub async fn entries(
+    db: &Db,
+    paywall_id: &str,
+    user_id: &str,
+    after: i64,
+    limit: i64,
+) -> LedgerResult<Vec<Entry>> {
     let wallet = wallet_account(paywall_id, user_id);
     let rows = sqlx::query(
         "SELECT seq, id, kind, debit_account, amount, request_id, hold_id, memo, created_at FROM transfers

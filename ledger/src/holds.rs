@@ -5,8 +5,8 @@
 use serde_json::json;
 use sqlx::Row;
 use tollgate_protocol::{
-    Action, ApiError, AuthorizeRequest, AuthorizeResponse, ProviderRoute, SettleOutcome, SettleRequest, SettleResponse,
-    UsageSource,
+    Action, ApiError, AuthorizeRequest, AuthorizeResponse, ProviderRoute, SettleOutcome,
+    SettleRequest, SettleResponse, UsageSource,
 };
 
 use crate::book::{self, revenue_account, wallet_account, TransferMeta};
@@ -26,36 +26,64 @@ fn reject(status: u16, error: ApiError) -> AuthorizeResponse {
     }
 }
 
-pub async fn authorize(db: &Db, settings: &Settings, req: &AuthorizeRequest) -> LedgerResult<AuthorizeResponse> {
+pub async fn authorize(
+    db: &Db,
+    settings: &Settings,
+    req: &AuthorizeRequest,
+) -> LedgerResult<AuthorizeResponse> {
     let Some(paywall) = catalog::paywall_by_key(db, &req.paywall_key).await? else {
-        return Ok(reject(401, ApiError::authentication("Incorrect API key provided.")));
+        return Ok(reject(
+            401,
+            ApiError::authentication("Incorrect API key provided."),
+        ));
     };
     if req.user.trim().is_empty() {
-        return Ok(reject(400, ApiError::invalid_request("missing_user", "A user id is required.").with_param("user")));
+        return Ok(reject(
+            400,
+            ApiError::invalid_request("missing_user", "A user id is required.").with_param("user"),
+        ));
     }
     let Some(route) = catalog::model_route(db, &req.model).await? else {
-        let msg = format!("The model `{}` does not exist or you do not have access to it.", req.model);
-        return Ok(reject(404, ApiError::invalid_request("model_not_found", msg).with_param("model")));
+        let msg = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            req.model
+        );
+        return Ok(reject(
+            404,
+            ApiError::invalid_request("model_not_found", msg).with_param("model"),
+        ));
     };
     let Ok(provider_key) = std::env::var(&route.api_key_env) else {
         tracing::error!(provider = %route.provider_id, env = %route.api_key_env, "provider key not set");
         return Ok(reject(
             503,
-            ApiError::new("server_error", "provider_unavailable", "The provider for this model is not configured."),
+            ApiError::new(
+                "server_error",
+                "provider_unavailable",
+                "The provider for this model is not configured.",
+            ),
         ));
     };
     let max_output = req
         .max_output_tokens
         .map(i64::from)
         .unwrap_or(route.default_max_output_tokens);
-    let amount = route
-        .price
-        .max_cost(u64::from(req.prompt_tokens), u64::try_from(max_output).unwrap_or(0));
+    let amount = route.price.max_cost(
+        u64::from(req.prompt_tokens),
+        u64::try_from(max_output).unwrap_or(0),
+    );
 
     let wallet = wallet_account(&paywall.id, &req.user);
     let revenue = revenue_account(&paywall.id);
     let mut tx = db.pool.begin().await?;
-    book::ensure_account(&mut tx, &wallet, "wallet", Some(&paywall.id), Some(&req.user)).await?;
+    book::ensure_account(
+        &mut tx,
+        &wallet,
+        "wallet",
+        Some(&paywall.id),
+        Some(&req.user),
+    )
+    .await?;
     book::ensure_account(&mut tx, &revenue, "revenue", Some(&paywall.id), None).await?;
     let hold_id = new_id("hold");
     let meta = TransferMeta {
@@ -68,7 +96,18 @@ pub async fn authorize(db: &Db, settings: &Settings, req: &AuthorizeRequest) -> 
         tx.commit().await?;
         return Ok(response);
     };
-    insert_hold(&mut tx, settings, &paywall, req, &route, &hold_id, &transfer_id, amount, max_output).await?;
+    insert_hold(
+        &mut tx,
+        settings,
+        &paywall,
+        req,
+        &route,
+        &hold_id,
+        &transfer_id,
+        amount,
+        max_output,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, "hold placed");
     Ok(AuthorizeResponse::Allow {
@@ -131,7 +170,15 @@ async fn topup_needed(
 ) -> LedgerResult<AuthorizeResponse> {
     let link = create_topup_link(tx, settings, &paywall.id, &req.user).await?;
     let payload = json!({"model": req.model, "needed": tollgate_protocol::format_micros(needed), "reason": "insufficient_balance"});
-    events::record(tx, events::REQUEST_BLOCKED, Some(&req.request_id), &paywall.id, &req.user, payload).await?;
+    events::record(
+        tx,
+        events::REQUEST_BLOCKED,
+        Some(&req.request_id),
+        &paywall.id,
+        &req.user,
+        payload,
+    )
+    .await?;
     tracing::info!(request_id = %req.request_id, paywall = %paywall.id, "insufficient balance: top-up link issued");
     Ok(AuthorizeResponse::Action {
         action: Action::Topup,
@@ -184,12 +231,14 @@ async fn load_hold(tx: &mut book::Tx, hold_id: &str) -> LedgerResult<Option<Hold
 /// Claims a pending hold for resolution. The conditional UPDATE is the
 /// idempotency point: of two concurrent settles, exactly one gets `true`.
 async fn claim(tx: &mut book::Tx, hold_id: &str, new_state: &str) -> LedgerResult<bool> {
-    let done = sqlx::query("UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending'")
-        .bind(new_state)
-        .bind(now_ms())
-        .bind(hold_id)
-        .execute(&mut **tx)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending'",
+    )
+    .bind(new_state)
+    .bind(now_ms())
+    .bind(hold_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -213,12 +262,18 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
         return Err(LedgerError::NotFound(format!("no hold {}", req.hold_id)));
     };
     if hold.request_id != req.request_id {
-        return Err(LedgerError::Invalid(format!("hold {} belongs to another request", req.hold_id)));
+        return Err(LedgerError::Invalid(format!(
+            "hold {} belongs to another request",
+            req.hold_id
+        )));
     }
     let void = req.outcome == SettleOutcome::UpstreamFailed;
     let new_state = if void { "voided" } else { "posted" };
     if !claim(&mut tx, &req.hold_id, new_state).await? {
-        let current = load_hold(&mut tx, &req.hold_id).await?.map(|h| h.state).unwrap_or(hold.state);
+        let current = load_hold(&mut tx, &req.hold_id)
+            .await?
+            .map(|h| h.state)
+            .unwrap_or(hold.state);
         let response = replay(&mut tx, &req.hold_id, current).await?;
         tx.commit().await?;
         return Ok(response);
@@ -232,7 +287,15 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
     if void {
         book::resolve(&mut tx, &hold.wallet, &hold.revenue, hold.amount, 0, &meta).await?;
         let payload = json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status});
-        events::record(&mut tx, events::REQUEST_FAILED, Some(&req.request_id), &hold.paywall_id, &hold.user_id, payload).await?;
+        events::record(
+            &mut tx,
+            events::REQUEST_FAILED,
+            Some(&req.request_id),
+            &hold.paywall_id,
+            &hold.user_id,
+            payload,
+        )
+        .await?;
         tx.commit().await?;
         return Ok(SettleResponse {
             hold_id: req.hold_id.clone(),
@@ -251,7 +314,15 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
     );
     // Never post more than was reserved; the difference is recorded, not charged.
     let amount = cost.min(hold.amount);
-    let transfer_id = book::resolve(&mut tx, &hold.wallet, &hold.revenue, hold.amount, amount, &meta).await?;
+    let transfer_id = book::resolve(
+        &mut tx,
+        &hold.wallet,
+        &hold.revenue,
+        hold.amount,
+        amount,
+        &meta,
+    )
+    .await?;
     let charge_id = new_id("ch");
     let source = match req.usage_source {
         UsageSource::Provider => "provider",
@@ -317,7 +388,15 @@ async fn record_charge_events(
         let payload = json!({"charge_id": charge_id, "cost": tollgate_protocol::format_micros(cost), "held": tollgate_protocol::format_micros(hold.amount)});
         events::record(tx, events::CHARGE_OVERAGE, rid, pw, user, payload).await?;
     }
-    events::record(tx, events::REQUEST_COMPLETED, rid, pw, user, json!({"outcome": req.outcome.as_str()})).await?;
+    events::record(
+        tx,
+        events::REQUEST_COMPLETED,
+        rid,
+        pw,
+        user,
+        json!({"outcome": req.outcome.as_str()}),
+    )
+    .await?;
     // Depleted: another request like this one would no longer fit.
     let after = book::balance_in(tx, &hold.wallet).await?;
     if amount > 0 && after.available < amount {
@@ -331,17 +410,20 @@ async fn record_charge_events(
 /// is not charged for a request whose settlement never arrived); a settlement
 /// that arrives later finds the hold resolved and moves nothing.
 pub async fn expire_holds(db: &Db, now: i64) -> LedgerResult<usize> {
-    let ids: Vec<String> = sqlx::query("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1 LIMIT 500")
-        .bind(now)
-        .fetch_all(&db.pool)
-        .await?
-        .iter()
-        .map(|r| r.get("id"))
-        .collect();
+    let ids: Vec<String> =
+        sqlx::query("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1 LIMIT 500")
+            .bind(now)
+            .fetch_all(&db.pool)
+            .await?
+            .iter()
+            .map(|r| r.get("id"))
+            .collect();
     let mut expired = 0;
     for id in ids {
         let mut tx = db.pool.begin().await?;
-        let Some(hold) = load_hold(&mut tx, &id).await? else { continue };
+        let Some(hold) = load_hold(&mut tx, &id).await? else {
+            continue;
+        };
         if !claim(&mut tx, &id, "voided").await? {
             continue;
         }
@@ -353,7 +435,15 @@ pub async fn expire_holds(db: &Db, now: i64) -> LedgerResult<usize> {
         };
         book::resolve(&mut tx, &hold.wallet, &hold.revenue, hold.amount, 0, &meta).await?;
         let payload = json!({"hold_id": id, "reason": "expired"});
-        events::record(&mut tx, events::REQUEST_FAILED, Some(&hold.request_id), &hold.paywall_id, &hold.user_id, payload).await?;
+        events::record(
+            &mut tx,
+            events::REQUEST_FAILED,
+            Some(&hold.request_id),
+            &hold.paywall_id,
+            &hold.user_id,
+            payload,
+        )
+        .await?;
         tx.commit().await?;
         expired += 1;
     }

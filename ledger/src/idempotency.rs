@@ -16,7 +16,10 @@ pub const RETENTION_MS: i64 = 48 * 3600 * 1000;
 pub enum Begin {
     /// First use: run the operation, then [`complete`] or [`abandon`].
     Fresh,
-    Replay { status: u16, body: String },
+    Replay {
+        status: u16,
+        body: String,
+    },
     /// Same key, different request.
     Mismatch,
     InFlight,
@@ -64,12 +67,24 @@ pub async fn begin(db: &Db, paywall_id: &str, key: &str, fingerprint: &str) -> L
         return Ok(Begin::InFlight);
     }
     Ok(Begin::Replay {
-        status: opt_i64(&row, "status").and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
-        body: row.try_get::<Option<String>, _>("body").ok().flatten().unwrap_or_default(),
+        status: opt_i64(&row, "status")
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(200),
+        body: row
+            .try_get::<Option<String>, _>("body")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
     })
 }
 
-pub async fn complete(db: &Db, paywall_id: &str, key: &str, status: u16, body: &str) -> LedgerResult<()> {
+pub async fn complete(
+    db: &Db,
+    paywall_id: &str,
+    key: &str,
+    status: u16,
+    body: &str,
+) -> LedgerResult<()> {
     sqlx::query("UPDATE idempotency_keys SET state = 'done', status = $1, body = $2 WHERE paywall_id = $3 AND idem_key = $4")
         .bind(i64::from(status))
         .bind(body)

@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use tollgate_ledger::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tollgate-ledger", about = "Tollgate ledger and decision sidecar")]
+#[command(
+    name = "tollgate-ledger",
+    about = "Tollgate ledger and decision sidecar"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +40,13 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen, database_url, public_url, log_json } => {
+        Command::Serve {
+            config,
+            listen,
+            database_url,
+            public_url,
+            log_json,
+        } => {
             init_logs(log_json);
             let mut cfg = Config::load(&config)?;
             if let Some(v) = listen {
@@ -60,7 +69,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

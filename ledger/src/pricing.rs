@@ -28,7 +28,12 @@ impl PriceRule {
 
     /// Price of a usage in micro-units: `ceil(Σ tokens × price × (1 + markup) / 1e6)`,
     /// at least `min_charge`. Cached prompt tokens are part of `prompt_tokens`.
-    pub fn cost(&self, prompt_tokens: u64, cached_prompt_tokens: u64, completion_tokens: u64) -> i64 {
+    pub fn cost(
+        &self,
+        prompt_tokens: u64,
+        cached_prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> i64 {
         let cached = cached_prompt_tokens.min(prompt_tokens);
         let uncached = prompt_tokens - cached;
         let raw: i128 = i128::from(uncached) * i128::from(self.input_per_m)
@@ -37,7 +42,9 @@ impl PriceRule {
         let scaled = raw * (BPS + i128::from(self.markup_bps));
         let denom = TOKENS_PER_PRICE_UNIT * BPS;
         let amount = (scaled + denom - 1) / denom;
-        i64::try_from(amount).unwrap_or(i64::MAX).max(self.min_charge)
+        i64::try_from(amount)
+            .unwrap_or(i64::MAX)
+            .max(self.min_charge)
     }
 
     /// The most a request can cost: the prompt estimate at the input price plus
@@ -83,8 +90,8 @@ mod tests {
     #[test]
     fn markup_and_cached_tokens() {
         let r = rule(2_000_000, 8_000_000, 2_000); // +20 %
-        // 1000 prompt (400 cached) + 100 completion:
-        // 600×2 + 400×1 + 100×8 = 2400 micro-units before markup → 2880
+                                                   // 1000 prompt (400 cached) + 100 completion:
+                                                   // 600×2 + 400×1 + 100×8 = 2400 micro-units before markup → 2880
         assert_eq!(r.cost(1000, 400, 100), 2880);
         // cached larger than prompt is clamped
         assert_eq!(r.cost(10, 50, 0), r.cost(10, 10, 0));
@@ -100,6 +107,9 @@ mod tests {
     #[test]
     fn huge_inputs_saturate_instead_of_overflowing() {
         let r = rule(i64::MAX, i64::MAX, 10_000);
-        assert_eq!(r.cost(u64::from(u32::MAX), 0, u64::from(u32::MAX)), i64::MAX);
+        assert_eq!(
+            r.cost(u64::from(u32::MAX), 0, u64::from(u32::MAX)),
+            i64::MAX
+        );
     }
 }

@@ -14,7 +14,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {
-        anyhow::anyhow!("environment variable {} (internal secret) is not set", cfg.server.internal_secret_env)
+        anyhow::anyhow!(
+            "environment variable {} (internal secret) is not set",
+            cfg.server.internal_secret_env
+        )
     })?;
     if secret.len() < 16 {
         anyhow::bail!("the internal secret must be at least 16 characters");

@@ -75,7 +75,10 @@ mod tempdir {
         }
     }
     pub fn new() -> Dir {
-        let p = std::env::temp_dir().join(format!("tollgate-test-{}", tollgate_ledger::keys::random_hex(8)));
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{}",
+            tollgate_ledger::keys::random_hex(8)
+        ));
         std::fs::create_dir_all(&p).unwrap();
         Dir(p)
     }
@@ -86,10 +89,16 @@ impl Drop for TestDb {
         if let Some((admin_url, name)) = self.pg_cleanup.take() {
             // Best effort: a leftover test database is harmless.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(admin) = Db::connect_raw(&admin_url).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
                     }
                 });
             })
@@ -103,9 +112,15 @@ async fn open(backend: &str) -> Option<TestDb> {
     match backend {
         "sqlite" => {
             let dir = tempdir::new();
-            let db = Db::connect(&format!("sqlite://{}/ledger.db", dir.0.display())).await.unwrap();
+            let db = Db::connect(&format!("sqlite://{}/ledger.db", dir.0.display()))
+                .await
+                .unwrap();
             catalog::seed(&db, &cfg).await.unwrap();
-            Some(TestDb { db, pg_cleanup: None, _dir: Some(dir) })
+            Some(TestDb {
+                db,
+                pg_cleanup: None,
+                _dir: Some(dir),
+            })
         }
         _ => {
             let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
@@ -120,7 +135,10 @@ async fn open(backend: &str) -> Option<TestDb> {
                 Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
             };
             let name = format!("tollgate_t_{}", tollgate_ledger::keys::random_hex(6));
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
             admin.close().await;
             let url = match admin_url.rsplit_once('/') {
                 Some((base, _)) => format!("{base}/{name}"),
@@ -128,7 +146,11 @@ async fn open(backend: &str) -> Option<TestDb> {
             };
             let db = Db::connect(&url).await.unwrap();
             catalog::seed(&db, &cfg).await.unwrap();
-            Some(TestDb { db, pg_cleanup: Some((admin_url, name)), _dir: None })
+            Some(TestDb {
+                db,
+                pg_cleanup: Some((admin_url, name)),
+                _dir: None,
+            })
         }
     }
 }
@@ -185,7 +207,11 @@ async fn assert_books_balance(db: &Db) {
     .await
     .unwrap();
     assert_eq!(row.get::<i64, _>("posted"), 0, "posted sums do not balance");
-    assert_eq!(row.get::<i64, _>("pending"), 0, "pending sums do not balance");
+    assert_eq!(
+        row.get::<i64, _>("pending"),
+        0,
+        "pending sums do not balance"
+    );
     let negative: i64 = sqlx::query(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM accounts
          WHERE kind = 'wallet' AND credits_posted - debits_posted - debits_pending < 0",
@@ -209,11 +235,21 @@ fn ask(user: &str, request_id: &str, prompt: u32, max_out: Option<u32>) -> Autho
     }
 }
 
-fn settle_req(hold: &str, request_id: &str, prompt: u32, completion: u32, outcome: SettleOutcome) -> SettleRequest {
+fn settle_req(
+    hold: &str,
+    request_id: &str,
+    prompt: u32,
+    completion: u32,
+    outcome: SettleOutcome,
+) -> SettleRequest {
     SettleRequest {
         hold_id: hold.into(),
         request_id: request_id.into(),
-        usage: Usage { prompt_tokens: prompt, completion_tokens: completion, cached_prompt_tokens: 0 },
+        usage: Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: 0,
+        },
         usage_source: UsageSource::Provider,
         local_completion_tokens: Some(completion),
         outcome,
@@ -222,12 +258,21 @@ fn settle_req(hold: &str, request_id: &str, prompt: u32, completion: u32, outcom
 }
 
 async fn balance(db: &Db, user: &str) -> book::Balance {
-    book::balance(db, &wallet_account("app", user)).await.unwrap()
+    book::balance(db, &wallet_account("app", user))
+        .await
+        .unwrap()
 }
 
 async fn hold_for(db: &Db, user: &str, rid: &str, prompt: u32, max_out: u32) -> (String, i64) {
-    match holds::authorize(db, &settings(), &ask(user, rid, prompt, Some(max_out))).await.unwrap() {
-        AuthorizeResponse::Allow { hold_id, held_micros, route } => {
+    match holds::authorize(db, &settings(), &ask(user, rid, prompt, Some(max_out)))
+        .await
+        .unwrap()
+    {
+        AuthorizeResponse::Allow {
+            hold_id,
+            held_micros,
+            route,
+        } => {
             assert_eq!(route.auth_value, "Bearer sk-suite");
             assert_eq!(route.cluster, "mock");
             (hold_id, held_micros)
@@ -237,52 +282,100 @@ async fn hold_for(db: &Db, user: &str, rid: &str, prompt: u32, max_out: u32) -> 
 }
 
 async fn count(db: &Db, sql: &str) -> i64 {
-    sqlx::query(sql).fetch_one(&db.pool).await.unwrap().get::<i64, _>(0)
+    sqlx::query(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
 }
 
 async fn deposit_credits_and_balance_reports_it(db: &Db) {
     assert_eq!(balance(db, "u").await, book::Balance::default());
-    let b = deposits::deposit(db, "app", "u", 5_000_000, "test").await.unwrap();
+    let b = deposits::deposit(db, "app", "u", 5_000_000, "test")
+        .await
+        .unwrap();
     assert_eq!(b.posted, 5_000_000);
     deposits::deposit(db, "app", "u", 1, "test").await.unwrap();
     assert_eq!(balance(db, "u").await.available, 5_000_001);
 }
 
 async fn unfunded_user_gets_a_topup_link_and_no_hold(db: &Db) {
-    let r = holds::authorize(db, &settings(), &ask("broke", "r1", 10, Some(10))).await.unwrap();
-    let AuthorizeResponse::Action { action, link, message } = r else { panic!("{r:?}") };
+    let r = holds::authorize(db, &settings(), &ask("broke", "r1", 10, Some(10)))
+        .await
+        .unwrap();
+    let AuthorizeResponse::Action {
+        action,
+        link,
+        message,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
     assert_eq!(action, Action::Topup);
     assert!(message.contains("Test app"));
-    let token = link.strip_prefix("http://pay.test/pay/topup/").expect("link under public url");
-    let holder = deposits::open_link(db, token).await.unwrap().expect("link valid");
-    assert_eq!((holder.paywall_id.as_str(), holder.user_id.as_str()), ("app", "broke"));
-    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM holds").await, 0);
-    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'request.blocked'").await, 1);
+    let token = link
+        .strip_prefix("http://pay.test/pay/topup/")
+        .expect("link under public url");
+    let holder = deposits::open_link(db, token)
+        .await
+        .unwrap()
+        .expect("link valid");
+    assert_eq!(
+        (holder.paywall_id.as_str(), holder.user_id.as_str()),
+        ("app", "broke")
+    );
+    assert_eq!(
+        count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM holds").await,
+        0
+    );
+    assert_eq!(
+        count(
+            db,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'request.blocked'"
+        )
+        .await,
+        1
+    );
 }
 
 async fn unknown_key_and_unknown_model_are_rejected(db: &Db) {
     let mut a = ask("u", "r", 1, None);
     a.paywall_key = "nope-nope-nope-nope".into();
     let r = holds::authorize(db, &settings(), &a).await.unwrap();
-    assert!(matches!(r, AuthorizeResponse::Reject { status: 401, .. }), "{r:?}");
+    assert!(
+        matches!(r, AuthorizeResponse::Reject { status: 401, .. }),
+        "{r:?}"
+    );
     let mut a = ask("u", "r", 1, None);
     a.model = "gpt-unknown".into();
     let r = holds::authorize(db, &settings(), &a).await.unwrap();
-    let AuthorizeResponse::Reject { status, error, .. } = r else { panic!() };
+    let AuthorizeResponse::Reject { status, error, .. } = r else {
+        panic!()
+    };
     assert_eq!(status, 404);
     assert_eq!(error.code.as_deref(), Some("model_not_found"));
 }
 
 async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     // 100 prompt × 2.00 + 50 out × 8.00 per M = 200 + 400 = 600 micro-units held
     let (hold, held) = hold_for(db, "u", "req-1", 100, 50).await;
     assert_eq!(held, 600);
     let b = balance(db, "u").await;
     assert_eq!((b.posted, b.held, b.available), (1_000_000, 600, 999_400));
     // Actual: 90 prompt, 20 completion → 180 + 160 = 340
-    let res = holds::settle(db, &settle_req(&hold, "req-1", 90, 20, SettleOutcome::Completed)).await.unwrap();
-    assert_eq!((res.amount_micros, res.replayed, res.state.as_str()), (340, false, "posted"));
+    let res = holds::settle(
+        db,
+        &settle_req(&hold, "req-1", 90, 20, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (res.amount_micros, res.replayed, res.state.as_str()),
+        (340, false, "posted")
+    );
     let b = balance(db, "u").await;
     assert_eq!((b.posted, b.held, b.available), (999_660, 0, 999_660));
     let row = sqlx::query("SELECT request_id, model, prompt_tokens, completion_tokens, price_rule_id, price_version, amount, usage_source FROM charges WHERE hold_id = $1")
@@ -307,50 +400,111 @@ async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
 }
 
 async fn settle_is_idempotent_by_hold(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (hold, _) = hold_for(db, "u", "req-2", 100, 50).await;
-    let first = holds::settle(db, &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed)).await.unwrap();
-    let again = holds::settle(db, &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed)).await.unwrap();
+    let first = holds::settle(
+        db,
+        &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
+    let again = holds::settle(
+        db,
+        &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
     assert!(again.replayed);
     assert_eq!(again.charge_id, first.charge_id);
     assert_eq!(again.amount_micros, first.amount_micros);
-    assert_eq!(balance(db, "u").await.posted, 1_000_000 - first.amount_micros);
-    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await, 1);
+    assert_eq!(
+        balance(db, "u").await.posted,
+        1_000_000 - first.amount_micros
+    );
+    assert_eq!(
+        count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await,
+        1
+    );
     // A settle for another request id is refused, not applied.
-    let err = holds::settle(db, &settle_req(&hold, "other", 1, 1, SettleOutcome::Completed)).await;
+    let err = holds::settle(
+        db,
+        &settle_req(&hold, "other", 1, 1, SettleOutcome::Completed),
+    )
+    .await;
     assert!(err.is_err());
-    let missing = holds::settle(db, &settle_req("hold_nope", "x", 1, 1, SettleOutcome::Completed)).await;
-    assert!(matches!(missing, Err(tollgate_ledger::error::LedgerError::NotFound(_))));
+    let missing = holds::settle(
+        db,
+        &settle_req("hold_nope", "x", 1, 1, SettleOutcome::Completed),
+    )
+    .await;
+    assert!(matches!(
+        missing,
+        Err(tollgate_ledger::error::LedgerError::NotFound(_))
+    ));
 }
 
 async fn upstream_failure_voids_the_hold(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (hold, _) = hold_for(db, "u", "req-3", 100, 50).await;
-    let res = holds::settle(db, &settle_req(&hold, "req-3", 0, 0, SettleOutcome::UpstreamFailed)).await.unwrap();
-    assert_eq!((res.state.as_str(), res.amount_micros, res.charge_id), ("voided", 0, None));
+    let res = holds::settle(
+        db,
+        &settle_req(&hold, "req-3", 0, 0, SettleOutcome::UpstreamFailed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (res.state.as_str(), res.amount_micros, res.charge_id),
+        ("voided", 0, None)
+    );
     let b = balance(db, "u").await;
     assert_eq!((b.posted, b.held), (1_000_000, 0));
 }
 
 async fn charge_never_exceeds_the_hold(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (hold, held) = hold_for(db, "u", "req-4", 10, 10).await;
-    let res = holds::settle(db, &settle_req(&hold, "req-4", 10, 5000, SettleOutcome::Completed)).await.unwrap();
+    let res = holds::settle(
+        db,
+        &settle_req(&hold, "req-4", 10, 5000, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.amount_micros, held);
-    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'charge.overage'").await, 1);
-    let cost: i64 = sqlx::query("SELECT cost FROM charges").fetch_one(&db.pool).await.unwrap().get("cost");
+    assert_eq!(
+        count(
+            db,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = 'charge.overage'"
+        )
+        .await,
+        1
+    );
+    let cost: i64 = sqlx::query("SELECT cost FROM charges")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get("cost");
     assert!(cost > held);
 }
 
 async fn concurrent_authorizations_never_overspend(db: &Db) {
     // Each hold is 600; the wallet covers exactly 5 of them.
-    deposits::deposit(db, "app", "u", 3_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 3_000, "test")
+        .await
+        .unwrap();
     let db = Arc::new(db.clone());
     let mut tasks = Vec::new();
     for i in 0..20 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
-            holds::authorize(&db, &settings(), &ask("u", &format!("c{i}"), 100, Some(50))).await.unwrap()
+            holds::authorize(&db, &settings(), &ask("u", &format!("c{i}"), 100, Some(50)))
+                .await
+                .unwrap()
         }));
     }
     let mut allowed = 0;
@@ -365,14 +519,21 @@ async fn concurrent_authorizations_never_overspend(db: &Db) {
 }
 
 async fn concurrent_settles_post_once(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (hold, _) = hold_for(db, "u", "req-5", 100, 50).await;
     let db = Arc::new(db.clone());
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let (db, hold) = (db.clone(), hold.clone());
         tasks.push(tokio::spawn(async move {
-            holds::settle(&db, &settle_req(&hold, "req-5", 100, 10, SettleOutcome::Completed)).await.unwrap()
+            holds::settle(
+                &db,
+                &settle_req(&hold, "req-5", 100, 10, SettleOutcome::Completed),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut fresh = 0;
@@ -382,83 +543,159 @@ async fn concurrent_settles_post_once(db: &Db) {
         }
     }
     assert_eq!(fresh, 1);
-    assert_eq!(count(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await, 1);
-    assert_eq!(count(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE kind = 'post'").await, 1);
+    assert_eq!(
+        count(&db, "SELECT CAST(COUNT(*) AS BIGINT) FROM charges").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE kind = 'post'"
+        )
+        .await,
+        1
+    );
 }
 
 async fn price_change_is_a_new_version_and_holds_keep_theirs(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (old_hold, _) = hold_for(db, "u", "old", 0, 100).await;
     catalog::seed(db, &config("16.00")).await.unwrap();
     catalog::seed(db, &config("16.00")).await.unwrap(); // unchanged: no new version
-    assert_eq!(count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM price_rules").await, 2);
+    assert_eq!(
+        count(db, "SELECT CAST(COUNT(*) AS BIGINT) FROM price_rules").await,
+        2
+    );
     let route = catalog::model_route(db, "m").await.unwrap().unwrap();
-    assert_eq!((route.price.version, route.price.output_per_m), (2, 16_000_000));
+    assert_eq!(
+        (route.price.version, route.price.output_per_m),
+        (2, 16_000_000)
+    );
     let (new_hold, _) = hold_for(db, "u", "new", 0, 100).await;
-    let old = holds::settle(db, &settle_req(&old_hold, "old", 0, 100, SettleOutcome::Completed)).await.unwrap();
-    let new = holds::settle(db, &settle_req(&new_hold, "new", 0, 100, SettleOutcome::Completed)).await.unwrap();
+    let old = holds::settle(
+        db,
+        &settle_req(&old_hold, "old", 0, 100, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
+    let new = holds::settle(
+        db,
+        &settle_req(&new_hold, "new", 0, 100, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
     assert_eq!((old.amount_micros, new.amount_micros), (800, 1600));
-    let versions: Vec<i64> = sqlx::query("SELECT price_version FROM charges ORDER BY request_id DESC")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get("price_version"))
-        .collect();
+    let versions: Vec<i64> =
+        sqlx::query("SELECT price_version FROM charges ORDER BY request_id DESC")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("price_version"))
+            .collect();
     assert_eq!(versions, [1, 2]);
 }
 
 async fn idempotency_keys_replay_reject_and_block(db: &Db) {
     let fp = idempotency::request_fingerprint("POST", "/x", b"{\"a\":1}");
-    assert_eq!(idempotency::begin(db, "app", "k1", &fp).await.unwrap(), Begin::Fresh);
-    assert_eq!(idempotency::begin(db, "app", "k1", &fp).await.unwrap(), Begin::InFlight);
-    idempotency::complete(db, "app", "k1", 200, "{\"ok\":true}").await.unwrap();
     assert_eq!(
         idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
-        Begin::Replay { status: 200, body: "{\"ok\":true}".into() }
+        Begin::Fresh
+    );
+    assert_eq!(
+        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
+        Begin::InFlight
+    );
+    idempotency::complete(db, "app", "k1", 200, "{\"ok\":true}")
+        .await
+        .unwrap();
+    assert_eq!(
+        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
+        Begin::Replay {
+            status: 200,
+            body: "{\"ok\":true}".into()
+        }
     );
     let other = idempotency::request_fingerprint("POST", "/x", b"{\"a\":2}");
-    assert_eq!(idempotency::begin(db, "app", "k1", &other).await.unwrap(), Begin::Mismatch);
+    assert_eq!(
+        idempotency::begin(db, "app", "k1", &other).await.unwrap(),
+        Begin::Mismatch
+    );
     // Scoped per paywall: another paywall's same key is fresh.
-    assert_eq!(idempotency::begin(db, "other", "k1", &other).await.unwrap(), Begin::Fresh);
+    assert_eq!(
+        idempotency::begin(db, "other", "k1", &other).await.unwrap(),
+        Begin::Fresh
+    );
     // Abandoned keys can be reused.
     idempotency::abandon(db, "other", "k1").await.unwrap();
-    assert_eq!(idempotency::begin(db, "other", "k1", &other).await.unwrap(), Begin::Fresh);
+    assert_eq!(
+        idempotency::begin(db, "other", "k1", &other).await.unwrap(),
+        Begin::Fresh
+    );
     // Kept for the retention window, purged after.
     let now = tollgate_ledger::keys::now_ms();
     assert_eq!(idempotency::purge_expired(db, now).await.unwrap(), 0);
-    assert!(idempotency::purge_expired(db, now + idempotency::RETENTION_MS + 1).await.unwrap() >= 2);
+    assert!(
+        idempotency::purge_expired(db, now + idempotency::RETENTION_MS + 1)
+            .await
+            .unwrap()
+            >= 2
+    );
 }
 
 async fn expired_holds_are_voided(db: &Db) {
-    deposits::deposit(db, "app", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     let (hold, _) = hold_for(db, "u", "req-6", 100, 50).await;
     let now = tollgate_ledger::keys::now_ms();
     assert_eq!(holds::expire_holds(db, now).await.unwrap(), 0);
     assert_eq!(holds::expire_holds(db, now + 600_001).await.unwrap(), 1);
     assert_eq!(balance(db, "u").await.held, 0);
     // A settlement arriving after expiry moves nothing.
-    let late = holds::settle(db, &settle_req(&hold, "req-6", 100, 10, SettleOutcome::Completed)).await.unwrap();
+    let late = holds::settle(
+        db,
+        &settle_req(&hold, "req-6", 100, 10, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
     assert!(late.replayed);
     assert_eq!(balance(db, "u").await.posted, 1_000_000);
 }
 
 async fn topup_links_pay_once_and_only_for_their_user(db: &Db) {
     let mut tx = db.pool.begin().await.unwrap();
-    let link = deposits::create_topup_link(&mut tx, &settings(), "app", "payer").await.unwrap();
+    let link = deposits::create_topup_link(&mut tx, &settings(), "app", "payer")
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let token = link.url.rsplit('/').next().unwrap().to_string();
-    let (holder, b) = deposits::redeem_link(db, &token, 2_000_000, "dev").await.unwrap().unwrap();
+    let (holder, b) = deposits::redeem_link(db, &token, 2_000_000, "dev")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((holder.user_id.as_str(), b.posted), ("payer", 2_000_000));
-    assert!(deposits::redeem_link(db, &token, 2_000_000, "dev").await.unwrap().is_none());
+    assert!(deposits::redeem_link(db, &token, 2_000_000, "dev")
+        .await
+        .unwrap()
+        .is_none());
     assert!(deposits::open_link(db, &token).await.unwrap().is_none());
-    assert!(deposits::redeem_link(db, "f00d", 1, "dev").await.unwrap().is_none());
+    assert!(deposits::redeem_link(db, "f00d", 1, "dev")
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(balance(db, "payer").await.posted, 2_000_000);
 }
 
 async fn paywalls_do_not_share_wallets(db: &Db) {
-    deposits::deposit(db, "other", "u", 1_000_000, "test").await.unwrap();
+    deposits::deposit(db, "other", "u", 1_000_000, "test")
+        .await
+        .unwrap();
     assert_eq!(balance(db, "u").await.posted, 0);
-    let r = holds::authorize(db, &settings(), &ask("u", "r", 10, Some(10))).await.unwrap();
+    let r = holds::authorize(db, &settings(), &ask("u", "r", 10, Some(10)))
+        .await
+        .unwrap();
     assert!(matches!(r, AuthorizeResponse::Action { .. }));
 }

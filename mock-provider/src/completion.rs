@@ -19,7 +19,11 @@ fn last_user_text(req: &Value) -> String {
         .and_then(|ms| ms.iter().rev().find(|m| m["role"] == "user"))
         .map(|m| match &m["content"] {
             Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         })
         .unwrap_or_default()
@@ -47,9 +51,13 @@ pub fn decide(bpe: &CoreBPE, req: &Value) -> Reply {
         .or_else(|| req["max_tokens"].as_u64())
         .map(|v| v as usize);
     let prompt_tokens = prompt_tokens(bpe, req);
-    let wants_tool = req["tools"].as_array().is_some_and(|t| !t.is_empty()) && req["tool_choice"] != "none";
+    let wants_tool =
+        req["tools"].as_array().is_some_and(|t| !t.is_empty()) && req["tool_choice"] != "none";
     if wants_tool {
-        let name = req["tools"][0]["function"]["name"].as_str().unwrap_or("tool").to_string();
+        let name = req["tools"][0]["function"]["name"]
+            .as_str()
+            .unwrap_or("tool")
+            .to_string();
         let args = json!({"query": last_user_text(req)}).to_string();
         let completion_tokens = bpe.encode_ordinary(&name).len() + bpe.encode_ordinary(&args).len();
         return Reply {
@@ -61,11 +69,17 @@ pub fn decide(bpe: &CoreBPE, req: &Value) -> Reply {
             completion_tokens,
         };
     }
-    let json_mode = matches!(req["response_format"]["type"].as_str(), Some("json_object" | "json_schema"));
+    let json_mode = matches!(
+        req["response_format"]["type"].as_str(),
+        Some("json_object" | "json_schema")
+    );
     let text = if json_mode {
         json!({"reply": "mock", "echo": last_user_text(req)}).to_string()
     } else {
-        format!("Hello from the mock provider. You said: {}", last_user_text(req))
+        format!(
+            "Hello from the mock provider. You said: {}",
+            last_user_text(req)
+        )
     };
     let mut tokens = bpe.encode_ordinary(&text);
     let mut finish_reason = "stop";
@@ -125,7 +139,10 @@ pub fn chunks(bpe: &CoreBPE, id: &str, created: u64, r: &Reply, include_usage: b
         }
         c
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     match &r.tool_call {
         Some((name, args)) => {
             out.push(chunk(
@@ -133,7 +150,10 @@ pub fn chunks(bpe: &CoreBPE, id: &str, created: u64, r: &Reply, include_usage: b
                 Value::Null,
             ));
             for piece in split_by_tokens(bpe, args) {
-                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}), Value::Null));
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                ));
             }
         }
         None => {

@@ -16,7 +16,9 @@ pub struct Faults {
 }
 
 fn header<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
-    h.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Faults {

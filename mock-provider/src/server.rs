@@ -74,7 +74,12 @@ async fn stats(State(m): State<Shared>) -> Json<Value> {
 
 async fn models(State(m): State<Shared>, headers: HeaderMap) -> Response {
     if !authorized(&m, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        );
     }
     Json(json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "created": 0, "owned_by": "mock"}]})).into_response()
 }
@@ -93,7 +98,12 @@ async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
             .collect();
     }
     if !authorized(&m, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        );
     }
     let faults = Faults::from_headers(&headers);
     if let Some(ms) = faults.delay_ms {
@@ -105,10 +115,22 @@ async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     }
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", &e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+                &e.to_string(),
+            )
+        }
     };
     if !req["messages"].is_array() || !req["model"].is_string() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "model and messages are required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            "model and messages are required",
+        );
     }
     m.completions.fetch_add(1, Ordering::SeqCst);
     let reply = decide(&m.bpe, &req);

@@ -50,7 +50,9 @@ impl ApiError {
     }
 
     pub fn from_body(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Envelope>(body).ok().map(|e| e.error)
+        serde_json::from_slice::<Envelope>(body)
+            .ok()
+            .map(|e| e.error)
     }
 }
 

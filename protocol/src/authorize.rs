@@ -96,12 +96,21 @@ mod tests {
         };
         let s = serde_json::to_string(&allow).unwrap();
         assert!(s.contains(r#""decision":"allow""#));
-        assert_eq!(serde_json::from_str::<AuthorizeResponse>(&s).unwrap(), allow);
+        assert_eq!(
+            serde_json::from_str::<AuthorizeResponse>(&s).unwrap(),
+            allow
+        );
 
         let act: AuthorizeResponse = serde_json::from_str(
             r#"{"decision":"action","action":"topup","message":"m","link":"http://x"}"#,
         )
         .unwrap();
-        assert!(matches!(act, AuthorizeResponse::Action { action: Action::Topup, .. }));
+        assert!(matches!(
+            act,
+            AuthorizeResponse::Action {
+                action: Action::Topup,
+                ..
+            }
+        ));
     }
 }

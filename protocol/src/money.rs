@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(parse_amount("1e3"), Err(AmountError::Invalid));
         assert_eq!(parse_amount("0.0000001"), Err(AmountError::TooPrecise));
         assert_eq!(parse_amount("0"), Err(AmountError::NotPositive));
-        assert_eq!(parse_amount("99999999999999999999"), Err(AmountError::TooLarge));
+        assert_eq!(
+            parse_amount("99999999999999999999"),
+            Err(AmountError::TooLarge)
+        );
         assert_eq!(parse_amount("9223372036855"), Err(AmountError::TooLarge));
         assert_eq!(parse_decimal("0"), Ok(0));
         assert_eq!(parse_decimal("0.5"), Ok(500_000));

@@ -35,31 +35,49 @@ fn report<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) {
 
 impl StreamHost for EnvoyHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
-        report("set_request_header", hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value));
+        report(
+            "set_request_header",
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value),
+        );
     }
 
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
-        report("set_response_header", hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value));
+        report(
+            "set_response_header",
+            hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value),
+        );
     }
 
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
     }
 
     fn send_reply(&mut self, reply: &LocalReply) {
-        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         report(
             "send_http_response",
             hostcalls::send_http_response(reply.status, headers, Some(reply.body.as_bytes())),
@@ -90,9 +108,19 @@ impl StreamHost for EnvoyHost {
 }
 
 pub fn dispatch(callout: &Callout) -> Result<u32, String> {
-    let headers: Vec<(&str, &str)> = callout.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    hostcalls::dispatch_http_call(&callout.cluster, headers, Some(&callout.body), vec![], callout.timeout)
-        .map_err(|s| format!("{s:?}"))
+    let headers: Vec<(&str, &str)> = callout
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(
+        &callout.cluster,
+        headers,
+        Some(&callout.body),
+        vec![],
+        callout.timeout,
+    )
+    .map_err(|s| format!("{s:?}"))
 }
 
 /// `:status` of the current callout response; None when the call failed or timed out.

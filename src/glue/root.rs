@@ -39,14 +39,21 @@ impl PaywallRoot {
     }
 
     fn deliver_due(&mut self) {
-        let Some(config) = self.config.clone() else { return };
-        let Ok(mut queue) = self.queue.try_borrow_mut() else { return };
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let Ok(mut queue) = self.queue.try_borrow_mut() else {
+            return;
+        };
         let now = now_ms();
         for entry in queue.take_due(now, SETTLEMENTS_PER_TICK) {
             let body = match serde_json::to_vec(&entry.request) {
                 Ok(b) => b,
                 Err(e) => {
-                    log(LogLevel::Error, &format!("dropping unencodable settlement: {e}"));
+                    log(
+                        LogLevel::Error,
+                        &format!("dropping unencodable settlement: {e}"),
+                    );
                     continue;
                 }
             };
@@ -57,7 +64,10 @@ impl PaywallRoot {
                     (":path".into(), SETTLE_PATH.into()),
                     (":authority".into(), config.sidecar_authority.clone()),
                     ("content-type".into(), "application/json".into()),
-                    (INTERNAL_SECRET_HEADER.into(), config.internal_secret.clone()),
+                    (
+                        INTERNAL_SECRET_HEADER.into(),
+                        config.internal_secret.clone(),
+                    ),
                     ("x-request-id".into(), entry.request.request_id.clone()),
                 ],
                 body,
@@ -66,7 +76,13 @@ impl PaywallRoot {
             match dispatch(&callout) {
                 Ok(token) => queue.sent(token, entry),
                 Err(e) => {
-                    log(LogLevel::Warn, &format!("request_id={} settle dispatch failed: {e}", entry.request.request_id));
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "request_id={} settle dispatch failed: {e}",
+                            entry.request.request_id
+                        ),
+                    );
                     queue.retry_later(entry, now);
                 }
             }
@@ -75,13 +91,24 @@ impl PaywallRoot {
 }
 
 impl Context for PaywallRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let status = callout_status();
-        let Ok(mut queue) = self.queue.try_borrow_mut() else { return };
+        let Ok(mut queue) = self.queue.try_borrow_mut() else {
+            return;
+        };
         match status {
             Some(200) => {
                 if let Some(req) = queue.acknowledged(token) {
-                    log(LogLevel::Info, &format!("request_id={} settled hold={}", req.request_id, req.hold_id));
+                    log(
+                        LogLevel::Info,
+                        &format!("request_id={} settled hold={}", req.request_id, req.hold_id),
+                    );
                 }
             }
             // A 4xx other than 408/429 will not change on retry (unknown hold, bad secret).
@@ -90,12 +117,18 @@ impl Context for PaywallRoot {
                 if let Some(req) = queue.acknowledged(token) {
                     log(
                         LogLevel::Error,
-                        &format!("request_id={} settlement of hold={} refused ({s}): {body}", req.request_id, req.hold_id),
+                        &format!(
+                            "request_id={} settlement of hold={} refused ({s}): {body}",
+                            req.request_id, req.hold_id
+                        ),
                     );
                 }
             }
             other => {
-                log(LogLevel::Warn, &format!("settlement callout failed (status {other:?}); will retry"));
+                log(
+                    LogLevel::Warn,
+                    &format!("settlement callout failed (status {other:?}); will retry"),
+                );
                 queue.failed(token, now_ms());
             }
         }
@@ -111,7 +144,10 @@ impl RootContext for PaywallRoot {
         let config = match FilterConfig::from_json(&raw) {
             Ok(c) => c,
             Err(e) => {
-                log(LogLevel::Error, &format!("tollgate: rejecting plugin configuration: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!("tollgate: rejecting plugin configuration: {e}"),
+                );
                 return false;
             }
         };
@@ -119,17 +155,27 @@ impl RootContext for PaywallRoot {
         let tokenizers = match Tokenizers::build(config.encodings.clone()) {
             Ok(t) => t,
             Err(e) => {
-                log(LogLevel::Error, &format!("tollgate: cannot build tokenizers: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!("tollgate: cannot build tokenizers: {e}"),
+                );
                 return false;
             }
         };
         if let Ok(mut q) = self.queue.try_borrow_mut() {
             if q.backlog() == 0 {
-                *q = SettlementQueue::new(config.settle_retry_initial, config.settle_retry_max, config.settle_backlog_max);
+                *q = SettlementQueue::new(
+                    config.settle_retry_initial,
+                    config.settle_retry_max,
+                    config.settle_backlog_max,
+                );
             }
         }
         if let Err(e) = hostcalls::set_tick_period(config.tick) {
-            log(LogLevel::Error, &format!("tollgate: cannot set tick period: {e:?}"));
+            log(
+                LogLevel::Error,
+                &format!("tollgate: cannot set tick period: {e:?}"),
+            );
             return false;
         }
         self.tokenizers = Some(Rc::new(tokenizers));
@@ -144,7 +190,11 @@ impl RootContext for PaywallRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         match (&self.config, &self.tokenizers) {
-            (Some(c), Some(t)) => Some(Box::new(PaywallHttp::new(c.clone(), t.clone(), self.queue.clone()))),
+            (Some(c), Some(t)) => Some(Box::new(PaywallHttp::new(
+                c.clone(),
+                t.clone(),
+                self.queue.clone(),
+            ))),
             _ => Some(Box::new(UnconfiguredHttp)),
         }
     }

@@ -23,7 +23,11 @@ pub struct PaywallHttp {
 }
 
 impl PaywallHttp {
-    pub fn new(config: Rc<FilterConfig>, tokenizers: Rc<Tokenizers>, queue: Rc<RefCell<SettlementQueue>>) -> Self {
+    pub fn new(
+        config: Rc<FilterConfig>,
+        tokenizers: Rc<Tokenizers>,
+        queue: Rc<RefCell<SettlementQueue>>,
+    ) -> Self {
         PaywallHttp {
             flow: PaywallStream::new(config, tokenizers),
             host: EnvoyHost,
@@ -32,7 +36,9 @@ impl PaywallHttp {
     }
 
     fn hand_over_settlement(&mut self) {
-        let Some(settlement) = self.flow.take_settlement() else { return };
+        let Some(settlement) = self.flow.take_settlement() else {
+            return;
+        };
         let id = settlement.request_id.clone();
         let hold = settlement.hold_id.clone();
         let accepted = match self.queue.try_borrow_mut() {
@@ -56,10 +62,17 @@ fn action(flow: Flow) -> Action {
 }
 
 impl Context for PaywallHttp {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        body_size: usize,
+        _trailers: usize,
+    ) {
         let status = callout_status();
         let body = callout_body(body_size);
-        self.flow.on_callout_response(&mut self.host, token, status, &body);
+        self.flow
+            .on_callout_response(&mut self.host, token, status, &body);
     }
 }
 
@@ -69,7 +82,10 @@ impl HttpContext for PaywallHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_request_body(&mut self.host, body_size, end_of_stream))
+        action(
+            self.flow
+                .on_request_body(&mut self.host, body_size, end_of_stream),
+        )
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
@@ -79,7 +95,10 @@ impl HttpContext for PaywallHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let a = action(self.flow.on_response_body(&mut self.host, body_size, end_of_stream));
+        let a = action(
+            self.flow
+                .on_response_body(&mut self.host, body_size, end_of_stream),
+        );
         self.hand_over_settlement();
         a
     }
@@ -97,7 +116,11 @@ impl Context for UnconfiguredHttp {}
 
 impl HttpContext for UnconfiguredHttp {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let err = ApiError::new("server_error", "paywall_unavailable", "The paywall is not configured.");
+        let err = ApiError::new(
+            "server_error",
+            "paywall_unavailable",
+            "The paywall is not configured.",
+        );
         EnvoyHost.send_reply(&LocalReply::error(503, &err));
         Action::Pause
     }

@@ -66,7 +66,10 @@ impl Db {
     /// A plain pool without schema (administration, tests).
     pub async fn connect_raw(url: &str) -> anyhow::Result<AnyPool> {
         sqlx::any::install_default_drivers();
-        Ok(AnyPoolOptions::new().max_connections(2).connect(url).await?)
+        Ok(AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await?)
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -78,7 +81,9 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Several sidecars may start at once against one database.
-            sqlx::query("SELECT pg_advisory_xact_lock(7461726)").execute(&mut *tx).await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7461726)")
+                .execute(&mut *tx)
+                .await?;
         }
         for stmt in split_statements(&ddl) {
             sqlx::query(&stmt).execute(&mut *tx).await?;

@@ -20,13 +20,19 @@ fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         Ok(())
     } else {
         tracing::warn!("internal call with a missing or wrong secret");
-        Err(api_error(StatusCode::FORBIDDEN, ApiError::new("permission_error", "forbidden", "Internal endpoint.")))
+        Err(api_error(
+            StatusCode::FORBIDDEN,
+            ApiError::new("permission_error", "forbidden", "Internal endpoint."),
+        ))
     }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
-        api_error(StatusCode::BAD_REQUEST, ApiError::invalid_request("invalid_json", format!("bad internal request: {e}")))
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ApiError::invalid_request("invalid_json", format!("bad internal request: {e}")),
+        )
     })
 }
 

@@ -2,6 +2,10 @@
 //! required, never routed from the public listener), the public API apps call
 //! with their paywall key, and the end-user pages behind links.
 
+// Handlers return `Result<_, Response>` so an early error is just `?`-style
+// control flow; the size of axum's Response in the Err arm is irrelevant here.
+#![allow(clippy::result_large_err)]
+
 mod internal;
 mod pages;
 mod public;
@@ -36,27 +40,53 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/user/balance/deposit", post(public::deposit))
         .route("/v1/user/balance/topup", get(public::topup))
         .route("/v1/user/ledger", get(public::ledger_entries))
-        .route("/pay/topup/{token}", get(pages::topup_page).post(pages::topup_pay))
+        .route(
+            "/pay/topup/{token}",
+            get(pages::topup_page).post(pages::topup_pay),
+        )
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, ApiError::invalid_request("not_found", "Unknown endpoint.")) })
+        .fallback(|| async {
+            api_error(
+                StatusCode::NOT_FOUND,
+                ApiError::invalid_request("not_found", "Unknown endpoint."),
+            )
+        })
         .with_state(state)
 }
 
 /// An OpenAI-shaped error response.
 pub fn api_error(status: StatusCode, error: ApiError) -> Response {
-    (status, [("content-type", "application/json")], error.to_body()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        error.to_body(),
+    )
+        .into_response()
 }
 
 pub fn ledger_failure(e: LedgerError) -> Response {
     match e {
-        LedgerError::NotFound(m) => api_error(StatusCode::NOT_FOUND, ApiError::invalid_request("not_found", m)),
-        LedgerError::Invalid(m) => api_error(StatusCode::BAD_REQUEST, ApiError::invalid_request("invalid_request", m)),
-        LedgerError::Conflict(m) => api_error(StatusCode::CONFLICT, ApiError::invalid_request("conflict", m)),
+        LedgerError::NotFound(m) => api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", m),
+        ),
+        LedgerError::Invalid(m) => api_error(
+            StatusCode::BAD_REQUEST,
+            ApiError::invalid_request("invalid_request", m),
+        ),
+        LedgerError::Conflict(m) => api_error(
+            StatusCode::CONFLICT,
+            ApiError::invalid_request("conflict", m),
+        ),
         other => {
             tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");
             api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                ApiError::new("server_error", "ledger_unavailable", "The ledger is temporarily unavailable."),
+                ApiError::new(
+                    "server_error",
+                    "ledger_unavailable",
+                    "The ledger is temporarily unavailable.",
+                ),
             )
         }
     }

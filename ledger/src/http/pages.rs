@@ -44,7 +44,11 @@ fn invalid_link() -> Response {
 }
 
 fn unavailable() -> Response {
-    page(StatusCode::SERVICE_UNAVAILABLE, "Try again shortly", "<p>The payment service is temporarily unavailable.</p>")
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again shortly",
+        "<p>The payment service is temporarily unavailable.</p>",
+    )
 }
 
 pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) -> Response {
@@ -53,7 +57,12 @@ pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) 
         Ok(None) => return invalid_link(),
         Err(_) => return unavailable(),
     };
-    let balance = match book::balance(&state.db, &wallet_account(&holder.paywall_id, &holder.user_id)).await {
+    let balance = match book::balance(
+        &state.db,
+        &wallet_account(&holder.paywall_id, &holder.user_id),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(_) => return unavailable(),
     };
@@ -84,14 +93,22 @@ pub struct PayForm {
     amount: String,
 }
 
-pub async fn topup_pay(State(state): State<Shared>, Path(token): Path<String>, Form(form): Form<PayForm>) -> Response {
+pub async fn topup_pay(
+    State(state): State<Shared>,
+    Path(token): Path<String>,
+    Form(form): Form<PayForm>,
+) -> Response {
     if !state.settings.dev_payments {
         return invalid_link();
     }
     let amount = match parse_amount(&form.amount) {
         Ok(a) => a,
         Err(e) => {
-            let body = format!("<p>{}</p><p><a href=\"/pay/topup/{}\">Back</a></p>", escape(&e.to_string()), escape(&token));
+            let body = format!(
+                "<p>{}</p><p><a href=\"/pay/topup/{}\">Back</a></p>",
+                escape(&e.to_string()),
+                escape(&token)
+            );
             return page(StatusCode::BAD_REQUEST, "Invalid amount", &body);
         }
     };

@@ -25,10 +25,13 @@ pub struct UserQuery {
 
 fn require_user(user: Option<&str>) -> Result<String, Response> {
     match user.map(str::trim) {
-        Some(u) if !u.is_empty() && u.len() <= MAX_USER_LEN && !u.chars().any(char::is_control) => Ok(u.to_string()),
+        Some(u) if !u.is_empty() && u.len() <= MAX_USER_LEN && !u.chars().any(char::is_control) => {
+            Ok(u.to_string())
+        }
         _ => Err(api_error(
             StatusCode::BAD_REQUEST,
-            ApiError::invalid_request("missing_user", "A valid `user` is required.").with_param("user"),
+            ApiError::invalid_request("missing_user", "A valid `user` is required.")
+                .with_param("user"),
         )),
     }
 }
@@ -43,7 +46,11 @@ fn balance_json(user: &str, b: Balance) -> serde_json::Value {
     })
 }
 
-pub async fn balance(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<UserQuery>) -> Response {
+pub async fn balance(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<UserQuery>,
+) -> Response {
     let paywall = match paywall_from(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -69,12 +76,18 @@ pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Byte
         Ok(p) => p,
         Err(r) => return r,
     };
-    let idem_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let idem_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if let Some(key) = &idem_key {
         if key.is_empty() || key.len() > 255 {
             return api_error(
                 StatusCode::BAD_REQUEST,
-                ApiError::invalid_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters."),
+                ApiError::invalid_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 characters.",
+                ),
             );
         }
         let fp = idempotency::request_fingerprint("POST", "/v1/user/balance/deposit", &body);
@@ -82,18 +95,32 @@ pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Byte
             Ok(Begin::Fresh) => {}
             Ok(Begin::Replay { status, body }) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return (status, [("content-type", "application/json"), ("idempotent-replayed", "true")], body).into_response();
+                return (
+                    status,
+                    [
+                        ("content-type", "application/json"),
+                        ("idempotent-replayed", "true"),
+                    ],
+                    body,
+                )
+                    .into_response();
             }
             Ok(Begin::Mismatch) => {
                 return api_error(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    ApiError::invalid_request("idempotency_key_reused", "This Idempotency-Key was used with a different request."),
+                    ApiError::invalid_request(
+                        "idempotency_key_reused",
+                        "This Idempotency-Key was used with a different request.",
+                    ),
                 )
             }
             Ok(Begin::InFlight) => {
                 return api_error(
                     StatusCode::CONFLICT,
-                    ApiError::invalid_request("idempotency_key_in_use", "A request with this Idempotency-Key is still being processed."),
+                    ApiError::invalid_request(
+                        "idempotency_key_in_use",
+                        "A request with this Idempotency-Key is still being processed.",
+                    ),
                 )
             }
             Err(e) => return ledger_failure(e),
@@ -105,22 +132,39 @@ pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Byte
         let stored = if status.is_server_error() {
             idempotency::abandon(&state.db, &paywall.id, key).await
         } else {
-            idempotency::complete(&state.db, &paywall.id, key, status.as_u16(), &response_body).await
+            idempotency::complete(&state.db, &paywall.id, key, status.as_u16(), &response_body)
+                .await
         };
         if let Err(e) = stored {
             tracing::error!(error = %e, "could not record idempotency key");
         }
     }
-    (status, [("content-type", "application/json")], response_body).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        response_body,
+    )
+        .into_response()
 }
 
 async fn run_deposit(state: &Shared, paywall_id: &str, body: &[u8]) -> (StatusCode, String) {
     let bad = |code: &str, param: &str, msg: String| {
-        (StatusCode::BAD_REQUEST, ApiError::invalid_request(code, msg).with_param(param).to_body())
+        (
+            StatusCode::BAD_REQUEST,
+            ApiError::invalid_request(code, msg)
+                .with_param(param)
+                .to_body(),
+        )
     };
     let parsed: DepositBody = match serde_json::from_slice(body) {
         Ok(b) => b,
-        Err(e) => return bad("invalid_json", "body", format!("We could not parse the JSON body: {e}")),
+        Err(e) => {
+            return bad(
+                "invalid_json",
+                "body",
+                format!("We could not parse the JSON body: {e}"),
+            )
+        }
     };
     let user = match require_user(parsed.user.as_deref()) {
         Ok(u) => u,
@@ -131,19 +175,33 @@ async fn run_deposit(state: &Shared, paywall_id: &str, body: &[u8]) -> (StatusCo
             Ok(a) => a,
             Err(e) => return bad("invalid_amount", "amount", e.to_string()),
         },
-        _ => return bad("invalid_amount", "amount", "`amount` must be a decimal string such as \"10.00\".".into()),
+        _ => {
+            return bad(
+                "invalid_amount",
+                "amount",
+                "`amount` must be a decimal string such as \"10.00\".".into(),
+            )
+        }
     };
     match deposits::deposit(&state.db, paywall_id, &user, amount, "api_deposit").await {
         Ok(b) => (StatusCode::OK, balance_json(&user, b).to_string()),
         Err(e) => {
             tracing::error!(error = %e, "deposit failed");
-            let err = ApiError::new("server_error", "ledger_unavailable", "The ledger is temporarily unavailable.");
+            let err = ApiError::new(
+                "server_error",
+                "ledger_unavailable",
+                "The ledger is temporarily unavailable.",
+            );
             (StatusCode::SERVICE_UNAVAILABLE, err.to_body())
         }
     }
 }
 
-pub async fn topup(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<UserQuery>) -> Response {
+pub async fn topup(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<UserQuery>,
+) -> Response {
     let paywall = match paywall_from(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -154,7 +212,8 @@ pub async fn topup(State(state): State<Shared>, headers: HeaderMap, Query(q): Qu
     };
     let result = async {
         let mut tx = state.db.pool.begin().await?;
-        let link = deposits::create_topup_link(&mut tx, &state.settings, &paywall.id, &user).await?;
+        let link =
+            deposits::create_topup_link(&mut tx, &state.settings, &paywall.id, &user).await?;
         tx.commit().await?;
         Ok::<_, crate::error::LedgerError>(link)
     }
@@ -202,7 +261,11 @@ pub struct EntriesQuery {
     limit: Option<i64>,
 }
 
-pub async fn ledger_entries(State(state): State<Shared>, headers: HeaderMap, Query(q): Query<EntriesQuery>) -> Response {
+pub async fn ledger_entries(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<EntriesQuery>,
+) -> Response {
     let paywall = match paywall_from(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
@@ -212,12 +275,25 @@ pub async fn ledger_entries(State(state): State<Shared>, headers: HeaderMap, Que
         Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    match deposits::entries(&state.db, &paywall.id, &user, q.after.unwrap_or(0), limit + 1).await {
+    match deposits::entries(
+        &state.db,
+        &paywall.id,
+        &user,
+        q.after.unwrap_or(0),
+        limit + 1,
+    )
+    .await
+    {
         Ok(mut list) => {
             let has_more = list.len() as i64 > limit;
             list.truncate(limit as usize);
-            let next = if has_more { list.last().map(|e| e.seq) } else { None };
-            Json(json!({"object": "list", "data": list, "has_more": has_more, "next_after": next})).into_response()
+            let next = if has_more {
+                list.last().map(|e| e.seq)
+            } else {
+                None
+            };
+            Json(json!({"object": "list", "data": list, "has_more": has_more, "next_after": next}))
+                .into_response()
         }
         Err(e) => ledger_failure(e),
     }

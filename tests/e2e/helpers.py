@@ -1,0 +1,128 @@
+"""Small helpers shared by the end-to-end tests: raw HTTP calls through Envoy
+and read-only queries of the stack's SQLite ledger."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error(self) -> dict:
+        """The OpenAI error object, asserting the envelope's shape."""
+        doc = self.json()
+        assert set(doc) == {"error"}, doc
+        err = doc["error"]
+        assert set(err) >= {"message", "type", "param", "code"}, err
+        assert isinstance(err["message"], str) and err["message"], err
+        return err
+
+
+def call(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+         body: bytes | str | None = None, chunked: bool = False, timeout: float = 15) -> Reply:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, str):
+            body = body.encode()
+        hdrs = dict(headers or {})
+        if chunked:
+            conn.putrequest(method, path)
+            for k, v in hdrs.items():
+                conn.putheader(k, v)
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            data = body or b""
+            for i in range(0, len(data), 65536):
+                part = data[i:i + 65536]
+                conn.send(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+class Ledger:
+    """Read-only view of the stack's SQLite ledger."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def query(self, sql: str, *args):
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(sql, args).fetchall()]
+        finally:
+            conn.close()
+
+    def snapshot(self) -> dict[str, int]:
+        """Row counts of every money and audit table: equal snapshots mean nothing changed."""
+        tables = ["transfers", "holds", "charges", "topup_links", "events", "accounts"]
+        return {t: self.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in tables}
+
+    def charge_for(self, request_id: str, timeout: float = 10) -> dict:
+        """Waits for the settlement (delivered asynchronously by the filter's root context)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.query("SELECT * FROM charges WHERE request_id = ?", request_id)
+            if rows:
+                return rows[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no charge for request {request_id} after {timeout}s")
+
+    def hold_for(self, request_id: str, timeout: float = 10, state: str | None = None) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.query("SELECT * FROM holds WHERE request_id = ?", request_id)
+            if rows and (state is None or rows[0]["state"] == state):
+                return rows[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no hold in state {state} for request {request_id} after {timeout}s")
+
+
+def price_of(rule: dict, prompt: int, cached: int, completion: int) -> int:
+    """The ledger's documented price formula, recomputed independently in integers."""
+    uncached = prompt - min(cached, prompt)
+    raw = uncached * rule["input_per_m"] + min(cached, prompt) * rule["cached_input_per_m"] + completion * rule["output_per_m"]
+    scaled = raw * (10_000 + rule["markup_bps"])
+    denom = 1_000_000 * 10_000
+    return max(-(-scaled // denom), rule["min_charge"])
+
+
+def mock_requests(stack) -> int:
+    """How many chat requests reached the mock provider (it counts them)."""
+    return call(stack.ports.mock, "GET", "/_mock/stats").json()["requests"]
+
+
+def mock_last_headers(stack) -> dict[str, str]:
+    return call(stack.ports.mock, "GET", "/_mock/stats").json()["last_headers"]
+
+
+def deposit(stack, auth: dict[str, str], user: str, amount: str, key: str | None = None) -> Reply:
+    headers = dict(auth)
+    if key:
+        headers["Idempotency-Key"] = key
+    return call(stack.ports.public, "POST", "/v1/user/balance/deposit", headers,
+                json.dumps({"user": user, "amount": amount}))
+
+
+def chat_body(user: str | None = "", content: str = "Hello!", **extra) -> str:
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": content}], **extra}
+    if user:
+        body["user"] = user
+    return json.dumps(body)
