@@ -87,8 +87,8 @@ class Secrets:
         return s
 
 
-def binary(name: str) -> Path:
-    return ROOT / "target" / PROFILE / name
+def binary(name: str, profile: str = PROFILE) -> Path:
+    return ROOT / "target" / profile / name
 
 
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
@@ -112,6 +112,8 @@ class Stack:
     callout_timeout_ms: int = 2000
     max_body_bytes: int = 1048576
     ledger_config: Path = ROOT / "ledger" / "demo.toml"
+    envoy_template: Path = ROOT / "envoy" / "envoy.yaml"
+    profile: str = PROFILE
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -132,7 +134,7 @@ class Stack:
         return env
 
     def render_envoy_config(self) -> Path:
-        template = string.Template((ROOT / "envoy" / "envoy.yaml").read_text())
+        template = string.Template(self.envoy_template.read_text())
         text = template.substitute(
             ENVOY_ADMIN_PORT=self.ports.admin,
             TOLLGATE_PORT=self.ports.public,
@@ -142,6 +144,7 @@ class Stack:
             TOLLGATE_INTERNAL_SECRET=self.secrets.internal_secret,
             TOLLGATE_CALLOUT_TIMEOUT_MS=self.callout_timeout_ms,
             TOLLGATE_MAX_BODY_BYTES=self.max_body_bytes,
+            MOCK_PROVIDER_KEY=self.secrets.provider_key,
         )
         out = self.state_dir / "envoy.yaml"
         out.write_text(text)
@@ -174,7 +177,7 @@ class Stack:
     def start_mock(self) -> None:
         env = self.env()
         env["MOCK_PROVIDER_LISTEN"] = f"127.0.0.1:{self.ports.mock}"
-        self._spawn("mock-provider", [str(binary("tollgate-mock-provider"))], env)
+        self._spawn("mock-provider", [str(binary("tollgate-mock-provider", self.profile))], env)
         self._wait("mock-provider", f"http://127.0.0.1:{self.ports.mock}/healthz")
 
     def start_ledger(self) -> None:
@@ -184,7 +187,7 @@ class Stack:
             TOLLGATE_PUBLIC_URL=self.public_url,
             TOLLGATE_DATABASE_URL=self.database_url or f"sqlite://{self.state_dir / 'ledger.db'}",
         )
-        self._spawn("ledger", [str(binary("tollgate-ledger")), "serve", "--config", str(self.ledger_config)], env)
+        self._spawn("ledger", [str(binary("tollgate-ledger", self.profile)), "serve", "--config", str(self.ledger_config)], env)
         self._wait("ledger", f"http://127.0.0.1:{self.ports.ledger}/healthz")
 
     def start_envoy(self) -> None:
@@ -198,7 +201,7 @@ class Stack:
 
     def start(self) -> "Stack":
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for path in (binary("tollgate-ledger"), binary("tollgate-mock-provider"), WASM, ENVOY):
+        for path in (binary("tollgate-ledger", self.profile), binary("tollgate-mock-provider", self.profile), WASM, ENVOY):
             if not path.exists():
                 raise RuntimeError(f"{path} is missing: run `make build` first")
         try:
