@@ -4,7 +4,8 @@ real Envoy with the filter. `make run` uses it in the foreground; the
 end-to-end tests import it to run isolated stacks on free ports.
 
 Usage: stack.py run   (ports from TOLLGATE_PORT, ENVOY_ADMIN_PORT,
-                        TOLLGATE_LEDGER_PORT, MOCK_PROVIDER_PORT)
+                        TOLLGATE_LEDGER_PORT, MOCK_PROVIDER_PORT; state and
+                        logs in TOLLGATE_STATE_DIR, default .tollgate/)
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ Logs: {stack.state_dir}/*.log    Stop: Ctrl-C
 
 
 def run() -> int:
-    state = ROOT / ".tollgate"
-    state.mkdir(exist_ok=True)
+    state = Path(os.environ.get("TOLLGATE_STATE_DIR", ROOT / ".tollgate"))
+    state.mkdir(parents=True, exist_ok=True)
     stack = Stack(state_dir=state, ports=Ports.from_env(), secrets=Secrets.load_or_create(state / "secrets.env"))
     stopping = False
 

@@ -1,0 +1,58 @@
+"""`make run`'s launcher as an operator uses it: it starts the stack, writes
+demo.env, prints how to call it, serves the demo paywall, and stops every
+process cleanly on SIGTERM (and SIGINT, as Ctrl-C sends)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import call, chat_body
+from stack import ROOT, Ports
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_run_starts_serves_and_stops_cleanly(tmp_path, stop_signal):
+    ports = Ports.free()
+    env = dict(os.environ, TOLLGATE_STATE_DIR=str(tmp_path), TOLLGATE_PORT=str(ports.public),
+               ENVOY_ADMIN_PORT=str(ports.admin), TOLLGATE_LEDGER_PORT=str(ports.ledger),
+               MOCK_PROVIDER_PORT=str(ports.mock))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "stack.py"), "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = ""
+        deadline = time.monotonic() + 60
+        while "Stop: Ctrl-C" not in output:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, f"launcher exited early:\n{output}"
+            output += line
+            assert time.monotonic() < deadline, output
+        demo = dict(l.split("=", 1) for l in (tmp_path / "demo.env").read_text().splitlines())
+        assert demo["TOLLGATE_BASE_URL"] == f"http://127.0.0.1:{ports.public}/v1"
+        key = demo["TOLLGATE_API_KEY"]
+        assert f"curl -s http://127.0.0.1:{ports.public}/v1/chat/completions" in output
+        assert "from openai import OpenAI" in output and key in output
+
+        r = call(ports.public, "POST", "/v1/chat/completions",
+                 {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}, chat_body("walkthrough"))
+        assert r.status == 200 and r.headers["x-tollgate-action"] == "topup"
+        assert (tmp_path / "ledger.db").exists()
+
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=30) == 0
+        for port in (ports.public, ports.admin, ports.ledger, ports.mock):
+            assert not port_open(port), f"port {port} still served after stop"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
