@@ -148,6 +148,9 @@ class Stack:
             MOCK_PROVIDER_KEY=self.secrets.provider_key,
         )
         out = self.state_dir / "envoy.yaml"
+        # It carries the internal secret: readable by this user only.
+        out.touch(mode=0o600)
+        out.chmod(0o600)
         out.write_text(text)
         return out
 
