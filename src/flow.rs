@@ -4,6 +4,7 @@
 //! settlement is produced for the root context to deliver.
 
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tollgate_protocol::{
     ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage,
@@ -76,6 +77,14 @@ pub struct PaywallStream {
     settlement: Option<SettleRequest>,
 }
 
+/// A request id for requests that arrive without one: host time plus a
+/// per-VM sequence, unique within the VM.
+fn fallback_request_id(now_ms: u64) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("tollgate-{now_ms}-{n}")
+}
+
 fn unavailable(message: &str) -> ApiError {
     ApiError::new("server_error", "paywall_unavailable", message)
 }
@@ -99,7 +108,15 @@ impl PaywallStream {
     pub fn on_request_headers(&mut self, host: &mut dyn StreamHost, end_of_stream: bool) -> Flow {
         // Only this filter may choose a provider route: drop whatever a client sent.
         host.set_request_header(&self.config.route_header, None);
-        self.request_id = host.request_header("x-request-id").unwrap_or_default();
+        self.request_id = match host.request_header("x-request-id") {
+            Some(id) if !id.is_empty() => id,
+            // Envoy generates one unless told not to; every hold and charge needs one.
+            _ => {
+                let id = fallback_request_id(host.now_ms());
+                host.set_request_header("x-request-id", Some(&id));
+                id
+            }
+        };
 
         let path = host.request_header(":path").unwrap_or_default();
         let path_user = match classify_path(&path) {

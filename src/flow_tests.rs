@@ -427,3 +427,14 @@ fn denied_requests_never_settle() {
     s.on_stream_done(&mut h);
     assert!(s.take_settlement().is_none());
 }
+
+#[test]
+fn requests_without_an_id_get_one() {
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
+    h.req_headers.remove("x-request-id");
+    up_to_callout(&mut h);
+    let id = h.req_headers["x-request-id"].clone();
+    assert!(id.starts_with("tollgate-1700000000000-"), "{id}");
+    let ask: AuthorizeRequest = serde_json::from_slice(&h.callouts[0].body).unwrap();
+    assert_eq!(ask.request_id, id);
+}

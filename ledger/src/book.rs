@@ -56,21 +56,23 @@ pub struct Balance {
 }
 
 pub async fn balance(db: &Db, account: &str) -> LedgerResult<Balance> {
-    let row = sqlx::query(
-        "SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1",
-    )
-    .bind(account)
-    .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.map(|r| balance_from(&r)).unwrap_or_default())
+    balance_with(&db.pool, account).await
 }
 
+/// The balance as seen inside a transaction (after its own movements).
 pub async fn balance_in(tx: &mut Tx, account: &str) -> LedgerResult<Balance> {
+    balance_with(&mut **tx, account).await
+}
+
+async fn balance_with<'e, E>(executor: E, account: &str) -> LedgerResult<Balance>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let row = sqlx::query(
         "SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1",
     )
     .bind(account)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(executor)
     .await?;
     Ok(row.map(|r| balance_from(&r)).unwrap_or_default())
 }

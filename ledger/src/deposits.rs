@@ -21,18 +21,31 @@ pub async fn deposit(
     amount: i64,
     memo: &str,
 ) -> LedgerResult<Balance> {
-    let wallet = wallet_account(paywall_id, user_id);
     let mut tx = db.pool.begin().await?;
-    book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
-    book::ensure_account(&mut tx, &wallet, "wallet", Some(paywall_id), Some(user_id)).await?;
+    let balance = credit_wallet(&mut tx, paywall_id, user_id, amount, memo).await?;
+    tx.commit().await?;
+    Ok(balance)
+}
+
+/// The deposit movement (external cash → wallet) and its event, in `tx`.
+async fn credit_wallet(
+    tx: &mut Tx,
+    paywall_id: &str,
+    user_id: &str,
+    amount: i64,
+    memo: &str,
+) -> LedgerResult<Balance> {
+    let wallet = wallet_account(paywall_id, user_id);
+    book::ensure_account(tx, EXTERNAL_CASH, "external", None, None).await?;
+    book::ensure_account(tx, &wallet, "wallet", Some(paywall_id), Some(user_id)).await?;
     let meta = TransferMeta {
         memo: Some(memo),
         ..Default::default()
     };
-    let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
+    let transfer = book::post(tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
     let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
     events::record(
-        &mut tx,
+        tx,
         events::BALANCE_DEPOSITED,
         None,
         paywall_id,
@@ -40,9 +53,7 @@ pub async fn deposit(
         payload,
     )
     .await?;
-    let balance = book::balance_in(&mut tx, &wallet).await?;
-    tx.commit().await?;
-    Ok(balance)
+    book::balance_in(tx, &wallet).await
 }
 
 pub struct TopupLink {
@@ -133,32 +144,7 @@ pub async fn redeem_link(
     if claimed.rows_affected() != 1 {
         return Ok(None);
     }
-    let wallet = wallet_account(&holder.paywall_id, &holder.user_id);
-    book::ensure_account(&mut tx, EXTERNAL_CASH, "external", None, None).await?;
-    book::ensure_account(
-        &mut tx,
-        &wallet,
-        "wallet",
-        Some(&holder.paywall_id),
-        Some(&holder.user_id),
-    )
-    .await?;
-    let meta = TransferMeta {
-        memo: Some(memo),
-        ..Default::default()
-    };
-    let transfer = book::post(&mut tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
-    let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
-    events::record(
-        &mut tx,
-        events::BALANCE_DEPOSITED,
-        None,
-        &holder.paywall_id,
-        &holder.user_id,
-        payload,
-    )
-    .await?;
-    let balance = book::balance_in(&mut tx, &wallet).await?;
+    let balance = credit_wallet(&mut tx, &holder.paywall_id, &holder.user_id, amount, memo).await?;
     tx.commit().await?;
     Ok(Some((holder, balance)))
 }

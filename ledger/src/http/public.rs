@@ -12,7 +12,7 @@ use tollgate_protocol::{format_micros, parse_amount, ApiError};
 
 use super::{api_error, ledger_failure, paywall_from, Shared};
 use crate::book::{self, wallet_account, Balance};
-use crate::catalog;
+use crate::catalog::{self, Paywall};
 use crate::deposits;
 use crate::idempotency::{self, Begin};
 
@@ -36,6 +36,16 @@ fn require_user(user: Option<&str>) -> Result<String, Response> {
     }
 }
 
+/// The calling paywall and the user a read concerns (wallets are per paywall).
+async fn paywall_and_user(
+    state: &Shared,
+    headers: &HeaderMap,
+    user: Option<&str>,
+) -> Result<(Paywall, String), Response> {
+    let paywall = paywall_from(state, headers).await?;
+    Ok((paywall, require_user(user)?))
+}
+
 fn balance_json(user: &str, b: Balance) -> serde_json::Value {
     json!({
         "object": "balance",
@@ -51,12 +61,8 @@ pub async fn balance(
     headers: HeaderMap,
     Query(q): Query<UserQuery>,
 ) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let user = match require_user(q.user.as_deref()) {
-        Ok(u) => u,
+    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
+        Ok(pu) => pu,
         Err(r) => return r,
     };
     match book::balance(&state.db, &wallet_account(&paywall.id, &user)).await {
@@ -202,12 +208,8 @@ pub async fn topup(
     headers: HeaderMap,
     Query(q): Query<UserQuery>,
 ) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let user = match require_user(q.user.as_deref()) {
-        Ok(u) => u,
+    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
+        Ok(pu) => pu,
         Err(r) => return r,
     };
     let result = async {
@@ -266,12 +268,8 @@ pub async fn ledger_entries(
     headers: HeaderMap,
     Query(q): Query<EntriesQuery>,
 ) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let user = match require_user(q.user.as_deref()) {
-        Ok(u) => u,
+    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
+        Ok(pu) => pu,
         Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
