@@ -228,8 +228,32 @@ class Stack:
             proc.kill()
             proc.wait()
 
+    def quiesce_envoy(self, timeout: float = 5.0) -> None:
+        """Waits for in-flight requests to finish and for the filter's root
+        context to deliver queued settlements (it does so every tick, 100 ms)
+        before Envoy is stopped: its queue lives in memory."""
+        proc = self.procs.get("envoy")
+        if proc is None or proc.poll() is not None:
+            return
+        url = f"http://127.0.0.1:{self.ports.admin}/stats?filter=downstream_rq_active$"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    lines = r.read().decode().splitlines()
+                # The admin listener counts this very request; only the public one matters.
+                active = sum(int(line.rsplit(":", 1)[1]) for line in lines
+                             if ":" in line and not line.startswith("http.admin."))
+            except (urllib.error.URLError, OSError, ValueError):
+                break
+            if active == 0:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+
     def stop(self) -> None:
         # Envoy first, so no request arrives at a stopped sidecar.
+        self.quiesce_envoy()
         for name in ("envoy", "ledger", "mock-provider"):
             self.stop_one(name)
 

@@ -2,6 +2,7 @@
 demo.env, prints how to call it, serves the demo paywall, and stops every
 process cleanly on SIGTERM (and SIGINT, as Ctrl-C sends)."""
 
+import json
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import call, chat_body
+from helpers import Ledger, call, chat_body
 from stack import ROOT, Ports
 
 
@@ -48,8 +49,18 @@ def test_run_starts_serves_and_stops_cleanly(tmp_path, stop_signal):
         assert r.status == 200 and r.headers["x-tollgate-action"] == "topup"
         assert (tmp_path / "ledger.db").exists()
 
+        # A charge whose settlement is still queued in the filter when the stop
+        # arrives is delivered before Envoy exits.
+        auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        assert call(ports.public, "POST", "/v1/user/balance/deposit", auth,
+                    json.dumps({"user": "walkthrough", "amount": "1.00"})).status == 200
+        paid = call(ports.public, "POST", "/v1/chat/completions", auth, chat_body("walkthrough"))
+        assert paid.status == 200 and "x-tollgate-action" not in paid.headers
+
         proc.send_signal(stop_signal)
         assert proc.wait(timeout=30) == 0
+        assert Ledger(tmp_path / "ledger.db").query(
+            "SELECT COUNT(*) AS n FROM charges WHERE request_id = ?", paid.headers["x-request-id"])[0]["n"] == 1
         for port in (ports.public, ports.admin, ports.ledger, ports.mock):
             assert not port_open(port), f"port {port} still served after stop"
     finally:
