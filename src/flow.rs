@@ -197,14 +197,14 @@ impl PaywallStream {
             Err(e) => return self.reply(host, LocalReply::error(400, &e)),
         };
         let prompt_tokens = u32::try_from(self.tokenizers.count_prompt(&chat)).unwrap_or(u32::MAX);
-        let max_output_tokens = chat.max_output_tokens.map(|m| m.saturating_mul(chat.n));
         let ask = AuthorizeRequest {
             request_id: self.request_id.clone(),
             paywall_key: caller.paywall_key,
             user,
             model: chat.model.clone(),
             prompt_tokens,
-            max_output_tokens,
+            max_output_tokens: chat.max_output_tokens,
+            choices: chat.n,
             stream: chat.stream,
         };
         let body = match serde_json::to_vec(&ask) {

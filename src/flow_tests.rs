@@ -252,6 +252,7 @@ fn authorize_callout_carries_secret_estimate_and_ids() {
     assert_eq!(ask.request_id, "rid-1");
     assert_eq!(ask.prompt_tokens, 9);
     assert_eq!(ask.max_output_tokens, None);
+    assert_eq!(ask.choices, 1);
 }
 
 #[test]

@@ -64,10 +64,11 @@ pub async fn authorize(
             ),
         ));
     };
-    let max_output = req
+    let per_choice = req
         .max_output_tokens
         .map(i64::from)
         .unwrap_or(route.default_max_output_tokens);
+    let max_output = per_choice.saturating_mul(i64::from(req.choices.max(1)));
     let amount = route.price.max_cost(
         u64::from(req.prompt_tokens),
         u64::try_from(max_output).unwrap_or(0),

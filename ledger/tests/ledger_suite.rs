@@ -192,6 +192,7 @@ backend_tests!(
     expired_holds_are_voided,
     topup_links_pay_once_and_only_for_their_user,
     paywalls_do_not_share_wallets,
+    holds_cover_every_choice,
 );
 
 /// Double-entry invariant: every transfer moved as much out as in, so the
@@ -231,6 +232,7 @@ fn ask(user: &str, request_id: &str, prompt: u32, max_out: Option<u32>) -> Autho
         model: "m".into(),
         prompt_tokens: prompt,
         max_output_tokens: max_out,
+        choices: 1,
         stream: false,
     }
 }
@@ -687,6 +689,31 @@ async fn topup_links_pay_once_and_only_for_their_user(db: &Db) {
         .unwrap()
         .is_none());
     assert_eq!(balance(db, "payer").await.posted, 2_000_000);
+}
+
+async fn holds_cover_every_choice(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let mut three = ask("u", "n3", 100, Some(50));
+    three.choices = 3;
+    let AuthorizeResponse::Allow { held_micros, .. } =
+        holds::authorize(db, &settings(), &three).await.unwrap()
+    else {
+        panic!("expected allow")
+    };
+    // 100 × 2.00 + 3 × 50 × 8.00 per M
+    assert_eq!(held_micros, 200 + 1200);
+    let mut default_three = ask("u", "n3d", 0, None);
+    default_three.choices = 3;
+    let AuthorizeResponse::Allow { held_micros, .. } =
+        holds::authorize(db, &settings(), &default_three)
+            .await
+            .unwrap()
+    else {
+        panic!("expected allow")
+    };
+    assert_eq!(held_micros, 3 * 1000 * 8);
 }
 
 async fn paywalls_do_not_share_wallets(db: &Db) {

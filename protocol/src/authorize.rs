@@ -14,9 +14,17 @@ pub struct AuthorizeRequest {
     pub model: String,
     /// The filter's estimate of prompt tokens (tiktoken).
     pub prompt_tokens: u32,
-    /// `max_completion_tokens` / `max_tokens` from the request, if the client set one.
+    /// `max_completion_tokens` / `max_tokens` from the request, if the client set one
+    /// (per choice).
     pub max_output_tokens: Option<u32>,
+    /// Number of choices asked for (`n`); the most output is `n` × the per-choice maximum.
+    #[serde(default = "one")]
+    pub choices: u32,
     pub stream: bool,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What the user has to do before the request can go through.
