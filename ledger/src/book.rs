@@ -182,29 +182,37 @@ pub async fn reserve(
         .map(Some)
 }
 
-/// Resolves a reservation of `held`: posts `amount` (≤ held) and releases the rest.
-/// `amount` 0 is a void.
+/// How a reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Post this amount (≤ the reservation; zero is a valid price) and release the rest.
+    Post(i64),
+    /// Release everything.
+    Void,
+}
+
+/// Resolves a reservation of `held` on a wallet.
 pub async fn resolve(
     tx: &mut Tx,
     wallet: &str,
     revenue: &str,
     held: i64,
-    amount: i64,
+    resolution: Resolution,
     meta: &TransferMeta<'_>,
 ) -> LedgerResult<String> {
-    if !(0..=held).contains(&amount) {
-        return Err(LedgerError::Internal(format!(
-            "posting {amount} against a hold of {held}"
-        )));
-    }
     add(tx, wallet, "debits_pending", -held).await?;
     add(tx, revenue, "credits_pending", -held).await?;
-    let kind = if amount == 0 {
-        "void"
-    } else {
-        add(tx, wallet, "debits_posted", amount).await?;
-        add(tx, revenue, "credits_posted", amount).await?;
-        "post"
-    };
-    insert_transfer(tx, kind, wallet, revenue, amount, meta).await
+    match resolution {
+        Resolution::Void => insert_transfer(tx, "void", wallet, revenue, 0, meta).await,
+        Resolution::Post(amount) => {
+            if !(0..=held).contains(&amount) {
+                return Err(LedgerError::Internal(format!(
+                    "posting {amount} against a hold of {held}"
+                )));
+            }
+            add(tx, wallet, "debits_posted", amount).await?;
+            add(tx, revenue, "credits_posted", amount).await?;
+            insert_transfer(tx, "post", wallet, revenue, amount, meta).await
+        }
+    }
 }

@@ -9,7 +9,7 @@ use tollgate_protocol::{
     SettleRequest, SettleResponse, UsageSource,
 };
 
-use crate::book::{self, revenue_account, wallet_account, TransferMeta};
+use crate::book::{self, revenue_account, wallet_account, Resolution, TransferMeta};
 use crate::catalog::{self, ModelRoute, Paywall};
 use crate::db::{opt_i64, Db};
 use crate::deposits::create_topup_link;
@@ -286,7 +286,15 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
         memo: None,
     };
     if void {
-        book::resolve(&mut tx, &hold.wallet, &hold.revenue, hold.amount, 0, &meta).await?;
+        book::resolve(
+            &mut tx,
+            &hold.wallet,
+            &hold.revenue,
+            hold.amount,
+            Resolution::Void,
+            &meta,
+        )
+        .await?;
         let payload = json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status});
         events::record(
             &mut tx,
@@ -320,7 +328,7 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
         &hold.wallet,
         &hold.revenue,
         hold.amount,
-        amount,
+        Resolution::Post(amount),
         &meta,
     )
     .await?;
@@ -434,7 +442,15 @@ pub async fn expire_holds(db: &Db, now: i64) -> LedgerResult<usize> {
             request_id: Some(&hold.request_id),
             memo: Some("expired"),
         };
-        book::resolve(&mut tx, &hold.wallet, &hold.revenue, hold.amount, 0, &meta).await?;
+        book::resolve(
+            &mut tx,
+            &hold.wallet,
+            &hold.revenue,
+            hold.amount,
+            Resolution::Void,
+            &meta,
+        )
+        .await?;
         let payload = json!({"hold_id": id, "reason": "expired"});
         events::record(
             &mut tx,

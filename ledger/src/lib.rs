@@ -16,3 +16,4 @@ pub mod keys;
 pub mod pricing;
 pub mod server;
 pub mod settings;
+pub mod verify;

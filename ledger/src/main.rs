@@ -35,6 +35,14 @@ enum Command {
         #[arg(long, env = "TOLLGATE_LOG_JSON")]
         log_json: bool,
     },
+    /// Check every invariant of the books; prints a JSON report and exits 1 on any violation.
+    Verify {
+        #[arg(long, env = "TOLLGATE_LEDGER_CONFIG")]
+        config: PathBuf,
+        /// Overrides `server.database_url`.
+        #[arg(long, env = "TOLLGATE_DATABASE_URL")]
+        database_url: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +71,35 @@ fn main() -> anyhow::Result<()> {
                 .build()?
                 .block_on(tollgate_ledger::server::run(cfg))
         }
+        Command::Verify {
+            config,
+            database_url,
+        } => verify(config, database_url),
+    }
+}
+
+fn verify(config: PathBuf, database_url: Option<String>) -> anyhow::Result<()> {
+    let cfg = Config::load(&config)?;
+    let url = database_url.unwrap_or(cfg.server.database_url);
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let db = tollgate_ledger::db::Db::connect(&url).await?;
+            // Open holds get one sweep interval of grace past their expiry.
+            let grace =
+                i64::try_from(tollgate_ledger::server::SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
+            Ok::<_, anyhow::Error>(
+                tollgate_ledger::verify::verify(&db, tollgate_ledger::keys::now_ms(), grace * 2)
+                    .await?,
+            )
+        })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.is_clean() {
+        Ok(())
+    } else {
+        eprintln!("{} violation(s) found", report.violations.len());
+        std::process::exit(1);
     }
 }
 

@@ -10,7 +10,7 @@ use crate::http::{router, AppState};
 use crate::settings::Settings;
 use crate::{catalog, holds, idempotency, keys};
 
-const SWEEP_EVERY: Duration = Duration::from_secs(15);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {

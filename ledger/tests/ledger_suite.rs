@@ -14,6 +14,7 @@ use tollgate_ledger::deposits;
 use tollgate_ledger::holds;
 use tollgate_ledger::idempotency::{self, Begin};
 use tollgate_ledger::settings::Settings;
+use tollgate_ledger::verify;
 use tollgate_protocol::{
     Action, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };
@@ -193,35 +194,92 @@ backend_tests!(
     topup_links_pay_once_and_only_for_their_user,
     paywalls_do_not_share_wallets,
     holds_cover_every_choice,
+    verify_reports_tampering,
+    free_requests_post_zero_and_verify_clean,
 );
 
-/// Double-entry invariant: every transfer moved as much out as in, so the
-/// posted and pending sums over all accounts net to zero.
-async fn assert_books_balance(db: &Db) {
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(credits_posted - debits_posted), 0) AS BIGINT) AS posted,
-                CAST(COALESCE(SUM(credits_pending - debits_pending), 0) AS BIGINT) AS pending,
-                CAST(COUNT(*) AS BIGINT) AS n
-         FROM accounts",
+async fn verify_reports_tampering(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let (hold, _) = hold_for(db, "u", "t1", 100, 50).await;
+    let now = tollgate_ledger::keys::now_ms();
+    assert!(verify::verify(db, now, 0).await.unwrap().is_clean());
+    // Overdue open hold.
+    let report = verify::verify(db, now + 700_000, 0).await.unwrap();
+    let checks: Vec<_> = report.violations.iter().map(|v| v.check).collect();
+    assert_eq!(checks, ["no_expired_hold_open"]);
+    assert!(report.violations[0].detail.contains(&hold));
+    // Money created out of nothing.
+    sqlx::query("UPDATE accounts SET credits_posted = credits_posted + 5 WHERE kind = 'wallet'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let checks: Vec<_> = verify::verify(db, now, 0)
+        .await
+        .unwrap()
+        .violations
+        .iter()
+        .map(|v| v.check)
+        .collect();
+    assert!(checks.contains(&"posted_sums_balance"), "{checks:?}");
+    assert!(
+        checks.contains(&"account_credits_match_transfers"),
+        "{checks:?}"
+    );
+    sqlx::query("UPDATE accounts SET credits_posted = credits_posted - 5 WHERE kind = 'wallet'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // A hold marked posted without its post transfer and charge.
+    sqlx::query("UPDATE holds SET state = 'posted' WHERE id = $1")
+        .bind(&hold)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let checks: Vec<_> = verify::verify(db, now, 0)
+        .await
+        .unwrap()
+        .violations
+        .iter()
+        .map(|v| v.check)
+        .collect();
+    assert!(
+        checks.contains(&"hold_state_matches_transfers"),
+        "{checks:?}"
+    );
+    assert!(checks.contains(&"posted_hold_has_charge"), "{checks:?}");
+    assert!(checks.contains(&"pending_matches_open_holds"), "{checks:?}");
+    sqlx::query("UPDATE holds SET state = 'pending' WHERE id = $1")
+        .bind(&hold)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+async fn free_requests_post_zero_and_verify_clean(db: &Db) {
+    // A zero-priced usage still posts (amount 0) and the hold ends `posted`.
+    deposits::deposit(db, "app", "u", 1_000, "test")
+        .await
+        .unwrap();
+    let (hold, _) = hold_for(db, "u", "free", 10, 10).await;
+    let res = holds::settle(
+        db,
+        &settle_req(&hold, "free", 0, 0, SettleOutcome::Completed),
     )
-    .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(row.get::<i64, _>("posted"), 0, "posted sums do not balance");
-    assert_eq!(
-        row.get::<i64, _>("pending"),
-        0,
-        "pending sums do not balance"
-    );
-    let negative: i64 = sqlx::query(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM accounts
-         WHERE kind = 'wallet' AND credits_posted - debits_posted - debits_pending < 0",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap()
-    .get("n");
-    assert_eq!(negative, 0, "a wallet went below zero");
+    assert_eq!((res.state.as_str(), res.amount_micros), ("posted", 0));
+    assert!(res.charge_id.is_some());
+}
+
+/// Every test ends with the books verified: sums balance, no wallet below
+/// zero, pending sums match open holds, each hold resolved at most once.
+async fn assert_books_balance(db: &Db) {
+    let report = verify::verify(db, tollgate_ledger::keys::now_ms(), 60_000)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
 }
 
 fn ask(user: &str, request_id: &str, prompt: u32, max_out: Option<u32>) -> AuthorizeRequest {
