@@ -195,6 +195,7 @@ backend_tests!(
     paywalls_do_not_share_wallets,
     holds_cover_every_choice,
     verify_reports_tampering,
+    concurrent_uneven_holds_never_overspend,
     free_requests_post_zero_and_verify_clean,
 );
 
@@ -552,30 +553,92 @@ async fn charge_never_exceeds_the_hold(db: &Db) {
     assert!(cost > held);
 }
 
+/// Tiny deterministic generator so each seed replays the same schedule.
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
 async fn concurrent_authorizations_never_overspend(db: &Db) {
-    // Each hold is 600; the wallet covers exactly 5 of them.
-    deposits::deposit(db, "app", "u", 3_000, "test")
-        .await
-        .unwrap();
-    let db = Arc::new(db.clone());
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let db = db.clone();
-        tasks.push(tokio::spawn(async move {
-            holds::authorize(&db, &settings(), &ask("u", &format!("c{i}"), 100, Some(50)))
+    for seed in [7u64, 42, 1_000_003] {
+        let user = format!("u{seed}");
+        // Each hold is 600; the wallet covers exactly 30 of them; 200 race for it,
+        // started in a seed-dependent order with seed-dependent jitter.
+        deposits::deposit(db, "app", &user, 30 * 600, "test")
+            .await
+            .unwrap();
+        let mut rng = seed;
+        let db_arc = Arc::new(db.clone());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let (db, user) = (db_arc.clone(), user.clone());
+            let jitter = lcg(&mut rng) % 3;
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                holds::authorize(
+                    &db,
+                    &settings(),
+                    &ask(&user, &format!("c{seed}-{i}"), 100, Some(50)),
+                )
                 .await
                 .unwrap()
-        }));
-    }
-    let mut allowed = 0;
-    for t in tasks {
-        if matches!(t.await.unwrap(), AuthorizeResponse::Allow { .. }) {
-            allowed += 1;
+            }));
         }
+        let mut allowed = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), AuthorizeResponse::Allow { .. }) {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, 30, "seed {seed}");
+        let b = balance(db, &user).await;
+        assert_eq!((b.held, b.available), (30 * 600, 0), "seed {seed}");
+        assert_books_balance(db).await;
     }
-    assert_eq!(allowed, 5);
-    let b = balance(&db, "u").await;
-    assert_eq!((b.held, b.available), (3_000, 0));
+}
+
+async fn concurrent_uneven_holds_never_overspend(db: &Db) {
+    for seed in [3u64, 99] {
+        let user = format!("v{seed}");
+        let funds = 50_000;
+        deposits::deposit(db, "app", &user, funds, "test")
+            .await
+            .unwrap();
+        let mut rng = seed;
+        let db_arc = Arc::new(db.clone());
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let (db, user) = (db_arc.clone(), user.clone());
+            let out = 10 + (lcg(&mut rng) % 200) as u32; // holds of 80..1672 micro-units
+            tasks.push(tokio::spawn(async move {
+                let r = holds::authorize(
+                    &db,
+                    &settings(),
+                    &ask(&user, &format!("v{seed}-{i}"), 0, Some(out)),
+                )
+                .await
+                .unwrap();
+                (i64::from(out) * 8, r)
+            }));
+        }
+        let (mut held, mut rejected) = (0, Vec::new());
+        for t in tasks {
+            match t.await.unwrap() {
+                (_, AuthorizeResponse::Allow { held_micros, .. }) => held += held_micros,
+                (amount, _) => rejected.push(amount),
+            }
+        }
+        let b = balance(db, &user).await;
+        assert!(held <= funds, "seed {seed}: overspent {held} of {funds}");
+        assert_eq!((b.held, b.available), (held, funds - held));
+        // Availability only shrinks, so every refusal was for more than is left now.
+        assert!(
+            rejected.iter().all(|&a| a > b.available),
+            "seed {seed}: refused a hold that fits"
+        );
+    }
 }
 
 async fn concurrent_settles_post_once(db: &Db) {
