@@ -55,16 +55,22 @@ pub struct Balance {
     pub available: i64,
 }
 
+/// The balance of an account; zero for one that does not exist yet.
 pub async fn balance(db: &Db, account: &str) -> LedgerResult<Balance> {
+    Ok(find_balance(db, account).await?.unwrap_or_default())
+}
+
+/// The balance of an account, or None if it does not exist.
+pub async fn find_balance(db: &Db, account: &str) -> LedgerResult<Option<Balance>> {
     balance_with(&db.pool, account).await
 }
 
 /// The balance as seen inside a transaction (after its own movements).
 pub async fn balance_in(tx: &mut Tx, account: &str) -> LedgerResult<Balance> {
-    balance_with(&mut **tx, account).await
+    Ok(balance_with(&mut **tx, account).await?.unwrap_or_default())
 }
 
-async fn balance_with<'e, E>(executor: E, account: &str) -> LedgerResult<Balance>
+async fn balance_with<'e, E>(executor: E, account: &str) -> LedgerResult<Option<Balance>>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -74,7 +80,7 @@ where
     .bind(account)
     .fetch_optional(executor)
     .await?;
-    Ok(row.map(|r| balance_from(&r)).unwrap_or_default())
+    Ok(row.map(|r| balance_from(&r)))
 }
 
 fn balance_from(r: &sqlx::any::AnyRow) -> Balance {
@@ -152,6 +158,33 @@ pub async fn post(
     add(tx, debit, "debits_posted", amount).await?;
     add(tx, credit, "credits_posted", amount).await?;
     insert_transfer(tx, kind, debit, credit, amount, meta).await
+}
+
+/// Moves money out of a wallet immediately if its available balance covers
+/// it; the check and the debit are one conditional UPDATE. None when it does not.
+pub async fn post_if_covered(
+    tx: &mut Tx,
+    kind: &str,
+    wallet: &str,
+    credit: &str,
+    amount: i64,
+    meta: &TransferMeta<'_>,
+) -> LedgerResult<Option<String>> {
+    let done = sqlx::query(
+        "UPDATE accounts SET debits_posted = debits_posted + $1
+         WHERE id = $2 AND credits_posted - debits_posted - debits_pending >= $1",
+    )
+    .bind(amount)
+    .bind(wallet)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    add(tx, credit, "credits_posted", amount).await?;
+    insert_transfer(tx, kind, wallet, credit, amount, meta)
+        .await
+        .map(Some)
 }
 
 /// Reserves `amount` on a wallet if its available balance covers it. The check

@@ -13,6 +13,7 @@ pub mod holds;
 pub mod http;
 pub mod idempotency;
 pub mod keys;
+pub mod manual_charges;
 pub mod pricing;
 pub mod server;
 pub mod settings;

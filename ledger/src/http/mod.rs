@@ -6,7 +6,9 @@
 // control flow; the size of axum's Response in the Err arm is irrelevant here.
 #![allow(clippy::result_large_err)]
 
+mod idempotent;
 mod internal;
+mod movements;
 mod pages;
 mod public;
 
@@ -37,7 +39,8 @@ pub fn router(state: Shared) -> Router {
         .route(SETTLE_PATH, post(internal::settle))
         .route("/v1/models", get(public::models))
         .route("/v1/user/balance", get(public::balance))
-        .route("/v1/user/balance/deposit", post(public::deposit))
+        .route("/v1/user/balance/deposit", post(movements::deposit))
+        .route("/v1/user/charge", post(movements::charge))
         .route("/v1/user/balance/topup", get(public::topup))
         .route("/v1/user/ledger", get(public::ledger_entries))
         .route(

@@ -1,20 +1,18 @@
 //! Public API for apps (server-side, with their paywall key). A paywall only
 //! ever sees its own users: wallets are keyed by (paywall, user).
 
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use tollgate_protocol::{format_micros, parse_amount, ApiError};
+use tollgate_protocol::{format_micros, ApiError};
 
 use super::{api_error, ledger_failure, paywall_from, Shared};
 use crate::book::{self, wallet_account, Balance};
 use crate::catalog::{self, Paywall};
 use crate::deposits;
-use crate::idempotency::{self, Begin};
 
 const MAX_USER_LEN: usize = 256;
 
@@ -23,7 +21,7 @@ pub struct UserQuery {
     user: Option<String>,
 }
 
-fn require_user(user: Option<&str>) -> Result<String, Response> {
+pub(super) fn require_user(user: Option<&str>) -> Result<String, Response> {
     match user.map(str::trim) {
         Some(u) if !u.is_empty() && u.len() <= MAX_USER_LEN && !u.chars().any(char::is_control) => {
             Ok(u.to_string())
@@ -46,7 +44,7 @@ async fn paywall_and_user(
     Ok((paywall, require_user(user)?))
 }
 
-fn balance_json(user: &str, b: Balance) -> serde_json::Value {
+pub(super) fn balance_json(user: &str, b: Balance) -> serde_json::Value {
     json!({
         "object": "balance",
         "user": user,
@@ -65,142 +63,21 @@ pub async fn balance(
         Ok(pu) => pu,
         Err(r) => return r,
     };
-    match book::balance(&state.db, &wallet_account(&paywall.id, &user)).await {
-        Ok(b) => Json(balance_json(&user, b)).into_response(),
+    match book::find_balance(&state.db, &wallet_account(&paywall.id, &user)).await {
+        Ok(Some(b)) => Json(balance_json(&user, b)).into_response(),
+        Ok(None) => unknown_user(),
         Err(e) => ledger_failure(e),
     }
 }
 
-#[derive(Deserialize)]
-struct DepositBody {
-    user: Option<String>,
-    amount: Option<serde_json::Value>,
-}
-
-pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let idem_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if let Some(key) = &idem_key {
-        if key.is_empty() || key.len() > 255 {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                ApiError::invalid_request(
-                    "invalid_idempotency_key",
-                    "Idempotency-Key must be 1 to 255 characters.",
-                ),
-            );
-        }
-        let fp = idempotency::request_fingerprint("POST", "/v1/user/balance/deposit", &body);
-        match idempotency::begin(&state.db, &paywall.id, key, &fp).await {
-            Ok(Begin::Fresh) => {}
-            Ok(Begin::Replay { status, body }) => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                return (
-                    status,
-                    [
-                        ("content-type", "application/json"),
-                        ("idempotent-replayed", "true"),
-                    ],
-                    body,
-                )
-                    .into_response();
-            }
-            Ok(Begin::Mismatch) => {
-                return api_error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ApiError::invalid_request(
-                        "idempotency_key_reused",
-                        "This Idempotency-Key was used with a different request.",
-                    ),
-                )
-            }
-            Ok(Begin::InFlight) => {
-                return api_error(
-                    StatusCode::CONFLICT,
-                    ApiError::invalid_request(
-                        "idempotency_key_in_use",
-                        "A request with this Idempotency-Key is still being processed.",
-                    ),
-                )
-            }
-            Err(e) => return ledger_failure(e),
-        }
-    }
-    let (status, response_body) = run_deposit(&state, &paywall.id, &body).await;
-    if let Some(key) = &idem_key {
-        // 5xx are not stored: the client may retry the same key.
-        let stored = if status.is_server_error() {
-            idempotency::abandon(&state.db, &paywall.id, key).await
-        } else {
-            idempotency::complete(&state.db, &paywall.id, key, status.as_u16(), &response_body)
-                .await
-        };
-        if let Err(e) = stored {
-            tracing::error!(error = %e, "could not record idempotency key");
-        }
-    }
-    (
-        status,
-        [("content-type", "application/json")],
-        response_body,
+/// A user this paywall has never seen. Another paywall's users look the same:
+/// a paywall key sees only its own users.
+fn unknown_user() -> Response {
+    api_error(
+        StatusCode::NOT_FOUND,
+        ApiError::invalid_request("user_not_found", "No such user for this paywall.")
+            .with_param("user"),
     )
-        .into_response()
-}
-
-async fn run_deposit(state: &Shared, paywall_id: &str, body: &[u8]) -> (StatusCode, String) {
-    let bad = |code: &str, param: &str, msg: String| {
-        (
-            StatusCode::BAD_REQUEST,
-            ApiError::invalid_request(code, msg)
-                .with_param(param)
-                .to_body(),
-        )
-    };
-    let parsed: DepositBody = match serde_json::from_slice(body) {
-        Ok(b) => b,
-        Err(e) => {
-            return bad(
-                "invalid_json",
-                "body",
-                format!("We could not parse the JSON body: {e}"),
-            )
-        }
-    };
-    let user = match require_user(parsed.user.as_deref()) {
-        Ok(u) => u,
-        Err(_) => return bad("missing_user", "user", "A valid `user` is required.".into()),
-    };
-    let amount = match parsed.amount {
-        Some(serde_json::Value::String(s)) => match parse_amount(&s) {
-            Ok(a) => a,
-            Err(e) => return bad("invalid_amount", "amount", e.to_string()),
-        },
-        _ => {
-            return bad(
-                "invalid_amount",
-                "amount",
-                "`amount` must be a decimal string such as \"10.00\".".into(),
-            )
-        }
-    };
-    match deposits::deposit(&state.db, paywall_id, &user, amount, "api_deposit").await {
-        Ok(b) => (StatusCode::OK, balance_json(&user, b).to_string()),
-        Err(e) => {
-            tracing::error!(error = %e, "deposit failed");
-            let err = ApiError::new(
-                "server_error",
-                "ledger_unavailable",
-                "The ledger is temporarily unavailable.",
-            );
-            (StatusCode::SERVICE_UNAVAILABLE, err.to_body())
-        }
-    }
 }
 
 pub async fn topup(
@@ -273,6 +150,11 @@ pub async fn ledger_entries(
         Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    match book::find_balance(&state.db, &wallet_account(&paywall.id, &user)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return unknown_user(),
+        Err(e) => return ledger_failure(e),
+    }
     match deposits::entries(
         &state.db,
         &paywall.id,

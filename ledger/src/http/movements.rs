@@ -1,0 +1,169 @@
+//! Money the app moves for its user: deposits and manual charges. Both are
+//! idempotent with `Idempotency-Key` (see [`super::idempotent`]).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollgate_protocol::{format_micros, parse_amount, ApiError};
+
+use super::idempotent::run_once;
+use super::public::{balance_json, require_user};
+use super::{paywall_from, Shared};
+use crate::{deposits, manual_charges};
+
+const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+#[derive(Deserialize)]
+struct MovementBody {
+    user: Option<String>,
+    amount: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+/// A validated `{user, amount, metadata}` body.
+struct Movement {
+    user: String,
+    amount: i64,
+    metadata: Value,
+}
+
+type Answer = (StatusCode, String);
+
+fn bad(code: &str, param: &str, msg: impl Into<String>) -> Answer {
+    (
+        StatusCode::BAD_REQUEST,
+        ApiError::invalid_request(code, msg)
+            .with_param(param)
+            .to_body(),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Answer {
+    tracing::error!(error = %e, "ledger operation failed");
+    let err = ApiError::new(
+        "server_error",
+        "ledger_unavailable",
+        "The ledger is temporarily unavailable.",
+    );
+    (StatusCode::SERVICE_UNAVAILABLE, err.to_body())
+}
+
+fn parse_movement(body: &[u8]) -> Result<Movement, Answer> {
+    let parsed: MovementBody = serde_json::from_slice(body).map_err(|e| {
+        bad(
+            "invalid_json",
+            "body",
+            format!("We could not parse the JSON body: {e}"),
+        )
+    })?;
+    let user = require_user(parsed.user.as_deref())
+        .map_err(|_| bad("missing_user", "user", "A valid `user` is required."))?;
+    let amount = match parsed.amount {
+        Some(Value::String(s)) => {
+            parse_amount(&s).map_err(|e| bad("invalid_amount", "amount", e.to_string()))?
+        }
+        _ => {
+            return Err(bad(
+                "invalid_amount",
+                "amount",
+                "`amount` must be a decimal string such as \"10.00\".",
+            ))
+        }
+    };
+    let metadata = match parsed.metadata {
+        None | Some(Value::Null) => json!({}),
+        Some(m @ Value::Object(_)) if m.to_string().len() <= MAX_METADATA_BYTES => m,
+        Some(Value::Object(_)) => {
+            return Err(bad(
+                "metadata_too_large",
+                "metadata",
+                "`metadata` is limited to 8 KiB.",
+            ))
+        }
+        Some(_) => {
+            return Err(bad(
+                "invalid_type",
+                "metadata",
+                "`metadata` must be an object.",
+            ))
+        }
+    };
+    Ok(Movement {
+        user,
+        amount,
+        metadata,
+    })
+}
+
+pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let paywall = match paywall_from(&state, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    run_once(
+        &state,
+        &paywall.id,
+        &headers,
+        "/v1/user/balance/deposit",
+        &body,
+        || async {
+            let m = match parse_movement(&body) {
+                Ok(m) => m,
+                Err(answer) => return answer,
+            };
+            match deposits::deposit(&state.db, &paywall.id, &m.user, m.amount, "api_deposit").await
+            {
+                Ok(b) => (StatusCode::OK, balance_json(&m.user, b).to_string()),
+                Err(e) => unavailable(e),
+            }
+        },
+    )
+    .await
+}
+
+pub async fn charge(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let paywall = match paywall_from(&state, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    run_once(
+        &state,
+        &paywall.id,
+        &headers,
+        "/v1/user/charge",
+        &body,
+        || async {
+            let m = match parse_movement(&body) {
+                Ok(m) => m,
+                Err(answer) => return answer,
+            };
+            match manual_charges::charge(&state.db, &paywall.id, &m.user, m.amount, &m.metadata)
+                .await
+            {
+                Ok(Some(c)) => {
+                    let mut doc = balance_json(&m.user, c.balance);
+                    doc["object"] = json!("charge");
+                    doc["id"] = json!(c.transfer_id);
+                    doc["amount"] = json!(format_micros(m.amount));
+                    doc["metadata"] = m.metadata;
+                    (StatusCode::OK, doc.to_string())
+                }
+                Ok(None) => (
+                    StatusCode::PAYMENT_REQUIRED,
+                    ApiError::invalid_request(
+                        "insufficient_balance",
+                        "The user's balance does not cover this charge.",
+                    )
+                    .with_param("amount")
+                    .to_body(),
+                ),
+                Err(e) => unavailable(e),
+            }
+        },
+    )
+    .await
+}

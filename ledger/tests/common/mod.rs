@@ -1,0 +1,178 @@
+//! Shared by the ledger test files: seeded databases of every backend and a
+//! macro that runs one test body against each.
+#![allow(dead_code)]
+
+use tollgate_ledger::catalog;
+use tollgate_ledger::config::Config;
+use tollgate_ledger::db::Db;
+use tollgate_ledger::settings::Settings;
+use tollgate_ledger::verify;
+
+pub const KEY: &str = "tg_test_key_0123456789abcdef";
+pub const OTHER_KEY: &str = "tg_other_key_0123456789abcdef";
+
+pub fn config(output_per_m: &str) -> Config {
+    std::env::set_var("SUITE_KEY", KEY);
+    std::env::set_var("SUITE_OTHER_KEY", OTHER_KEY);
+    std::env::set_var("SUITE_PROVIDER_KEY", "sk-suite");
+    Config::parse(&format!(
+        r#"
+        [server]
+        [[paywalls]]
+        id = "app"
+        name = "Test app"
+        key_env = "SUITE_KEY"
+        [[paywalls]]
+        id = "other"
+        key_env = "SUITE_OTHER_KEY"
+        [[providers]]
+        id = "mock"
+        cluster = "mock"
+        api_key_env = "SUITE_PROVIDER_KEY"
+        [[models]]
+        name = "m"
+        provider = "mock"
+        default_max_output_tokens = 1000
+        input_per_m = "2.00"
+        cached_input_per_m = "1.00"
+        output_per_m = "{output_per_m}"
+        "#
+    ))
+    .unwrap()
+}
+
+pub fn settings() -> Settings {
+    Settings {
+        public_url: "http://pay.test".into(),
+        hold_ttl_ms: 600_000,
+        topup_link_ttl_ms: 3_600_000,
+        dev_payments: true,
+    }
+}
+
+/// A database of the given backend, seeded, dropped when the handle goes.
+pub struct TestDb {
+    pub db: Db,
+    pg_cleanup: Option<(String, String)>,
+    _dir: Option<tempdir::Dir>,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    pub fn new() -> Dir {
+        let p = std::env::temp_dir().join(format!(
+            "tollgate-test-{}",
+            tollgate_ledger::keys::random_hex(8)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.pg_cleanup.take() {
+            // Best effort: a leftover test database is harmless.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = Db::connect_raw(&admin_url).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+pub async fn open(backend: &str) -> Option<TestDb> {
+    let cfg = config("8.00");
+    match backend {
+        "sqlite" => {
+            let dir = tempdir::new();
+            let db = Db::connect(&format!("sqlite://{}/ledger.db", dir.0.display()))
+                .await
+                .unwrap();
+            catalog::seed(&db, &cfg).await.unwrap();
+            Some(TestDb {
+                db,
+                pg_cleanup: None,
+                _dir: Some(dir),
+            })
+        }
+        _ => {
+            let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let required = std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            let admin = match Db::connect_raw(&admin_url).await {
+                Ok(a) => a,
+                Err(e) if !required => {
+                    eprintln!("skipping PostgreSQL test: {e}");
+                    return None;
+                }
+                Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
+            };
+            let name = format!("tollgate_t_{}", tollgate_ledger::keys::random_hex(6));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&admin)
+                .await
+                .unwrap();
+            admin.close().await;
+            let url = match admin_url.rsplit_once('/') {
+                Some((base, _)) => format!("{base}/{name}"),
+                None => panic!("bad TOLLGATE_TEST_POSTGRES_URL"),
+            };
+            let db = Db::connect(&url).await.unwrap();
+            catalog::seed(&db, &cfg).await.unwrap();
+            Some(TestDb {
+                db,
+                pg_cleanup: Some((admin_url, name)),
+                _dir: None,
+            })
+        }
+    }
+}
+
+/// Runs each test body against both backends.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let t = $crate::common::open("sqlite").await.unwrap();
+                super::$name(&t.db).await;
+                $crate::common::assert_books_balance(&t.db).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(t) = $crate::common::open("postgres").await else { return };
+                super::$name(&t.db).await;
+                $crate::common::assert_books_balance(&t.db).await;
+            })*
+        }
+    };
+}
+
+/// Every test ends with the books verified: sums balance, no wallet below
+/// zero, pending sums match open holds, each hold resolved at most once.
+pub async fn assert_books_balance(db: &Db) {
+    let report = verify::verify(db, tollgate_ledger::keys::now_ms(), 60_000)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.violations);
+}
