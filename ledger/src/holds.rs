@@ -15,6 +15,7 @@ use crate::db::{opt_i64, Db};
 use crate::deposits::create_topup_link;
 use crate::error::{LedgerError, LedgerResult};
 use crate::events;
+use crate::faults;
 use crate::keys::{new_id, now_ms};
 use crate::settings::Settings;
 
@@ -365,7 +366,9 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
     .execute(&mut *tx)
     .await?;
     record_charge_events(&mut tx, &hold, req, &charge_id, cost, amount, source).await?;
+    faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
     tx.commit().await?;
+    faults::pause(faults::SETTLE_AFTER_COMMIT).await;
     tracing::info!(request_id = %req.request_id, hold = %req.hold_id, charge = %charge_id, amount, "charge posted");
     Ok(SettleResponse {
         hold_id: req.hold_id.clone(),

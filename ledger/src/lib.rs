@@ -9,6 +9,7 @@ pub mod db;
 pub mod deposits;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod holds;
 pub mod http;
 pub mod idempotency;

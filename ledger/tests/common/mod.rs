@@ -11,11 +11,12 @@ use tollgate_ledger::verify;
 pub const KEY: &str = "tg_test_key_0123456789abcdef";
 pub const OTHER_KEY: &str = "tg_other_key_0123456789abcdef";
 
-pub fn config(output_per_m: &str) -> Config {
+/// The seed configuration the tests use, as TOML (for spawned sidecars too).
+pub fn config_text(output_per_m: &str) -> String {
     std::env::set_var("SUITE_KEY", KEY);
     std::env::set_var("SUITE_OTHER_KEY", OTHER_KEY);
     std::env::set_var("SUITE_PROVIDER_KEY", "sk-suite");
-    Config::parse(&format!(
+    format!(
         r#"
         [server]
         [[paywalls]]
@@ -37,8 +38,11 @@ pub fn config(output_per_m: &str) -> Config {
         cached_input_per_m = "1.00"
         output_per_m = "{output_per_m}"
         "#
-    ))
-    .unwrap()
+    )
+}
+
+pub fn config(output_per_m: &str) -> Config {
+    Config::parse(&config_text(output_per_m)).unwrap()
 }
 
 pub fn settings() -> Settings {
@@ -53,6 +57,7 @@ pub fn settings() -> Settings {
 /// A database of the given backend, seeded, dropped when the handle goes.
 pub struct TestDb {
     pub db: Db,
+    pub url: String,
     pg_cleanup: Option<(String, String)>,
     _dir: Option<tempdir::Dir>,
 }
@@ -102,12 +107,12 @@ pub async fn open(backend: &str) -> Option<TestDb> {
     match backend {
         "sqlite" => {
             let dir = tempdir::new();
-            let db = Db::connect(&format!("sqlite://{}/ledger.db", dir.0.display()))
-                .await
-                .unwrap();
+            let url = format!("sqlite://{}/ledger.db", dir.0.display());
+            let db = Db::connect(&url).await.unwrap();
             catalog::seed(&db, &cfg).await.unwrap();
             Some(TestDb {
                 db,
+                url,
                 pg_cleanup: None,
                 _dir: Some(dir),
             })
@@ -138,11 +143,17 @@ pub async fn open(backend: &str) -> Option<TestDb> {
             catalog::seed(&db, &cfg).await.unwrap();
             Some(TestDb {
                 db,
+                url,
                 pg_cleanup: Some((admin_url, name)),
                 _dir: None,
             })
         }
     }
+}
+
+/// The URL a pool was opened with, for spawning sidecar processes on it.
+pub fn url_of(db: &Db) -> String {
+    db.pool.connect_options().database_url.to_string()
 }
 
 /// Runs each test body against both backends.

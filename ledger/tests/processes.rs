@@ -1,0 +1,224 @@
+//! The sidecar as real processes: a settle interrupted by SIGKILL (inside its
+//! transaction, or after the commit but before the answer) is retried against
+//! a restarted sidecar and leaves exactly one charge; two sidecars sharing one
+//! PostgreSQL never overspend.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tollgate_ledger::db::Db;
+use tollgate_ledger::deposits;
+use tollgate_ledger::faults;
+
+use common::{config_text, KEY};
+
+const SECRET: &str = "process-test-secret-0123456789";
+
+struct Sidecar {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn_sidecar(database_url: &str, fault: Option<&str>) -> Sidecar {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-proc-{}",
+        tollgate_ledger::keys::random_hex(6)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ledger.toml");
+    std::fs::write(&config, config_text("8.00")).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-ledger"));
+    cmd.args(["serve", "--config"])
+        .arg(&config)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database-url",
+            database_url,
+        ])
+        .env("TOLLGATE_INTERNAL_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match fault {
+        Some(f) => cmd.env("TOLLGATE_FAULT_PAUSE", f),
+        None => cmd.env_remove("TOLLGATE_FAULT_PAUSE"),
+    };
+    let sidecar = Sidecar {
+        child: cmd.spawn().unwrap(),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while post(port, "/healthz", &json!({})).await.is_err() {
+        assert!(Instant::now() < deadline, "sidecar did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sidecar
+}
+
+/// One HTTP/1.1 request over a fresh connection; Err when the peer vanished.
+async fn post(port: u16, path: &str, body: &Value) -> std::io::Result<(u16, Value)> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let body = body.to_string();
+    let method = if path == "/healthz" { "GET" } else { "POST" };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: ledger\r\nconnection: close\r\ncontent-type: application/json\r\n\
+         x-tollgate-internal-secret: {SECRET}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    Ok((status, json))
+}
+
+fn authorize_body(request_id: &str) -> Value {
+    json!({"request_id": request_id, "paywall_key": KEY, "user": "u", "model": "m",
+           "prompt_tokens": 100, "max_output_tokens": 50, "stream": false})
+}
+
+fn settle_body(hold: &str, request_id: &str) -> Value {
+    json!({"hold_id": hold, "request_id": request_id, "usage": {"prompt_tokens": 90, "completion_tokens": 20},
+           "usage_source": "provider", "local_completion_tokens": 20, "outcome": "completed", "upstream_status": 200})
+}
+
+async fn charges(db: &Db) -> i64 {
+    sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM charges")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
+
+backend_tests!(settle_killed_mid_flight_is_charged_exactly_once);
+
+async fn settle_killed_mid_flight_is_charged_exactly_once(db: &Db) {
+    let url = db_url(db);
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    for (n, point) in [faults::SETTLE_BEFORE_COMMIT, faults::SETTLE_AFTER_COMMIT]
+        .into_iter()
+        .enumerate()
+    {
+        let rid = format!("kill-{n}");
+        let mut doomed = spawn_sidecar(&url, Some(&format!("{point}=30000"))).await;
+        let (status, decision) = post(doomed.port, "/internal/v1/authorize", &authorize_body(&rid))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, decision["decision"].as_str()),
+            (200, Some("allow"))
+        );
+        let hold = decision["hold_id"].as_str().unwrap().to_string();
+
+        let port = doomed.port;
+        let body = settle_body(&hold, &rid);
+        let in_flight = tokio::spawn(async move { post(port, "/internal/v1/settle", &body).await });
+        tokio::time::sleep(Duration::from_millis(700)).await; // the sidecar is now paused at `point`
+        doomed.child.kill().unwrap(); // SIGKILL
+        doomed.child.wait().unwrap();
+        assert!(
+            in_flight.await.unwrap().is_err(),
+            "the killed sidecar must not have answered"
+        );
+
+        // The filter retries against a restarted sidecar.
+        let revived = spawn_sidecar(&url, None).await;
+        let (status, answer) = post(
+            revived.port,
+            "/internal/v1/settle",
+            &settle_body(&hold, &rid),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let committed_before_kill = point == faults::SETTLE_AFTER_COMMIT;
+        assert_eq!(
+            answer["replayed"], committed_before_kill,
+            "{point}: {answer}"
+        );
+        assert_eq!(answer["amount_micros"], 340);
+        assert_eq!(charges(db).await, n as i64 + 1, "{point}");
+    }
+}
+
+/// The URL the test database was opened with (each backend's own).
+fn db_url(db: &Db) -> String {
+    common::url_of(db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_sidecars_on_one_postgres_never_overspend() {
+    let Some(t) = common::open("postgres").await else {
+        return;
+    };
+    // Each hold is 600: the balance covers exactly 30.
+    deposits::deposit(&t.db, "app", "u", 30 * 600, "test")
+        .await
+        .unwrap();
+    let a = spawn_sidecar(&t.url, None).await;
+    let b = spawn_sidecar(&t.url, None).await;
+    let ports = Arc::new([a.port, b.port]);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let ports = ports.clone();
+        tasks.push(tokio::spawn(async move {
+            let port = ports[i % 2];
+            post(
+                port,
+                "/internal/v1/authorize",
+                &authorize_body(&format!("two-{i}")),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut allowed = [0, 0];
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (status, decision) = task.await.unwrap();
+        assert_eq!(status, 200);
+        if decision["decision"] == "allow" {
+            allowed[i % 2] += 1;
+        }
+    }
+    assert_eq!(allowed[0] + allowed[1], 30, "admitted {allowed:?}");
+    assert!(
+        allowed[0] > 0 && allowed[1] > 0,
+        "both sidecars should have admitted some: {allowed:?}"
+    );
+    common::assert_books_balance(&t.db).await;
+}
