@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::config::Config;
+use crate::config::{Config, LimitsSeed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::keys::{constant_time_eq, now_ms, sha256_hex};
@@ -152,6 +152,7 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        seed_limits(&mut tx, &p.id, p.limits.as_ref()).await?;
     }
     for p in &cfg.providers {
         sqlx::query(
@@ -196,6 +197,41 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         upsert_price(&mut tx, wanted, now).await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Replaces a paywall's limits with the configured ones (none when absent).
+async fn seed_limits(
+    tx: &mut Transaction<'static, Any>,
+    paywall_id: &str,
+    limits: Option<&LimitsSeed>,
+) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM limits WHERE paywall_id = $1")
+        .bind(paywall_id)
+        .execute(&mut **tx)
+        .await?;
+    let Some(l) = limits else { return Ok(()) };
+    let cap = |field: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| {
+                parse_decimal(s)
+                    .map_err(|e| anyhow::anyhow!("paywall {paywall_id}: limits.{field}: {e}"))
+            })
+            .transpose()
+    };
+    sqlx::query(
+        "INSERT INTO limits (paywall_id, max_tokens_per_request, requests_per_minute, tokens_per_minute, max_open_holds,
+            daily_spend_cap, monthly_spend_cap) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(paywall_id)
+    .bind(l.max_tokens_per_request.map(i64::from))
+    .bind(l.requests_per_minute.map(i64::from))
+    .bind(l.tokens_per_minute.map(i64::from))
+    .bind(l.max_open_holds.map(i64::from))
+    .bind(cap("daily_spend_cap", &l.daily_spend_cap)?)
+    .bind(cap("monthly_spend_cap", &l.monthly_spend_cap)?)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -69,6 +69,25 @@ pub struct PaywallSeed {
     pub mode: String,
     /// Environment variable holding the paywall key (stored only as a hash).
     pub key_env: String,
+    /// Per-user limits of this paywall; absent means none.
+    #[serde(default)]
+    pub limits: Option<LimitsSeed>,
+}
+
+/// Limits per end user of one paywall. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSeed {
+    /// Prompt estimate plus maximum output of one request.
+    pub max_tokens_per_request: Option<u32>,
+    pub requests_per_minute: Option<u32>,
+    /// Counts the reserved maximum; settle gives back the unused part.
+    pub tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    pub max_open_holds: Option<u32>,
+    /// Decimal strings, like prices ("5.00"); UTC day and month.
+    pub daily_spend_cap: Option<String>,
+    pub monthly_spend_cap: Option<String>,
 }
 
 fn default_mode() -> String {

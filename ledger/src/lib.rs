@@ -3,6 +3,7 @@
 //! and end-user pages.
 
 pub mod book;
+pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -14,6 +15,7 @@ pub mod holds;
 pub mod http;
 pub mod idempotency;
 pub mod keys;
+pub mod limits;
 pub mod manual_charges;
 pub mod pricing;
 pub mod server;

@@ -68,6 +68,14 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE a.kind = 'wallet' AND a.debits_pending <> COALESCE(h.s, 0)",
     ),
     (
+        "open_holds_match_pending",
+        "SELECT a.id || ' counts ' || CAST(a.open_holds AS TEXT) || ' requests in flight but has ' || CAST(COALESCE(h.n, 0) AS TEXT) AS detail
+         FROM accounts a LEFT JOIN (
+             SELECT wallet_account AS id, COUNT(*) AS n FROM holds
+             WHERE state = 'pending' AND reserved_tokens IS NOT NULL GROUP BY wallet_account) h ON h.id = a.id
+         WHERE a.kind = 'wallet' AND a.open_holds <> COALESCE(h.n, 0)",
+    ),
+    (
         "hold_resolved_once",
         "SELECT hold_id || ' resolved by ' || CAST(COUNT(*) AS TEXT) || ' transfers' AS detail
          FROM transfers WHERE kind IN ('post', 'void') GROUP BY hold_id HAVING COUNT(*) > 1",

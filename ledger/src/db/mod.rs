@@ -6,7 +6,12 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-const SCHEMA: &str = include_str!("schema.sql");
+/// Schema migrations in order; each runs once, recorded in `schema_migrations`.
+/// Never edit a released one: add the next.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("0001_initial.sql")),
+    (2, include_str!("0002_limits.sql")),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -72,12 +77,12 @@ impl Db {
             .await?)
     }
 
+    /// Applies the migrations this database has not seen, in one transaction.
     async fn migrate(&self) -> anyhow::Result<()> {
         let serial = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
-        let ddl = SCHEMA.replace("{{SERIAL}}", serial);
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             // Several sidecars may start at once against one database.
@@ -85,12 +90,36 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        for stmt in split_statements(&ddl) {
-            sqlx::query(&stmt).execute(&mut *tx).await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: i64 =
+            sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations")
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        for (version, script) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
+            for stmt in split_statements(&script.replace("{{SERIAL}}", serial)) {
+                sqlx::query(&stmt).execute(&mut *tx).await.map_err(|e| {
+                    anyhow::anyhow!("migration {version} failed at `{}`: {e}", first_line(&stmt))
+                })?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(crate::keys::now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version, "applied schema migration");
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+fn first_line(stmt: &str) -> &str {
+    stmt.lines().next().unwrap_or(stmt)
 }
 
 /// Drops `--` comments, then splits on `;` (the schema has no string literals).

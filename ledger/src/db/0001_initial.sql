@@ -1,5 +1,5 @@
--- Tollgate ledger schema. One text for SQLite and PostgreSQL: {{SERIAL}} is
--- the only dialect difference (an auto-increasing integer key).
+-- Migration 1: the initial ledger schema. One text for SQLite and PostgreSQL:
+-- {{SERIAL}} is the only dialect difference (an auto-increasing integer key).
 -- Money columns are integer micro-units; times are Unix milliseconds.
 
 CREATE TABLE IF NOT EXISTS paywalls (

@@ -1,0 +1,276 @@
+//! Authorize: may this user spend on this request? Checks the key, the model
+//! and every limit, then reserves the maximum cost, all in one transaction.
+
+use serde_json::json;
+use tollgate_protocol::{
+    format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse, ProviderRoute,
+};
+
+use crate::book::{self, revenue_account, wallet_account, TransferMeta, Tx};
+use crate::catalog::{self, ModelRoute, Paywall};
+use crate::db::Db;
+use crate::deposits::create_topup_link;
+use crate::error::LedgerResult;
+use crate::events;
+use crate::keys::{new_id, now_ms};
+use crate::limits::{self, Counted, Refusal};
+use crate::settings::Settings;
+
+fn reject(status: u16, error: ApiError, retry_after_secs: Option<u32>) -> AuthorizeResponse {
+    AuthorizeResponse::Reject {
+        status,
+        error,
+        retry_after_secs,
+    }
+}
+
+pub async fn authorize(
+    db: &Db,
+    settings: &Settings,
+    req: &AuthorizeRequest,
+) -> LedgerResult<AuthorizeResponse> {
+    let Some(paywall) = catalog::paywall_by_key(db, &req.paywall_key).await? else {
+        return Ok(reject(
+            401,
+            ApiError::authentication("Incorrect API key provided."),
+            None,
+        ));
+    };
+    if req.user.trim().is_empty() {
+        let err =
+            ApiError::invalid_request("missing_user", "A user id is required.").with_param("user");
+        return Ok(reject(400, err, None));
+    }
+    let Some(route) = catalog::model_route(db, &req.model).await? else {
+        let msg = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            req.model
+        );
+        return Ok(reject(
+            404,
+            ApiError::invalid_request("model_not_found", msg).with_param("model"),
+            None,
+        ));
+    };
+    let Ok(provider_key) = std::env::var(&route.api_key_env) else {
+        tracing::error!(provider = %route.provider_id, env = %route.api_key_env, "provider key not set");
+        let err = ApiError::new(
+            "server_error",
+            "provider_unavailable",
+            "The provider for this model is not configured.",
+        );
+        return Ok(reject(503, err, None));
+    };
+    let per_choice = req
+        .max_output_tokens
+        .map(i64::from)
+        .unwrap_or(route.default_max_output_tokens);
+    let max_output = per_choice.saturating_mul(i64::from(req.choices.max(1)));
+    let amount = route.price.max_cost(
+        u64::from(req.prompt_tokens),
+        u64::try_from(max_output).unwrap_or(0),
+    );
+    let tokens = i64::from(req.prompt_tokens).saturating_add(max_output);
+
+    let limits = limits::load(db, &paywall.id).await?;
+    if let Some(cap) = limits.max_tokens_per_request.filter(|cap| tokens > *cap) {
+        let msg = format!(
+            "This request may use up to {tokens} tokens (prompt estimate plus maximum output), above this app's \
+             limit of {cap} per request. Lower max_tokens or shorten the conversation."
+        );
+        return Ok(reject(
+            400,
+            ApiError::invalid_request("max_tokens_exceeded", msg).with_param("max_tokens"),
+            None,
+        ));
+    }
+
+    let wallet = wallet_account(&paywall.id, &req.user);
+    let revenue = revenue_account(&paywall.id);
+    let now = now_ms();
+    let mut tx = db.pool.begin().await?;
+    book::ensure_account(
+        &mut tx,
+        &wallet,
+        "wallet",
+        Some(&paywall.id),
+        Some(&req.user),
+    )
+    .await?;
+    book::ensure_account(&mut tx, &revenue, "revenue", Some(&paywall.id), None).await?;
+    let counted = match limits::admit(&mut tx, &limits, &wallet, tokens, amount, now).await? {
+        Ok(c) => c,
+        Err(refused) => {
+            tx.rollback().await?;
+            return refusal(db, &paywall, req, refused).await;
+        }
+    };
+    let hold_id = new_id("hold");
+    let meta = TransferMeta {
+        hold_id: Some(&hold_id),
+        request_id: Some(&req.request_id),
+        ..Default::default()
+    };
+    let Some(transfer_id) = book::reserve(&mut tx, &wallet, &revenue, amount, &meta).await? else {
+        // Nothing of this attempt stays; the top-up link is its own write.
+        tx.rollback().await?;
+        return topup_needed(db, settings, &paywall, req, amount).await;
+    };
+    let hold = NewHold {
+        id: &hold_id,
+        transfer_id: &transfer_id,
+        amount,
+        max_output,
+        counted,
+    };
+    insert_hold(&mut tx, settings, &paywall, req, &route, &hold).await?;
+    tx.commit().await?;
+    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, "hold placed");
+    Ok(AuthorizeResponse::Allow {
+        hold_id,
+        held_micros: amount,
+        route: ProviderRoute {
+            provider: route.provider_id,
+            cluster: route.cluster,
+            auth_header: route.auth_header,
+            auth_value: format!("{}{}", route.auth_scheme, provider_key),
+            upstream_model: route.upstream_model,
+        },
+    })
+}
+
+/// The answer to a request that a limit refused.
+async fn refusal(
+    db: &Db,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    refused: Refusal,
+) -> LedgerResult<AuthorizeResponse> {
+    Ok(match refused {
+        Refusal::RateLimited {
+            what,
+            retry_after_secs,
+        } => {
+            let msg = format!("Rate limit reached for {what} per minute on this app. Try again in {retry_after_secs} s.");
+            reject(
+                429,
+                ApiError::new("rate_limit_error", "rate_limit_exceeded", msg),
+                Some(retry_after_secs),
+            )
+        }
+        Refusal::TooManyInFlight => {
+            let msg = "Too many requests in flight for this user; wait for one to finish.";
+            reject(
+                429,
+                ApiError::new("rate_limit_error", "concurrency_limit_exceeded", msg),
+                Some(1),
+            )
+        }
+        Refusal::SpendCap {
+            period,
+            cap,
+            resets_at,
+        } => {
+            let mut tx = db.pool.begin().await?;
+            let payload = json!({"reason": "spend_cap", "period": period, "cap": format_micros(cap), "resets_at": resets_at});
+            events::record(
+                &mut tx,
+                events::REQUEST_BLOCKED,
+                Some(&req.request_id),
+                &paywall.id,
+                &req.user,
+                payload,
+            )
+            .await?;
+            tx.commit().await?;
+            AuthorizeResponse::Action {
+                action: Action::SpendCap,
+                message: format!(
+                    "You have reached your {period} spending limit of {} on {}. It resets at {} (UTC).",
+                    format_micros(cap),
+                    paywall.name,
+                    crate::calendar::format_utc(resets_at)
+                ),
+                link: String::new(),
+            }
+        }
+    })
+}
+
+struct NewHold<'a> {
+    id: &'a str,
+    transfer_id: &'a str,
+    amount: i64,
+    max_output: i64,
+    counted: Counted,
+}
+
+async fn insert_hold(
+    tx: &mut Tx,
+    settings: &Settings,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    route: &ModelRoute,
+    hold: &NewHold<'_>,
+) -> LedgerResult<()> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO holds (id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id,
+            prompt_tokens_est, max_output_tokens, amount, price_rule_id, state, transfer_id, expires_at, created_at,
+            reserved_tokens, minute_window, day_window, month_window)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(hold.id)
+    .bind(&paywall.id)
+    .bind(&req.user)
+    .bind(wallet_account(&paywall.id, &req.user))
+    .bind(revenue_account(&paywall.id))
+    .bind(&req.request_id)
+    .bind(&route.model)
+    .bind(&route.provider_id)
+    .bind(i64::from(req.prompt_tokens))
+    .bind(hold.max_output)
+    .bind(hold.amount)
+    .bind(&route.price.id)
+    .bind(hold.transfer_id)
+    .bind(now.saturating_add(settings.hold_ttl_ms))
+    .bind(now)
+    .bind(hold.counted.reserved_tokens)
+    .bind(hold.counted.minute_window)
+    .bind(hold.counted.day_window)
+    .bind(hold.counted.month_window)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn topup_needed(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    needed: i64,
+) -> LedgerResult<AuthorizeResponse> {
+    let mut tx = db.pool.begin().await?;
+    let link = create_topup_link(&mut tx, settings, &paywall.id, &req.user).await?;
+    let payload = json!({"model": req.model, "needed": format_micros(needed), "reason": "insufficient_balance"});
+    events::record(
+        &mut tx,
+        events::REQUEST_BLOCKED,
+        Some(&req.request_id),
+        &paywall.id,
+        &req.user,
+        payload,
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(request_id = %req.request_id, paywall = %paywall.id, "insufficient balance: top-up link issued");
+    Ok(AuthorizeResponse::Action {
+        action: Action::Topup,
+        message: format!(
+            "Your balance is too low for this request on {}. Add funds to continue, then send your message again:",
+            paywall.name
+        ),
+        link: link.url,
+    })
+}

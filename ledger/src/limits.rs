@@ -1,0 +1,267 @@
+//! Per-paywall limits, enforced in the authorize transaction so they hold
+//! under concurrency and across sidecars sharing one PostgreSQL: every check
+//! is a conditional UPDATE that either takes its share or changes nothing.
+//!
+//! - `max_tokens_per_request`: prompt estimate + maximum output, checked first.
+//! - `requests_per_minute`, `tokens_per_minute`: fixed UTC-minute windows per
+//!   wallet; tokens count the reservation and settle gives back the unused part.
+//! - `max_open_holds`: requests in flight per wallet.
+//! - `daily_spend_cap`, `monthly_spend_cap`: UTC day / month windows; a hold
+//!   counts its full amount until settle corrects it to the posted amount.
+
+use sqlx::Row;
+
+use crate::book::Tx;
+use crate::calendar;
+use crate::db::{opt_i64, Db};
+use crate::error::LedgerResult;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub max_tokens_per_request: Option<i64>,
+    pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub max_open_holds: Option<i64>,
+    pub daily_spend_cap: Option<i64>,
+    pub monthly_spend_cap: Option<i64>,
+}
+
+pub async fn load(db: &Db, paywall_id: &str) -> LedgerResult<Limits> {
+    let row = sqlx::query(
+        "SELECT max_tokens_per_request, requests_per_minute, tokens_per_minute, max_open_holds,
+                daily_spend_cap, monthly_spend_cap FROM limits WHERE paywall_id = $1",
+    )
+    .bind(paywall_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row
+        .map(|r| Limits {
+            max_tokens_per_request: opt_i64(&r, "max_tokens_per_request"),
+            requests_per_minute: opt_i64(&r, "requests_per_minute"),
+            tokens_per_minute: opt_i64(&r, "tokens_per_minute"),
+            max_open_holds: opt_i64(&r, "max_open_holds"),
+            daily_spend_cap: opt_i64(&r, "daily_spend_cap"),
+            monthly_spend_cap: opt_i64(&r, "monthly_spend_cap"),
+        })
+        .unwrap_or_default())
+}
+
+/// Where an admitted hold was counted, stored on the hold for settle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub reserved_tokens: i64,
+    pub minute_window: Option<i64>,
+    pub day_window: Option<i64>,
+    pub month_window: Option<i64>,
+}
+
+/// Why a limit refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited {
+        what: &'static str,
+        retry_after_secs: u32,
+    },
+    TooManyInFlight,
+    SpendCap {
+        period: &'static str,
+        cap: i64,
+        resets_at: i64,
+    },
+}
+
+fn secs_until(now: i64, at: i64) -> u32 {
+    u32::try_from(((at - now).max(0) + 999) / 1000)
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// Takes this request's share of every limit, or reports the first one it
+/// would break. On a refusal the caller must roll `tx` back.
+pub async fn admit(
+    tx: &mut Tx,
+    limits: &Limits,
+    wallet: &str,
+    tokens: i64,
+    amount: i64,
+    now: i64,
+) -> LedgerResult<Result<Counted, Refusal>> {
+    let mut counted = Counted {
+        reserved_tokens: tokens,
+        ..Default::default()
+    };
+    // Every hold counts as in flight, capped or not, so a cap set later is exact.
+    let cap = limits.max_open_holds.unwrap_or(i64::MAX);
+    let taken = sqlx::query(
+        "UPDATE accounts SET open_holds = open_holds + 1 WHERE id = $1 AND open_holds < $2",
+    )
+    .bind(wallet)
+    .bind(cap)
+    .execute(&mut **tx)
+    .await?;
+    if taken.rows_affected() != 1 {
+        return Ok(Err(Refusal::TooManyInFlight));
+    }
+    if limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some() {
+        let start = calendar::minute_start(now);
+        let rpm = limits.requests_per_minute.unwrap_or(i64::MAX);
+        let tpm = limits.tokens_per_minute.unwrap_or(i64::MAX);
+        if !take(
+            tx,
+            wallet,
+            "minute",
+            start,
+            "requests = requests + 1, tokens = tokens + $4",
+            "requests + 1 <= $5 AND tokens + $4 <= $6",
+            &[tokens, rpm, tpm],
+        )
+        .await?
+        {
+            let what = if limits.requests_per_minute.is_some()
+                && requests_in(tx, wallet, start).await? + 1 > rpm
+            {
+                "requests"
+            } else {
+                "tokens"
+            };
+            return Ok(Err(Refusal::RateLimited {
+                what,
+                retry_after_secs: secs_until(now, calendar::next_minute(now)),
+            }));
+        }
+        counted.minute_window = Some(start);
+    }
+    for (period, cap, start, next) in [
+        (
+            "daily",
+            limits.daily_spend_cap,
+            calendar::day_start(now),
+            calendar::next_day(now),
+        ),
+        (
+            "monthly",
+            limits.monthly_spend_cap,
+            calendar::month_start(now),
+            calendar::next_month(now),
+        ),
+    ] {
+        let Some(cap) = cap else { continue };
+        let kind = if period == "daily" { "day" } else { "month" };
+        if !take(
+            tx,
+            wallet,
+            kind,
+            start,
+            "spent = spent + $4",
+            "spent + $4 <= $5",
+            &[amount, cap],
+        )
+        .await?
+        {
+            return Ok(Err(Refusal::SpendCap {
+                period,
+                cap,
+                resets_at: next,
+            }));
+        }
+        if kind == "day" {
+            counted.day_window = Some(start);
+        } else {
+            counted.month_window = Some(start);
+        }
+    }
+    Ok(Ok(counted))
+}
+
+/// Ensures the window row exists, then applies `set` only if `guard` holds.
+/// Parameters: $1 wallet, $2 kind, $3 window start, then `args` as $4, $5, …
+async fn take(
+    tx: &mut Tx,
+    wallet: &str,
+    kind: &str,
+    start: i64,
+    set: &str,
+    guard: &str,
+    args: &[i64],
+) -> LedgerResult<bool> {
+    sqlx::query(
+        "INSERT INTO usage_windows (wallet_account, window_kind, window_start) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(wallet)
+    .bind(kind)
+    .bind(start)
+    .execute(&mut **tx)
+    .await?;
+    // `set` and `guard` are literals of this module, never input.
+    let sql = format!(
+        "UPDATE usage_windows SET {set} WHERE wallet_account = $1 AND window_kind = $2 AND window_start = $3 AND {guard}"
+    );
+    let mut q = sqlx::query(&sql).bind(wallet).bind(kind).bind(start);
+    for a in args {
+        q = q.bind(*a);
+    }
+    Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
+async fn requests_in(tx: &mut Tx, wallet: &str, start: i64) -> LedgerResult<i64> {
+    let row = sqlx::query("SELECT requests FROM usage_windows WHERE wallet_account = $1 AND window_kind = 'minute' AND window_start = $2")
+        .bind(wallet)
+        .bind(start)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| r.get::<i64, _>("requests")).unwrap_or(0))
+}
+
+/// Gives back what a resolved hold did not use: it is no longer in flight,
+/// its unused tokens leave the minute window and its unposted amount leaves
+/// the spend windows. Holds from before limits existed (`None`) counted nothing.
+pub async fn release(
+    tx: &mut Tx,
+    wallet: &str,
+    counted: Option<Counted>,
+    used_tokens: i64,
+    unposted: i64,
+) -> LedgerResult<()> {
+    let Some(c) = counted else { return Ok(()) };
+    sqlx::query("UPDATE accounts SET open_holds = open_holds - 1 WHERE id = $1")
+        .bind(wallet)
+        .execute(&mut **tx)
+        .await?;
+    let unused_tokens = (c.reserved_tokens - used_tokens).max(0);
+    let windows = [
+        (
+            "minute",
+            c.minute_window,
+            "tokens = tokens - $4",
+            unused_tokens,
+        ),
+        ("day", c.day_window, "spent = spent - $4", unposted),
+        ("month", c.month_window, "spent = spent - $4", unposted),
+    ];
+    for (kind, start, set, delta) in windows {
+        let Some(start) = start else { continue };
+        if delta == 0 {
+            continue;
+        }
+        let sql = format!("UPDATE usage_windows SET {set} WHERE wallet_account = $1 AND window_kind = $2 AND window_start = $3");
+        sqlx::query(&sql)
+            .bind(wallet)
+            .bind(kind)
+            .bind(start)
+            .bind(delta)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The `Counted` a hold row recorded (None for holds placed before limits existed).
+pub fn counted_from_row(row: &sqlx::any::AnyRow) -> Option<Counted> {
+    Some(Counted {
+        reserved_tokens: opt_i64(row, "reserved_tokens")?,
+        minute_window: opt_i64(row, "minute_window"),
+        day_window: opt_i64(row, "day_window"),
+        month_window: opt_i64(row, "month_window"),
+    })
+}
