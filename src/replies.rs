@@ -39,7 +39,11 @@ pub fn action_reply(
     created: u64,
     stream: bool,
 ) -> LocalReply {
-    let content = format!("{message}\n\n{link}");
+    let content = if link.is_empty() {
+        message.to_string()
+    } else {
+        format!("{message}\n\n{link}")
+    };
     let id = format!("chatcmpl-tollgate-{request_id}");
     let (content_type, body) = if stream {
         let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
@@ -110,6 +114,16 @@ mod tests {
         assert!(r
             .headers
             .contains(&("x-tollgate-action".into(), "topup".into())));
+    }
+
+    #[test]
+    fn a_reply_without_link_is_just_the_message() {
+        let r = action_reply(Action::SpendCap, "Limit reached.", "", "m", "rid", 7, false);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Limit reached.");
+        assert!(r
+            .headers
+            .contains(&("x-tollgate-action".into(), "spend_cap".into())));
     }
 
     #[test]

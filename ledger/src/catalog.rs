@@ -7,6 +7,7 @@ use crate::config::{Config, LimitsSeed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::keys::{constant_time_eq, now_ms, sha256_hex};
+use crate::limits::{self, Limits};
 use crate::pricing::PriceRule;
 use tollgate_protocol::parse_decimal;
 
@@ -204,13 +205,8 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
 async fn seed_limits(
     tx: &mut Transaction<'static, Any>,
     paywall_id: &str,
-    limits: Option<&LimitsSeed>,
+    seed: Option<&LimitsSeed>,
 ) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM limits WHERE paywall_id = $1")
-        .bind(paywall_id)
-        .execute(&mut **tx)
-        .await?;
-    let Some(l) = limits else { return Ok(()) };
     let cap = |field: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
         v.as_deref()
             .map(|s| {
@@ -219,19 +215,18 @@ async fn seed_limits(
             })
             .transpose()
     };
-    sqlx::query(
-        "INSERT INTO limits (paywall_id, max_tokens_per_request, requests_per_minute, tokens_per_minute, max_open_holds,
-            daily_spend_cap, monthly_spend_cap) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(paywall_id)
-    .bind(l.max_tokens_per_request.map(i64::from))
-    .bind(l.requests_per_minute.map(i64::from))
-    .bind(l.tokens_per_minute.map(i64::from))
-    .bind(l.max_open_holds.map(i64::from))
-    .bind(cap("daily_spend_cap", &l.daily_spend_cap)?)
-    .bind(cap("monthly_spend_cap", &l.monthly_spend_cap)?)
-    .execute(&mut **tx)
-    .await?;
+    let limits = match seed {
+        None => Limits::default(),
+        Some(l) => Limits {
+            max_tokens_per_request: l.max_tokens_per_request.map(i64::from),
+            requests_per_minute: l.requests_per_minute.map(i64::from),
+            tokens_per_minute: l.tokens_per_minute.map(i64::from),
+            max_open_holds: l.max_open_holds.map(i64::from),
+            daily_spend_cap: cap("daily_spend_cap", &l.daily_spend_cap)?,
+            monthly_spend_cap: cap("monthly_spend_cap", &l.monthly_spend_cap)?,
+        },
+    };
+    limits::store(tx, paywall_id, &limits).await?;
     Ok(())
 }
 

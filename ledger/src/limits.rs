@@ -46,6 +46,31 @@ pub async fn load(db: &Db, paywall_id: &str) -> LedgerResult<Limits> {
         .unwrap_or_default())
 }
 
+/// Replaces a paywall's limits (all `None` removes them).
+pub async fn store(tx: &mut Tx, paywall_id: &str, limits: &Limits) -> LedgerResult<()> {
+    sqlx::query("DELETE FROM limits WHERE paywall_id = $1")
+        .bind(paywall_id)
+        .execute(&mut **tx)
+        .await?;
+    if *limits == Limits::default() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO limits (paywall_id, max_tokens_per_request, requests_per_minute, tokens_per_minute, max_open_holds,
+            daily_spend_cap, monthly_spend_cap) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(paywall_id)
+    .bind(limits.max_tokens_per_request)
+    .bind(limits.requests_per_minute)
+    .bind(limits.tokens_per_minute)
+    .bind(limits.max_open_holds)
+    .bind(limits.daily_spend_cap)
+    .bind(limits.monthly_spend_cap)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Where an admitted hold was counted, stored on the hold for settle.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counted {

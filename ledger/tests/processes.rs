@@ -222,3 +222,51 @@ async fn two_sidecars_on_one_postgres_never_overspend() {
     );
     common::assert_books_balance(&t.db).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_hold_across_two_sidecars() {
+    let Some(t) = common::open("postgres").await else {
+        return;
+    };
+    deposits::deposit(&t.db, "app", "u", 10_000_000, "test")
+        .await
+        .unwrap();
+    let a = spawn_sidecar(&t.url, None).await;
+    let b = spawn_sidecar(&t.url, None).await;
+    // After start: a sidecar's seed replaces limits with its configuration's.
+    common::set_limits(
+        &t.db,
+        tollgate_ledger::limits::Limits {
+            requests_per_minute: Some(10),
+            ..Default::default()
+        },
+    )
+    .await;
+    common::fresh_minute().await;
+    let ports = Arc::new([a.port, b.port]);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let ports = ports.clone();
+        tasks.push(tokio::spawn(async move {
+            post(
+                ports[i % 2],
+                "/internal/v1/authorize",
+                &authorize_body(&format!("rl-{i}")),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let (mut allowed, mut limited) = (0, 0);
+    for task in tasks {
+        let (status, decision) = task.await.unwrap();
+        assert_eq!(status, 200);
+        match decision["decision"].as_str() {
+            Some("allow") => allowed += 1,
+            Some("reject") if decision["status"] == 429 => limited += 1,
+            _ => panic!("unexpected decision {decision}"),
+        }
+    }
+    assert_eq!((allowed, limited), (10, 190));
+    common::assert_books_balance(&t.db).await;
+}

@@ -187,3 +187,23 @@ pub async fn assert_books_balance(db: &Db) {
         .unwrap();
     assert!(report.is_clean(), "{:#?}", report.violations);
 }
+
+/// Minute windows are fixed: start tests that count on one early enough in it.
+pub async fn fresh_minute() {
+    let ms_into = tollgate_ledger::keys::now_ms().rem_euclid(60_000);
+    if ms_into > 45_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            (60_000 - ms_into + 200) as u64,
+        ))
+        .await;
+    }
+}
+
+/// Replaces paywall "app"'s limits.
+pub async fn set_limits(db: &Db, l: tollgate_ledger::limits::Limits) {
+    let mut tx = db.pool.begin().await.unwrap();
+    tollgate_ledger::limits::store(&mut tx, "app", &l)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
