@@ -15,10 +15,6 @@ pub type Tx = Transaction<'static, Any>;
 /// The one account outside money enters from (deposits) in this currency.
 pub const EXTERNAL_CASH: &str = "cash:external";
 
-pub fn wallet_account(paywall_id: &str, user_id: &str) -> String {
-    format!("wallet:{paywall_id}:{user_id}")
-}
-
 pub fn revenue_account(paywall_id: &str) -> String {
     format!("revenue:{paywall_id}")
 }
@@ -98,6 +94,8 @@ fn balance_from(r: &sqlx::any::AnyRow) -> Balance {
 /// Fields of a transfer row beyond the two accounts and the amount.
 #[derive(Debug, Default, Clone)]
 pub struct TransferMeta<'a> {
+    /// The paywall on whose behalf the money moves.
+    pub paywall_id: Option<&'a str>,
     pub pending_id: Option<&'a str>,
     pub hold_id: Option<&'a str>,
     pub request_id: Option<&'a str>,
@@ -114,8 +112,9 @@ async fn insert_transfer(
 ) -> LedgerResult<String> {
     let id = new_id("tr");
     sqlx::query(
-        "INSERT INTO transfers (id, kind, debit_account, credit_account, amount, pending_id, hold_id, request_id, memo, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO transfers (id, kind, debit_account, credit_account, amount, pending_id, hold_id, request_id, memo,
+            created_at, paywall_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&id)
     .bind(kind)
@@ -127,6 +126,7 @@ async fn insert_transfer(
     .bind(meta.request_id)
     .bind(meta.memo)
     .bind(now_ms())
+    .bind(meta.paywall_id)
     .execute(&mut **tx)
     .await?;
     Ok(id)

@@ -6,12 +6,13 @@ use serde_json::json;
 use sqlx::Row;
 use tollgate_protocol::format_micros;
 
-use crate::book::{self, wallet_account, Balance, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::events;
 use crate::keys::{new_token, now_ms, sha256_hex};
 use crate::settings::Settings;
+use crate::wallets;
 
 /// Credits a user's wallet from outside money. Returns the new balance.
 pub async fn deposit(
@@ -35,10 +36,10 @@ async fn credit_wallet(
     amount: i64,
     memo: &str,
 ) -> LedgerResult<Balance> {
-    let wallet = wallet_account(paywall_id, user_id);
+    let wallet = wallets::require_wallet(tx, paywall_id, user_id).await?;
     book::ensure_account(tx, EXTERNAL_CASH, "external", None, None).await?;
-    book::ensure_account(tx, &wallet, "wallet", Some(paywall_id), Some(user_id)).await?;
     let meta = TransferMeta {
+        paywall_id: Some(paywall_id),
         memo: Some(memo),
         ..Default::default()
     };
@@ -165,21 +166,25 @@ pub struct Entry {
     pub created_at: i64,
 }
 
+/// A wallet's entries made on behalf of `paywall_id` (a shared wallet also has
+/// other paywalls' entries, which this paywall does not see).
 pub async fn entries(
     db: &Db,
+    wallet: &str,
     paywall_id: &str,
-    user_id: &str,
     after: i64,
     limit: i64,
 ) -> LedgerResult<Vec<Entry>> {
-    let wallet = wallet_account(paywall_id, user_id);
+    let wallet = wallet.to_string();
     let rows = sqlx::query(
         "SELECT seq, id, kind, debit_account, amount, request_id, hold_id, memo, created_at FROM transfers
-         WHERE (debit_account = $1 OR credit_account = $1) AND seq > $2 ORDER BY seq LIMIT $3",
+         WHERE (debit_account = $1 OR credit_account = $1) AND seq > $2 AND (paywall_id = $4 OR paywall_id IS NULL)
+         ORDER BY seq LIMIT $3",
     )
     .bind(&wallet)
     .bind(after)
     .bind(limit)
+    .bind(paywall_id)
     .fetch_all(&db.pool)
     .await?;
     Ok(rows

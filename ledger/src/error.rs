@@ -8,6 +8,9 @@ pub enum LedgerError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// A shared-mode paywall the user has not authorized.
+    #[error("{0}")]
+    NotConnected(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("{0}")]

@@ -8,6 +8,8 @@ use crate::error::LedgerResult;
 use crate::keys::{new_id, now_ms};
 
 pub const AUTHORIZATION_REQUESTED: &str = "authorization.requested";
+pub const AUTHORIZATION_GRANTED: &str = "authorization.granted";
+pub const AUTHORIZATION_REVOKED: &str = "authorization.revoked";
 pub const TOPUP_LINK_CREATED: &str = "topup_link.created";
 pub const CHARGE_CREATED: &str = "charge.created";
 pub const CHARGE_OVERAGE: &str = "charge.overage";

@@ -5,10 +5,11 @@
 use serde_json::{json, Value};
 use tollgate_protocol::format_micros;
 
-use crate::book::{self, revenue_account, wallet_account, Balance, TransferMeta};
+use crate::book::{self, revenue_account, Balance, TransferMeta};
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::events;
+use crate::wallets;
 
 pub struct ManualCharge {
     pub transfer_id: String,
@@ -23,13 +24,13 @@ pub async fn charge(
     amount: i64,
     metadata: &Value,
 ) -> LedgerResult<Option<ManualCharge>> {
-    let wallet = wallet_account(paywall_id, user_id);
     let revenue = revenue_account(paywall_id);
     let memo = metadata.to_string();
     let mut tx = db.pool.begin().await?;
-    book::ensure_account(&mut tx, &wallet, "wallet", Some(paywall_id), Some(user_id)).await?;
+    let wallet = wallets::require_wallet(&mut tx, paywall_id, user_id).await?;
     book::ensure_account(&mut tx, &revenue, "revenue", Some(paywall_id), None).await?;
     let meta = TransferMeta {
+        paywall_id: Some(paywall_id),
         memo: Some(&memo),
         ..Default::default()
     };

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use sqlx::Row;
-use tollgate_ledger::book::{self, wallet_account};
+use tollgate_ledger::book;
 use tollgate_ledger::catalog;
 use tollgate_ledger::db::Db;
 use tollgate_ledger::deposits;
 use tollgate_ledger::holds;
 use tollgate_ledger::idempotency::{self, Begin};
 use tollgate_ledger::verify;
+use tollgate_ledger::wallets::isolated_wallet as wallet_account;
 use tollgate_protocol::{
     Action, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };
@@ -287,7 +288,9 @@ async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
     assert_eq!(row.get::<i64, _>("amount"), 340);
     assert_eq!(row.get::<String, _>("usage_source"), "provider");
     // The wallet's entries: deposit, hold, post, all tagged with the request.
-    let entries = deposits::entries(db, "app", "u", 0, 10).await.unwrap();
+    let entries = deposits::entries(db, &wallet_account("app", "u"), "app", 0, 10)
+        .await
+        .unwrap();
     let kinds: Vec<_> = entries.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["deposit", "hold", "post"]);
     assert_eq!(entries[2].request_id.as_deref(), Some("req-1"));

@@ -11,6 +11,7 @@ use sqlx::{AnyPool, Executor, Row};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("0001_initial.sql")),
     (2, include_str!("0002_limits.sql")),
+    (3, include_str!("0003_shared_mode.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,9 @@ use tollgate_protocol::{
     format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse, ProviderRoute,
 };
 
-use crate::book::{self, revenue_account, wallet_account, TransferMeta, Tx};
+use crate::book::{self, revenue_account, TransferMeta, Tx};
 use crate::catalog::{self, ModelRoute, Paywall};
+use crate::consent;
 use crate::db::Db;
 use crate::deposits::create_topup_link;
 use crate::error::LedgerResult;
@@ -15,6 +16,7 @@ use crate::events;
 use crate::keys::{new_id, now_ms};
 use crate::limits::{self, Counted, Refusal};
 use crate::settings::Settings;
+use crate::wallets::{self, WalletFor};
 
 fn reject(status: u16, error: ApiError, retry_after_secs: Option<u32>) -> AuthorizeResponse {
     AuthorizeResponse::Reject {
@@ -85,18 +87,16 @@ pub async fn authorize(
         ));
     }
 
-    let wallet = wallet_account(&paywall.id, &req.user);
     let revenue = revenue_account(&paywall.id);
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
-    book::ensure_account(
-        &mut tx,
-        &wallet,
-        "wallet",
-        Some(&paywall.id),
-        Some(&req.user),
-    )
-    .await?;
+    let wallet = match wallets::open_wallet(&mut tx, &paywall.id, &req.user).await? {
+        WalletFor::Ready(w) => w,
+        WalletFor::NeedsConsent => {
+            tx.rollback().await?;
+            return consent_needed(db, settings, &paywall, req).await;
+        }
+    };
     book::ensure_account(&mut tx, &revenue, "revenue", Some(&paywall.id), None).await?;
     let counted = match limits::admit(&mut tx, &limits, &wallet, tokens, amount, now).await? {
         Ok(c) => c,
@@ -107,6 +107,7 @@ pub async fn authorize(
     };
     let hold_id = new_id("hold");
     let meta = TransferMeta {
+        paywall_id: Some(&paywall.id),
         hold_id: Some(&hold_id),
         request_id: Some(&req.request_id),
         ..Default::default()
@@ -118,6 +119,7 @@ pub async fn authorize(
     };
     let hold = NewHold {
         id: &hold_id,
+        wallet: &wallet,
         transfer_id: &transfer_id,
         amount,
         max_output,
@@ -199,6 +201,7 @@ async fn refusal(
 
 struct NewHold<'a> {
     id: &'a str,
+    wallet: &'a str,
     transfer_id: &'a str,
     amount: i64,
     max_output: i64,
@@ -223,7 +226,7 @@ async fn insert_hold(
     .bind(hold.id)
     .bind(&paywall.id)
     .bind(&req.user)
-    .bind(wallet_account(&paywall.id, &req.user))
+    .bind(hold.wallet)
     .bind(revenue_account(&paywall.id))
     .bind(&req.request_id)
     .bind(&route.model)
@@ -242,6 +245,37 @@ async fn insert_hold(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A shared paywall the user has not authorized yet: the answer is an
+/// assistant message with the authorization link.
+async fn consent_needed(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+) -> LedgerResult<AuthorizeResponse> {
+    let mut tx = db.pool.begin().await?;
+    let link = consent::create_link(&mut tx, settings, &paywall.id, &req.user).await?;
+    let payload = json!({"model": req.model, "reason": "authorization_required"});
+    events::record(
+        &mut tx,
+        events::REQUEST_BLOCKED,
+        Some(&req.request_id),
+        &paywall.id,
+        &req.user,
+        payload,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(AuthorizeResponse::Action {
+        action: Action::Authorize,
+        message: format!(
+            "{} pays for AI through your Tollgate balance. Authorize it once, then send your message again:",
+            paywall.name
+        ),
+        link: link.url,
+    })
 }
 
 async fn topup_needed(

@@ -83,6 +83,7 @@ async fn resolve(
     memo: Option<&str>,
 ) -> LedgerResult<String> {
     let meta = TransferMeta {
+        paywall_id: Some(&hold.paywall_id),
         pending_id: Some(&hold.transfer_id),
         hold_id: Some(&hold.id),
         request_id: Some(&hold.request_id),

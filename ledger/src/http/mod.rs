@@ -43,6 +43,12 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/user/charge", post(movements::charge))
         .route("/v1/user/balance/topup", get(public::topup))
         .route("/v1/user/ledger", get(public::ledger_entries))
+        .route("/v1/user/connect", get(public::connect))
+        .route("/v1/user/disconnect", get(public::disconnect))
+        .route(
+            "/pay/connect/{token}",
+            get(pages::consent_page).post(pages::consent_accept),
+        )
         .route(
             "/pay/topup/{token}",
             get(pages::topup_page).post(pages::topup_pay),
@@ -80,6 +86,10 @@ pub fn ledger_failure(e: LedgerError) -> Response {
         LedgerError::Conflict(m) => api_error(
             StatusCode::CONFLICT,
             ApiError::invalid_request("conflict", m),
+        ),
+        LedgerError::NotConnected(m) => api_error(
+            StatusCode::FORBIDDEN,
+            ApiError::new("permission_error", "user_not_connected", m),
         ),
         other => {
             tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");

@@ -10,8 +10,11 @@ use serde::Deserialize;
 use tollgate_protocol::{format_micros, parse_amount};
 
 use super::Shared;
-use crate::book::{self, wallet_account};
+use crate::book;
+use crate::consent;
 use crate::deposits;
+use crate::error::LedgerError;
+use crate::wallets::{self, WalletFor};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -57,13 +60,12 @@ pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) 
         Ok(None) => return invalid_link(),
         Err(_) => return unavailable(),
     };
-    let balance = match book::balance(
-        &state.db,
-        &wallet_account(&holder.paywall_id, &holder.user_id),
-    )
-    .await
-    {
-        Ok(b) => b,
+    let balance = match wallets::wallet_for(&state.db, &holder.paywall_id, &holder.user_id).await {
+        Ok(WalletFor::Ready(w)) => match book::balance(&state.db, &w).await {
+            Ok(b) => b,
+            Err(_) => return unavailable(),
+        },
+        Ok(WalletFor::NeedsConsent) => return not_connected(&holder.paywall_name),
         Err(_) => return unavailable(),
     };
     let form = if state.settings.dev_payments {
@@ -123,6 +125,50 @@ pub async fn topup_pay(
                 bal = format_micros(balance.available),
             );
             page(StatusCode::OK, "Payment received", &body)
+        }
+        Ok(None) => invalid_link(),
+        Err(LedgerError::NotConnected(_)) => not_connected("this app"),
+        Err(_) => unavailable(),
+    }
+}
+
+fn not_connected(app: &str) -> Response {
+    let body = format!(
+        "<p>Authorize {} to use your Tollgate balance first, then top up.</p>",
+        escape(app)
+    );
+    page(StatusCode::FORBIDDEN, "Authorization needed", &body)
+}
+
+pub async fn consent_page(Path(token): Path<String>, State(state): State<Shared>) -> Response {
+    match consent::open_link(&state.db, &token).await {
+        Ok(Some(h)) => {
+            let body = format!(
+                "<p><strong>{app}</strong> asks to charge its AI usage to your shared Tollgate balance.</p>\
+                 <p>Account: <code>{user}</code></p>\
+                 <form method=\"post\" action=\"/pay/connect/{token}\"><button type=\"submit\">Authorize {app}</button></form>\
+                 <p>You can revoke this at any time from the app.</p>",
+                app = escape(&h.paywall_name),
+                user = escape(&h.user_id),
+                token = escape(&token),
+            );
+            page(StatusCode::OK, "Authorize this app", &body)
+        }
+        Ok(None) => invalid_link(),
+        Err(_) => unavailable(),
+    }
+}
+
+pub async fn consent_accept(Path(token): Path<String>, State(state): State<Shared>) -> Response {
+    match consent::accept(&state.db, &token).await {
+        Ok(Some(h)) => {
+            let body = format!(
+                "<p><strong>{}</strong> can now charge your shared balance for <code>{}</code>. \
+                 Go back to the app and send your message again.</p>",
+                escape(&h.paywall_name),
+                escape(&h.user_id),
+            );
+            page(StatusCode::OK, "Authorized", &body)
         }
         Ok(None) => invalid_link(),
         Err(_) => unavailable(),

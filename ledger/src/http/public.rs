@@ -10,9 +10,11 @@ use serde_json::json;
 use tollgate_protocol::{format_micros, ApiError};
 
 use super::{api_error, ledger_failure, paywall_from, Shared};
-use crate::book::{self, wallet_account, Balance};
+use crate::book::{self, Balance};
 use crate::catalog::{self, Paywall};
+use crate::consent;
 use crate::deposits;
+use crate::wallets::{self, WalletFor};
 
 const MAX_USER_LEN: usize = 256;
 
@@ -63,10 +65,24 @@ pub async fn balance(
         Ok(pu) => pu,
         Err(r) => return r,
     };
-    match book::find_balance(&state.db, &wallet_account(&paywall.id, &user)).await {
+    let wallet = match wallet_of(&state, &paywall.id, &user).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match book::find_balance(&state.db, &wallet).await {
         Ok(Some(b)) => Json(balance_json(&user, b)).into_response(),
         Ok(None) => unknown_user(),
         Err(e) => ledger_failure(e),
+    }
+}
+
+/// The wallet this paywall may read for `user`; a shared-mode user who has not
+/// authorized the paywall is as unknown to it as another paywall's user.
+async fn wallet_of(state: &Shared, paywall_id: &str, user: &str) -> Result<String, Response> {
+    match wallets::wallet_for(&state.db, paywall_id, user).await {
+        Ok(WalletFor::Ready(w)) => Ok(w),
+        Ok(WalletFor::NeedsConsent) => Err(unknown_user()),
+        Err(e) => Err(ledger_failure(e)),
     }
 }
 
@@ -150,15 +166,19 @@ pub async fn ledger_entries(
         Err(r) => return r,
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    match book::find_balance(&state.db, &wallet_account(&paywall.id, &user)).await {
+    let wallet = match wallet_of(&state, &paywall.id, &user).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    match book::find_balance(&state.db, &wallet).await {
         Ok(Some(_)) => {}
         Ok(None) => return unknown_user(),
         Err(e) => return ledger_failure(e),
     }
     match deposits::entries(
         &state.db,
+        &wallet,
         &paywall.id,
-        &user,
         q.after.unwrap_or(0),
         limit + 1,
     )
@@ -175,6 +195,73 @@ pub async fn ledger_entries(
             Json(json!({"object": "list", "data": list, "has_more": has_more, "next_after": next}))
                 .into_response()
         }
+        Err(e) => ledger_failure(e),
+    }
+}
+
+/// `GET /v1/user/connect`: whether the user has authorized this paywall
+/// (shared mode); if not, a fresh authorization link to show them.
+pub async fn connect(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<UserQuery>,
+) -> Response {
+    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
+        Ok(pu) => pu,
+        Err(r) => return r,
+    };
+    if paywall.mode != "shared" {
+        return Json(
+            json!({"object": "connection", "user": user, "mode": paywall.mode, "connected": true}),
+        )
+        .into_response();
+    }
+    match consent::connected_since(&state.db, &paywall.id, &user).await {
+        Ok(Some(since)) => Json(json!({
+            "object": "connection", "user": user, "mode": "shared", "connected": true, "connected_at": since / 1000,
+        }))
+        .into_response(),
+        Ok(None) => {
+            let link = async {
+                let mut tx = state.db.pool.begin().await?;
+                let link = consent::create_link(&mut tx, &state.settings, &paywall.id, &user).await?;
+                tx.commit().await?;
+                Ok::<_, crate::error::LedgerError>(link)
+            }
+            .await;
+            match link {
+                Ok(l) => Json(json!({
+                    "object": "connection", "user": user, "mode": "shared", "connected": false,
+                    "url": l.url, "expires_at": l.expires_at / 1000,
+                }))
+                .into_response(),
+                Err(e) => ledger_failure(e),
+            }
+        }
+        Err(e) => ledger_failure(e),
+    }
+}
+
+/// `GET /v1/user/disconnect`: revokes the user's authorization of this paywall.
+pub async fn disconnect(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<UserQuery>,
+) -> Response {
+    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
+        Ok(pu) => pu,
+        Err(r) => return r,
+    };
+    if paywall.mode != "shared" {
+        let err = ApiError::invalid_request(
+            "not_shared_mode",
+            "This paywall keeps isolated wallets; there is nothing to disconnect.",
+        );
+        return api_error(StatusCode::BAD_REQUEST, err);
+    }
+    match consent::disconnect(&state.db, &paywall.id, &user).await {
+        Ok(revoked) => Json(json!({"object": "connection", "user": user, "mode": "shared", "connected": false, "revoked": revoked}))
+            .into_response(),
         Err(e) => ledger_failure(e),
     }
 }

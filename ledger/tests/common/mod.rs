@@ -10,12 +10,17 @@ use tollgate_ledger::verify;
 
 pub const KEY: &str = "tg_test_key_0123456789abcdef";
 pub const OTHER_KEY: &str = "tg_other_key_0123456789abcdef";
+/// Two shared-mode paywalls (one wallet per user across them, after consent).
+pub const MALL_KEY: &str = "tg_mall_key_0123456789abcdef";
+pub const MALL2_KEY: &str = "tg_mall2_key_0123456789abcdef";
 
 /// The seed configuration the tests use, as TOML (for spawned sidecars too).
 pub fn config_text(output_per_m: &str) -> String {
     std::env::set_var("SUITE_KEY", KEY);
     std::env::set_var("SUITE_OTHER_KEY", OTHER_KEY);
     std::env::set_var("SUITE_PROVIDER_KEY", "sk-suite");
+    std::env::set_var("SUITE_MALL_KEY", MALL_KEY);
+    std::env::set_var("SUITE_MALL2_KEY", MALL2_KEY);
     format!(
         r#"
         [server]
@@ -26,6 +31,16 @@ pub fn config_text(output_per_m: &str) -> String {
         [[paywalls]]
         id = "other"
         key_env = "SUITE_OTHER_KEY"
+        [[paywalls]]
+        id = "mall"
+        name = "Mall app"
+        mode = "shared"
+        key_env = "SUITE_MALL_KEY"
+        [[paywalls]]
+        id = "mall2"
+        name = "Second mall app"
+        mode = "shared"
+        key_env = "SUITE_MALL2_KEY"
         [[providers]]
         id = "mock"
         cluster = "mock"

@@ -1,0 +1,89 @@
+//! Which wallet a (paywall, user) pair spends from.
+//!
+//! - `isolated` paywalls: one wallet per paywall and user, `wallet:<paywall>:<user>`.
+//! - `shared` paywalls: one wallet per user across all shared paywalls,
+//!   `wallet:shared:<user>`, usable by a paywall only after the user consented
+//!   through an authorization link (see [`crate::consent`]).
+
+use sqlx::Row;
+
+use crate::book::{self, Tx};
+use crate::db::Db;
+use crate::error::{LedgerError, LedgerResult};
+
+pub fn isolated_wallet(paywall_id: &str, user_id: &str) -> String {
+    format!("wallet:{paywall_id}:{user_id}")
+}
+
+pub fn shared_wallet(user_id: &str) -> String {
+    format!("wallet:shared:{user_id}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletFor {
+    Ready(String),
+    /// Shared paywall, and the user has not authorized it (or revoked it).
+    NeedsConsent,
+}
+
+async fn mode_and_connection<'e, E>(
+    executor: E,
+    paywall_id: &str,
+    user_id: &str,
+) -> LedgerResult<(String, bool)>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query(
+        "SELECT p.mode, c.connected_at FROM paywalls p
+         LEFT JOIN connections c ON c.paywall_id = p.id AND c.user_id = $2 AND c.revoked_at IS NULL
+         WHERE p.id = $1",
+    )
+    .bind(paywall_id)
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await?
+    .ok_or_else(|| LedgerError::NotFound(format!("no paywall {paywall_id}")))?;
+    let connected = row
+        .try_get::<Option<i64>, _>("connected_at")
+        .ok()
+        .flatten()
+        .is_some();
+    Ok((row.get("mode"), connected))
+}
+
+fn decide(paywall_id: &str, user_id: &str, mode: &str, connected: bool) -> WalletFor {
+    match (mode, connected) {
+        ("shared", true) => WalletFor::Ready(shared_wallet(user_id)),
+        ("shared", false) => WalletFor::NeedsConsent,
+        _ => WalletFor::Ready(isolated_wallet(paywall_id, user_id)),
+    }
+}
+
+/// The wallet, read outside a transaction (balances, listings).
+pub async fn wallet_for(db: &Db, paywall_id: &str, user_id: &str) -> LedgerResult<WalletFor> {
+    let (mode, connected) = mode_and_connection(&db.pool, paywall_id, user_id).await?;
+    Ok(decide(paywall_id, user_id, &mode, connected))
+}
+
+/// The wallet inside a money transaction, created if it does not exist yet.
+pub async fn open_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> LedgerResult<WalletFor> {
+    let (mode, connected) = mode_and_connection(&mut **tx, paywall_id, user_id).await?;
+    let wallet = decide(paywall_id, user_id, &mode, connected);
+    if let WalletFor::Ready(account) = &wallet {
+        let owner = (mode != "shared").then_some(paywall_id);
+        book::ensure_account(tx, account, "wallet", owner, Some(user_id)).await?;
+    }
+    Ok(wallet)
+}
+
+/// Like [`open_wallet`], for callers that cannot ask for consent (deposits,
+/// manual charges): a shared paywall without the user's consent is refused.
+pub async fn require_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> LedgerResult<String> {
+    match open_wallet(tx, paywall_id, user_id).await? {
+        WalletFor::Ready(w) => Ok(w),
+        WalletFor::NeedsConsent => Err(LedgerError::NotConnected(format!(
+            "user {user_id} has not authorized this paywall"
+        ))),
+    }
+}
