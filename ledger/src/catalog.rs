@@ -3,11 +3,12 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::config::{Config, LimitsSeed};
+use crate::config::{Config, LimitsSeed, ModelSeed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::keys::{constant_time_eq, now_ms, sha256_hex};
 use crate::limits::{self, Limits};
+use crate::paywall_keys;
 use crate::pricing::PriceRule;
 use tollgate_protocol::parse_decimal;
 
@@ -36,8 +37,11 @@ pub struct ModelRoute {
 /// never sees it, and the stored hash is compared in constant time.
 pub async fn paywall_by_key(db: &Db, key: &str) -> LedgerResult<Option<Paywall>> {
     let hash = sha256_hex(key);
-    let row = sqlx::query("SELECT id, name, mode, key_hash FROM paywalls WHERE key_hash = $1")
-        .bind(&hash)
+    let row = sqlx::query(
+        "SELECT p.id, p.name, p.mode, k.key_hash FROM paywall_keys k JOIN paywalls p ON p.id = k.paywall_id
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+    )
+    .bind(&hash)
         .fetch_optional(&db.pool)
         .await?;
     Ok(row.and_then(|r| {
@@ -143,16 +147,16 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         }
         let name = p.name.clone().unwrap_or_else(|| p.id.clone());
         sqlx::query(
-            "INSERT INTO paywalls (id, name, mode, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, mode = excluded.mode, key_hash = excluded.key_hash",
+            "INSERT INTO paywalls (id, name, mode, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, mode = excluded.mode",
         )
         .bind(&p.id)
         .bind(&name)
         .bind(&p.mode)
-        .bind(sha256_hex(&key))
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        paywall_keys::seed_config_key(&mut tx, &p.id, &key).await?;
         seed_limits(&mut tx, &p.id, p.limits.as_ref()).await?;
     }
     for p in &cfg.providers {
@@ -170,39 +174,56 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         .await?;
     }
     for m in &cfg.models {
-        sqlx::query(
-            "INSERT INTO models (name, provider_id, upstream_model, default_max_output_tokens) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (name) DO UPDATE SET provider_id = excluded.provider_id,
-                upstream_model = excluded.upstream_model, default_max_output_tokens = excluded.default_max_output_tokens",
-        )
-        .bind(&m.name)
-        .bind(&m.provider)
-        .bind(&m.upstream_model)
-        .bind(i64::from(m.default_max_output_tokens))
-        .execute(&mut *tx)
-        .await?;
-        let input = price("input_per_m", &m.name, Some(&m.input_per_m))?;
-        let wanted = PriceRule {
-            id: String::new(),
-            model: m.name.clone(),
-            version: 0,
-            input_per_m: input,
-            cached_input_per_m: match &m.cached_input_per_m {
-                Some(v) => price("cached_input_per_m", &m.name, Some(v))?,
-                None => input,
-            },
-            output_per_m: price("output_per_m", &m.name, Some(&m.output_per_m))?,
-            markup_bps: i64::from(m.markup_bps),
-            min_charge: price("min_charge", &m.name, m.min_charge.as_deref())?,
-        };
-        upsert_price(&mut tx, wanted, now).await?;
+        put_model(&mut tx, m, now).await?;
     }
     tx.commit().await?;
     Ok(())
 }
 
+/// Creates or updates a model, its route and its price (a changed price is a
+/// new rule version). Used by the TOML seed and the admin API.
+pub async fn put_model(
+    tx: &mut Transaction<'static, Any>,
+    m: &ModelSeed,
+    now: i64,
+) -> anyhow::Result<()> {
+    let provider = sqlx::query("SELECT id FROM providers WHERE id = $1")
+        .bind(&m.provider)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if provider.is_none() {
+        anyhow::bail!("model {}: unknown provider {:?}", m.name, m.provider);
+    }
+    sqlx::query(
+        "INSERT INTO models (name, provider_id, upstream_model, default_max_output_tokens) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET provider_id = excluded.provider_id,
+            upstream_model = excluded.upstream_model, default_max_output_tokens = excluded.default_max_output_tokens",
+    )
+    .bind(&m.name)
+    .bind(&m.provider)
+    .bind(&m.upstream_model)
+    .bind(i64::from(m.default_max_output_tokens))
+    .execute(&mut **tx)
+    .await?;
+    let input = price("input_per_m", &m.name, Some(&m.input_per_m))?;
+    let wanted = PriceRule {
+        id: String::new(),
+        model: m.name.clone(),
+        version: 0,
+        input_per_m: input,
+        cached_input_per_m: match &m.cached_input_per_m {
+            Some(v) => price("cached_input_per_m", &m.name, Some(v))?,
+            None => input,
+        },
+        output_per_m: price("output_per_m", &m.name, Some(&m.output_per_m))?,
+        markup_bps: i64::from(m.markup_bps),
+        min_charge: price("min_charge", &m.name, m.min_charge.as_deref())?,
+    };
+    upsert_price(tx, wanted, now).await
+}
+
 /// Replaces a paywall's limits with the configured ones (none when absent).
-async fn seed_limits(
+pub async fn seed_limits(
     tx: &mut Transaction<'static, Any>,
     paywall_id: &str,
     seed: Option<&LimitsSeed>,

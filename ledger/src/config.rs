@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// Enables the development payment processor on the top-up page.
     #[serde(default)]
     pub dev_payments: bool,
+    /// Environment variable holding the admin API token; unset disables the admin API.
+    #[serde(default = "default_admin_env")]
+    pub admin_token_env: String,
 }
 
 fn default_listen() -> String {
@@ -51,6 +54,9 @@ fn default_database_url() -> String {
 }
 fn default_secret_env() -> String {
     "TOLLGATE_INTERNAL_SECRET".into()
+}
+fn default_admin_env() -> String {
+    "TOLLGATE_ADMIN_TOKEN".into()
 }
 fn default_hold_ttl() -> u64 {
     600
@@ -75,7 +81,7 @@ pub struct PaywallSeed {
 }
 
 /// Limits per end user of one paywall. Every field is optional.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSeed {
     /// Prompt estimate plus maximum output of one request.
@@ -115,9 +121,11 @@ fn default_auth_scheme() -> String {
     "Bearer ".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSeed {
+    /// Required in the TOML; taken from the path in the admin API.
+    #[serde(default)]
     pub name: String,
     pub provider: String,
     #[serde(default)]
@@ -154,6 +162,9 @@ impl Config {
             }
         }
         for m in &cfg.models {
+            if m.name.is_empty() {
+                anyhow::bail!("every [[models]] entry needs a name");
+            }
             if !cfg.providers.iter().any(|p| p.id == m.provider) {
                 anyhow::bail!("model {}: unknown provider {:?}", m.name, m.provider);
             }

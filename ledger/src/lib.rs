@@ -2,6 +2,7 @@
 //! in a double-entry ledger (SQLite or PostgreSQL), and serves the public API
 //! and end-user pages.
 
+pub mod admin;
 pub mod book;
 pub mod calendar;
 pub mod catalog;
@@ -18,6 +19,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod limits;
 pub mod manual_charges;
+pub mod paywall_keys;
 pub mod pricing;
 pub mod server;
 pub mod settings;

@@ -38,6 +38,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         db: db.clone(),
         settings: Settings::from_server(&cfg.server),
         internal_secret: secret,
+        admin_token_hash: admin_token_hash(&cfg.server.admin_token_env)?,
     });
     tokio::spawn(sweep(db));
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await?;
@@ -47,6 +48,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await?;
     tracing::info!("tollgate-ledger stopped");
     Ok(())
+}
+
+/// The admin token from its environment variable (at least 24 characters),
+/// kept only as a digest; unset means the admin API is off.
+fn admin_token_hash(env: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(env) {
+        Ok(token) if token.len() >= 24 => Ok(Some(keys::sha256_hex(&token))),
+        Ok(_) => anyhow::bail!("{env} must be at least 24 characters"),
+        Err(_) => {
+            tracing::info!(env, "admin API disabled (no token)");
+            Ok(None)
+        }
+    }
 }
 
 /// Resolves expired holds and forgets old idempotency keys.

@@ -38,6 +38,7 @@ async fn send(
         db: db.clone(),
         settings: settings(),
         internal_secret: SECRET.into(),
+        admin_token_hash: None,
     }));
     let mut req = Request::builder()
         .method(method)

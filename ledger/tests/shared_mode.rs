@@ -63,6 +63,7 @@ async fn get(db: &Db, uri: &str, key: &str) -> (StatusCode, Value) {
         db: db.clone(),
         settings: settings(),
         internal_secret: "s".repeat(20),
+        admin_token_hash: None,
     }));
     let req = Request::builder()
         .uri(uri)

@@ -14,8 +14,12 @@ async fn verify_exits_nonzero_with_a_report_on_violations() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}/ledger.db", dir.display());
     let config = dir.join("ledger.toml");
-    std::fs::write(&config, "[server]\n").unwrap();
+    std::env::set_var("VERIFY_CLI_KEY", "tg_verify_cli_key_0123456789");
+    let toml = "[server]\n[[paywalls]]\nid = \"app\"\nkey_env = \"VERIFY_CLI_KEY\"\n";
+    std::fs::write(&config, toml).unwrap();
     let db = Db::connect(&url).await.unwrap();
+    let cfg = tollgate_ledger::config::Config::parse(toml).unwrap();
+    tollgate_ledger::catalog::seed(&db, &cfg).await.unwrap();
     tollgate_ledger::deposits::deposit(&db, "app", "u", 10, "test")
         .await
         .unwrap();

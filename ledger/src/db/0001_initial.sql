@@ -6,8 +6,17 @@ CREATE TABLE IF NOT EXISTS paywalls (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
     mode        TEXT NOT NULL,              -- isolated | shared
-    key_hash    TEXT NOT NULL UNIQUE,       -- sha256 of the paywall key, hex
     created_at  BIGINT NOT NULL
+);
+
+-- A paywall's API keys: only their SHA-256 is stored; a key is shown once.
+CREATE TABLE IF NOT EXISTS paywall_keys (
+    id          TEXT PRIMARY KEY,
+    paywall_id  TEXT NOT NULL REFERENCES paywalls(id),
+    key_hash    TEXT NOT NULL UNIQUE,
+    label       TEXT NOT NULL,              -- "config" for the key seeded from the TOML
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
 );
 
 CREATE TABLE IF NOT EXISTS providers (

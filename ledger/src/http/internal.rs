@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tollgate_protocol::{ApiError, AuthorizeRequest, SettleRequest, INTERNAL_SECRET_HEADER};
 
-use super::{api_error, ledger_failure, Shared};
+use super::{api_error, ledger_failure, parse_json, Shared};
 use crate::holds;
 use crate::keys::constant_time_eq;
 
@@ -27,20 +27,11 @@ fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        api_error(
-            StatusCode::BAD_REQUEST,
-            ApiError::invalid_request("invalid_json", format!("bad internal request: {e}")),
-        )
-    })
-}
-
 pub async fn authorize(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = check_secret(&state, &headers) {
         return r;
     }
-    let req: AuthorizeRequest = match parse(&body) {
+    let req: AuthorizeRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -54,7 +45,7 @@ pub async fn settle(State(state): State<Shared>, headers: HeaderMap, body: Bytes
     if let Err(r) = check_secret(&state, &headers) {
         return r;
     }
-    let req: SettleRequest = match parse(&body) {
+    let req: SettleRequest = match parse_json(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };

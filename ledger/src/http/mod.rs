@@ -6,6 +6,7 @@
 // control flow; the size of axum's Response in the Err arm is irrelevant here.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod idempotent;
 mod internal;
 mod movements;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use tollgate_protocol::{ApiError, AUTHORIZE_PATH, SETTLE_PATH};
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub db: Db,
     pub settings: Settings,
     pub internal_secret: String,
+    /// SHA-256 of the admin token; None disables the admin API.
+    pub admin_token_hash: Option<String>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -53,6 +56,22 @@ pub fn router(state: Shared) -> Router {
             "/pay/topup/{token}",
             get(pages::topup_page).post(pages::topup_pay),
         )
+        .route(
+            "/admin/v1/paywalls",
+            get(admin::list_paywalls).post(admin::create_paywall),
+        )
+        .route("/admin/v1/paywalls/{id}", patch(admin::update_paywall))
+        .route(
+            "/admin/v1/paywalls/{id}/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/admin/v1/paywalls/{id}/keys/{key_id}",
+            delete(admin::revoke_key),
+        )
+        .route("/admin/v1/paywalls/{id}/limits", put(admin::put_limits))
+        .route("/admin/v1/models/{name}", put(admin::put_model))
+        .route("/admin/v1/models/{name}/prices", get(admin::price_history))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             api_error(
@@ -103,6 +122,19 @@ pub fn ledger_failure(e: LedgerError) -> Response {
             )
         }
     }
+}
+
+/// Parses a JSON body, answering a bad one with an OpenAI-shaped 400.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ApiError::invalid_request(
+                "invalid_json",
+                format!("We could not parse the JSON body: {e}"),
+            ),
+        )
+    })
 }
 
 /// The paywall an app authenticates as with `Authorization: Bearer <paywall key>`.

@@ -1,0 +1,219 @@
+//! Admin API (`/admin/v1/…`) for operators, with its own bearer token
+//! (`TOLLGATE_ADMIN_TOKEN`, distinct from paywall keys). Never routed from the
+//! public listener. Keys are shown once, when created.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tollgate_protocol::ApiError;
+
+use super::{api_error, ledger_failure, parse_json, Shared};
+use crate::admin;
+use crate::config::{LimitsSeed, ModelSeed};
+use crate::keys::{constant_time_eq, sha256_hex};
+use crate::paywall_keys;
+
+fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = &state.admin_token_hash else {
+        return Err(api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", "The admin API is disabled."),
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(&sha256_hex(given), expected) {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            ApiError::authentication("Invalid admin token."),
+        ))
+    }
+}
+
+macro_rules! admin_only {
+    ($state:expr, $headers:expr) => {
+        if let Err(r) = check_admin(&$state, &$headers) {
+            return r;
+        }
+    };
+}
+
+pub async fn list_paywalls(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    admin_only!(state, headers);
+    match admin::list_paywalls(&state.db).await {
+        Ok(list) => Json(json!({"object": "list", "data": list})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPaywall {
+    id: String,
+    name: Option<String>,
+    mode: Option<String>,
+}
+
+pub async fn create_paywall(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let body: NewPaywall = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let name = body.name.clone().unwrap_or_else(|| body.id.clone());
+    let mode = body.mode.as_deref().unwrap_or("isolated");
+    match admin::create_paywall(&state.db, &body.id, &name, mode).await {
+        Ok((p, key)) => (
+            StatusCode::CREATED,
+            Json(json!({"object": "paywall", "id": p.id, "name": p.name, "mode": p.mode, "key": key})),
+        )
+            .into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaywallPatch {
+    name: Option<String>,
+    mode: Option<String>,
+}
+
+pub async fn update_paywall(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let body: PaywallPatch = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match admin::update_paywall(&state.db, &id, body.name.as_deref(), body.mode.as_deref()).await {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn list_keys(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    admin_only!(state, headers);
+    match paywall_keys::list(&state.db, &id).await {
+        Ok(keys) => Json(json!({"object": "list", "data": keys})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    label: Option<String>,
+}
+
+pub async fn create_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let body: NewKey = if raw.is_empty() {
+        NewKey::default()
+    } else {
+        match parse_json(&raw) {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    };
+    let label = body.label.unwrap_or_else(|| "admin".into());
+    match paywall_keys::create(&state.db, &id, &label).await {
+        Ok(key) => (StatusCode::CREATED, Json(key)).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn revoke_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Response {
+    admin_only!(state, headers);
+    match paywall_keys::revoke(&state.db, &id, &key_id).await {
+        Ok(true) => Json(json!({"id": key_id, "revoked": true})).into_response(),
+        Ok(false) => api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", "No such live key."),
+        ),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn put_limits(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let body: LimitsSeed = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match admin::set_limits(&state.db, &id, &body).await {
+        Ok(()) => Json(json!({"paywall": id, "limits": body})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn put_model(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let mut body: ModelSeed = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    body.name = name;
+    match admin::put_model(&state.db, &body).await {
+        Ok(price) => Json(json!({"model": body.name, "price": price})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn price_history(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    admin_only!(state, headers);
+    match admin::price_history(&state.db, &name).await {
+        Ok(list) if !list.is_empty() => {
+            Json(json!({"object": "list", "data": list})).into_response()
+        }
+        Ok(_) => api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("model_not_found", "No such model."),
+        ),
+        Err(e) => ledger_failure(e),
+    }
+}
