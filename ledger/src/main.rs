@@ -1,9 +1,12 @@
-//! `tollgate-ledger`: the Tollgate sidecar.
+//! `tollgate-ledger`: the Tollgate sidecar, its book checker and its operator CLI.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use tollgate_ledger::config::Config;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
+use tollgate_ledger::db::Db;
+use tollgate_ledger::{admin, paywall_keys};
 
 #[derive(Parser)]
 #[command(
@@ -15,19 +18,36 @@ struct Cli {
     command: Command,
 }
 
+/// Where the database is: the config's `server.database_url`, or an override.
+#[derive(Args)]
+struct Store {
+    /// TOML configuration (server settings and seed data).
+    #[arg(long, env = "TOLLGATE_LEDGER_CONFIG")]
+    config: PathBuf,
+    /// Overrides `server.database_url`.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl Store {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(&self.config)?;
+        if let Some(url) = &self.database_url {
+            cfg.server.database_url = url.clone();
+        }
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
     Serve {
-        /// TOML configuration (server settings and seed data).
-        #[arg(long, env = "TOLLGATE_LEDGER_CONFIG")]
-        config: PathBuf,
+        #[command(flatten)]
+        store: Store,
         /// Overrides `server.listen`.
         #[arg(long, env = "TOLLGATE_LEDGER_LISTEN")]
         listen: Option<String>,
-        /// Overrides `server.database_url`.
-        #[arg(long, env = "TOLLGATE_DATABASE_URL")]
-        database_url: Option<String>,
         /// Overrides `server.public_url`.
         #[arg(long, env = "TOLLGATE_PUBLIC_URL")]
         public_url: Option<String>,
@@ -37,63 +57,141 @@ enum Command {
     },
     /// Check every invariant of the books; prints a JSON report and exits 1 on any violation.
     Verify {
-        #[arg(long, env = "TOLLGATE_LEDGER_CONFIG")]
-        config: PathBuf,
-        /// Overrides `server.database_url`.
-        #[arg(long, env = "TOLLGATE_DATABASE_URL")]
-        database_url: Option<String>,
+        #[command(flatten)]
+        store: Store,
     },
+    /// Operator commands on the database (the same operations as the admin API).
+    Admin {
+        #[command(flatten)]
+        store: Store,
+        #[command(subcommand)]
+        op: AdminOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminOp {
+    /// List paywalls.
+    PaywallList,
+    /// Create a paywall; prints its first key (shown only this once).
+    PaywallCreate {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "isolated")]
+        mode: String,
+    },
+    /// Change a paywall's name or mode (isolated | shared).
+    PaywallSet {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        mode: Option<String>,
+    },
+    /// Create a key for a paywall; prints it (shown only this once).
+    KeyCreate {
+        paywall: String,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// List a paywall's keys (ids and labels, never the keys).
+    KeyList { paywall: String },
+    /// Revoke a key by id.
+    KeyRevoke { paywall: String, key_id: String },
+    /// Replace a paywall's limits, given as JSON (fields of `[paywalls.limits]`).
+    LimitsSet { paywall: String, json: String },
+    /// Create or update a model and its price, given as JSON (fields of `[[models]]`).
+    ModelPut { name: String, json: String },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
-            config,
+            store,
             listen,
-            database_url,
             public_url,
             log_json,
         } => {
             init_logs(log_json);
-            let mut cfg = Config::load(&config)?;
+            let mut cfg = store.config()?;
             if let Some(v) = listen {
                 cfg.server.listen = v;
-            }
-            if let Some(v) = database_url {
-                cfg.server.database_url = v;
             }
             if let Some(v) = public_url {
                 cfg.server.public_url = v;
             }
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(tollgate_ledger::server::run(cfg))
+            runtime(true)?.block_on(tollgate_ledger::server::run(cfg))
         }
-        Command::Verify {
-            config,
-            database_url,
-        } => verify(config, database_url),
+        Command::Verify { store } => verify(store),
+        Command::Admin { store, op } => {
+            init_logs(false);
+            let cfg = store.config()?;
+            let out = runtime(false)?.block_on(async {
+                let db = Db::connect(&cfg.server.database_url).await?;
+                run_admin(&db, op).await
+            })?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
     }
 }
 
-fn verify(config: PathBuf, database_url: Option<String>) -> anyhow::Result<()> {
-    let cfg = Config::load(&config)?;
-    let url = database_url.unwrap_or(cfg.server.database_url);
-    let report = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let db = tollgate_ledger::db::Db::connect(&url).await?;
-            // Open holds get one sweep interval of grace past their expiry.
-            let grace =
-                i64::try_from(tollgate_ledger::server::SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
-            Ok::<_, anyhow::Error>(
-                tollgate_ledger::verify::verify(&db, tollgate_ledger::keys::now_ms(), grace * 2)
-                    .await?,
-            )
-        })?;
+fn runtime(multi_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build()
+}
+
+async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
+    Ok(match op {
+        AdminOp::PaywallList => json!(admin::list_paywalls(db).await?),
+        AdminOp::PaywallCreate { id, name, mode } => {
+            let name = name.unwrap_or_else(|| id.clone());
+            let (p, key) = admin::create_paywall(db, &id, &name, &mode).await?;
+            json!({"id": p.id, "name": p.name, "mode": p.mode, "key": key})
+        }
+        AdminOp::PaywallSet { id, name, mode } => {
+            json!(admin::update_paywall(db, &id, name.as_deref(), mode.as_deref()).await?)
+        }
+        AdminOp::KeyCreate { paywall, label } => {
+            json!(paywall_keys::create(db, &paywall, &label).await?)
+        }
+        AdminOp::KeyList { paywall } => json!(paywall_keys::list(db, &paywall).await?),
+        AdminOp::KeyRevoke { paywall, key_id } => {
+            let revoked = paywall_keys::revoke(db, &paywall, &key_id).await?;
+            anyhow::ensure!(revoked, "no live key {key_id} on paywall {paywall}");
+            json!({"id": key_id, "revoked": true})
+        }
+        AdminOp::LimitsSet { paywall, json } => {
+            let limits: LimitsSeed = serde_json::from_str(&json)?;
+            admin::set_limits(db, &paywall, &limits).await?;
+            json!({"paywall": paywall, "limits": limits})
+        }
+        AdminOp::ModelPut { name, json } => {
+            let mut model: ModelSeed = serde_json::from_str(&json)?;
+            model.name = name;
+            json!({"model": model.name, "price": admin::put_model(db, &model).await?})
+        }
+    })
+}
+
+fn verify(store: Store) -> anyhow::Result<()> {
+    let cfg = store.config()?;
+    let report = runtime(false)?.block_on(async {
+        let db = Db::connect(&cfg.server.database_url).await?;
+        // Open holds get two sweep intervals of grace past their expiry.
+        let grace =
+            i64::try_from(tollgate_ledger::server::SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
+        Ok::<_, anyhow::Error>(
+            tollgate_ledger::verify::verify(&db, tollgate_ledger::keys::now_ms(), grace * 2)
+                .await?,
+        )
+    })?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if report.is_clean() {
         Ok(())
