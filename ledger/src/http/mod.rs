@@ -72,6 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/admin/v1/paywalls/{id}/limits", put(admin::put_limits))
         .route("/admin/v1/models/{name}", put(admin::put_model))
         .route("/admin/v1/models/{name}/prices", get(admin::price_history))
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             api_error(
@@ -80,6 +81,44 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .with_state(state)
+}
+
+/// The OpenAPI document of every API the sidecar serves (kept in the repo as
+/// `ledger/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Every (method, path) the router serves, for checking the OpenAPI document
+/// against the router; keep in step with [`router`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", AUTHORIZE_PATH),
+    ("post", SETTLE_PATH),
+    ("get", "/v1/models"),
+    ("get", "/v1/user/balance"),
+    ("post", "/v1/user/balance/deposit"),
+    ("post", "/v1/user/charge"),
+    ("get", "/v1/user/balance/topup"),
+    ("get", "/v1/user/ledger"),
+    ("get", "/v1/user/connect"),
+    ("get", "/v1/user/disconnect"),
+    ("get", "/pay/connect/{token}"),
+    ("post", "/pay/connect/{token}"),
+    ("get", "/pay/topup/{token}"),
+    ("post", "/pay/topup/{token}"),
+    ("get", "/admin/v1/paywalls"),
+    ("post", "/admin/v1/paywalls"),
+    ("patch", "/admin/v1/paywalls/{id}"),
+    ("get", "/admin/v1/paywalls/{id}/keys"),
+    ("post", "/admin/v1/paywalls/{id}/keys"),
+    ("delete", "/admin/v1/paywalls/{id}/keys/{key_id}"),
+    ("put", "/admin/v1/paywalls/{id}/limits"),
+    ("put", "/admin/v1/models/{name}"),
+    ("get", "/admin/v1/models/{name}/prices"),
+    ("get", "/openapi.json"),
+    ("get", "/healthz"),
+];
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
 /// An OpenAI-shaped error response.
