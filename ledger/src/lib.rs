@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod limits;
 pub mod manual_charges;
+pub mod payments;
 pub mod paywall_keys;
 pub mod pricing;
 pub mod server;

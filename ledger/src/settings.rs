@@ -1,12 +1,17 @@
 //! Runtime settings the money operations need, resolved once at start.
 
+use std::sync::Arc;
+
+use crate::payments::{DevProcessor, PaymentProcessor};
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Base URL of links shown to end users, without a trailing slash.
     pub public_url: String,
     pub hold_ttl_ms: i64,
     pub topup_link_ttl_ms: i64,
-    pub dev_payments: bool,
+    /// The processor behind the top-up page; None: top-up pages cannot take payments.
+    pub payments: Option<Arc<dyn PaymentProcessor>>,
 }
 
 impl Settings {
@@ -16,7 +21,9 @@ impl Settings {
             public_url: s.public_url.trim_end_matches('/').to_string(),
             hold_ttl_ms: ms(s.hold_ttl_secs),
             topup_link_ttl_ms: ms(s.topup_link_ttl_secs),
-            dev_payments: s.dev_payments,
+            payments: s
+                .dev_payments
+                .then(|| Arc::new(DevProcessor) as Arc<dyn PaymentProcessor>),
         }
     }
 }

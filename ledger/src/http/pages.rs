@@ -2,12 +2,14 @@
 //! unguessable, expiring, single-use token bound to one paywall and one user;
 //! a used, expired or unknown token shows an error and changes nothing.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Form;
-use serde::Deserialize;
-use tollgate_protocol::{format_micros, parse_amount};
+
+use tollgate_protocol::format_micros;
 
 use super::Shared;
 use crate::book;
@@ -68,17 +70,9 @@ pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) 
         Ok(WalletFor::NeedsConsent) => return not_connected(&holder.paywall_name),
         Err(_) => return unavailable(),
     };
-    let form = if state.settings.dev_payments {
-        format!(
-            "<p class=\"note\">Development payment processor: no real money moves. \
-             Confirming credits the amount immediately.</p>\
-             <form method=\"post\" action=\"/pay/topup/{token}\">\
-             <label>Amount <input name=\"amount\" value=\"10.00\" inputmode=\"decimal\" required></label> \
-             <button type=\"submit\">Add funds</button></form>",
-            token = escape(&token)
-        )
-    } else {
-        "<p>No payment processor is configured on this server.</p>".to_string()
+    let form = match &state.settings.payments {
+        Some(processor) => processor.checkout_html(&escape(&token)),
+        None => "<p>No payment processor is configured on this server.</p>".to_string(),
     };
     let body = format!(
         "<p>Add funds to your balance for <strong>{app}</strong>.</p>\
@@ -90,31 +84,26 @@ pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) 
     page(StatusCode::OK, "Top up your balance", &body)
 }
 
-#[derive(Deserialize)]
-pub struct PayForm {
-    amount: String,
-}
-
 pub async fn topup_pay(
     State(state): State<Shared>,
     Path(token): Path<String>,
-    Form(form): Form<PayForm>,
+    Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !state.settings.dev_payments {
+    let Some(processor) = &state.settings.payments else {
         return invalid_link();
-    }
-    let amount = match parse_amount(&form.amount) {
+    };
+    let amount = match processor.confirm(&form) {
         Ok(a) => a,
-        Err(e) => {
+        Err(message) => {
             let body = format!(
                 "<p>{}</p><p><a href=\"/pay/topup/{}\">Back</a></p>",
-                escape(&e.to_string()),
+                escape(&message),
                 escape(&token)
             );
-            return page(StatusCode::BAD_REQUEST, "Invalid amount", &body);
+            return page(StatusCode::BAD_REQUEST, "Payment not accepted", &body);
         }
     };
-    match deposits::redeem_link(&state.db, &token, amount, "dev_processor").await {
+    match deposits::redeem_link(&state.db, &token, amount, processor.name()).await {
         Ok(Some((holder, balance))) => {
             let body = format!(
                 "<p>{amt} was added for <code>{user}</code> on <strong>{app}</strong>.</p>\
