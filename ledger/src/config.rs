@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// How long a hold stays open before the sweeper resolves it.
     #[serde(default = "default_hold_ttl")]
     pub hold_ttl_secs: u64,
+    /// What an expired hold becomes: `void` (default), `charge_prompt` or `charge_held`.
+    #[serde(default)]
+    pub hold_expiry_policy: crate::holds::ExpiryPolicy,
     #[serde(default = "default_link_ttl")]
     pub topup_link_ttl_secs: u64,
     /// Enables the development payment processor on the top-up page.

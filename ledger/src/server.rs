@@ -40,7 +40,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         internal_secret: secret,
         admin_token_hash: admin_token_hash(&cfg.server.admin_token_env)?,
     });
-    tokio::spawn(sweep(db));
+    tokio::spawn(sweep(db, state.settings.hold_expiry));
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await?;
     tracing::info!(listen = %cfg.server.listen, backend = ?state.db.backend, "tollgate-ledger listening");
     axum::serve(listener, router(state))
@@ -64,12 +64,12 @@ fn admin_token_hash(env: &str) -> anyhow::Result<Option<String>> {
 }
 
 /// Resolves expired holds and forgets old idempotency keys.
-async fn sweep(db: Db) {
+async fn sweep(db: Db, policy: holds::ExpiryPolicy) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         every.tick().await;
         let now = keys::now_ms();
-        match holds::expire_holds(&db, now).await {
+        match holds::expire_holds(&db, now, policy).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired holds voided"),
             Err(e) => tracing::warn!(error = %e, "hold sweep failed"),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::holds::ExpiryPolicy;
 use crate::payments::{DevProcessor, PaymentProcessor};
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,7 @@ pub struct Settings {
     pub topup_link_ttl_ms: i64,
     /// The processor behind the top-up page; None: top-up pages cannot take payments.
     pub payments: Option<Arc<dyn PaymentProcessor>>,
+    pub hold_expiry: ExpiryPolicy,
 }
 
 impl Settings {
@@ -21,6 +23,7 @@ impl Settings {
             public_url: s.public_url.trim_end_matches('/').to_string(),
             hold_ttl_ms: ms(s.hold_ttl_secs),
             topup_link_ttl_ms: ms(s.topup_link_ttl_secs),
+            hold_expiry: s.hold_expiry_policy,
             payments: s
                 .dev_payments
                 .then(|| Arc::new(DevProcessor) as Arc<dyn PaymentProcessor>),

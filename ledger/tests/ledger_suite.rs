@@ -40,6 +40,7 @@ backend_tests!(
     holds_cover_every_choice,
     verify_reports_tampering,
     concurrent_uneven_holds_never_overspend,
+    expiry_policies_charge_nothing_the_prompt_or_the_hold,
     free_requests_post_zero_and_verify_clean,
 );
 
@@ -611,8 +612,18 @@ async fn expired_holds_are_voided(db: &Db) {
         .unwrap();
     let (hold, _) = hold_for(db, "u", "req-6", 100, 50).await;
     let now = tollgate_ledger::keys::now_ms();
-    assert_eq!(holds::expire_holds(db, now).await.unwrap(), 0);
-    assert_eq!(holds::expire_holds(db, now + 600_001).await.unwrap(), 1);
+    assert_eq!(
+        holds::expire_holds(db, now, holds::ExpiryPolicy::Void)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        holds::expire_holds(db, now + 600_001, holds::ExpiryPolicy::Void)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(balance(db, "u").await.held, 0);
     // A settlement arriving after expiry moves nothing.
     let late = holds::settle(
@@ -683,4 +694,47 @@ async fn paywalls_do_not_share_wallets(db: &Db) {
         .await
         .unwrap();
     assert!(matches!(r, AuthorizeResponse::Action { .. }));
+}
+
+async fn expiry_policies_charge_nothing_the_prompt_or_the_hold(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    // 100 prompt × 2.00 + 50 out × 8.00 per M: held 600; prompt alone 200.
+    for (policy, expected) in [
+        (holds::ExpiryPolicy::Void, None),
+        (holds::ExpiryPolicy::ChargePrompt, Some(200)),
+        (holds::ExpiryPolicy::ChargeHeld, Some(600)),
+    ] {
+        let rid = format!("{policy:?}");
+        let (hold, _) = hold_for(db, "u", &rid, 100, 50).await;
+        let later = tollgate_ledger::keys::now_ms() + 600_001;
+        assert_eq!(holds::expire_holds(db, later, policy).await.unwrap(), 1);
+        let charge =
+            sqlx::query("SELECT amount, usage_source, outcome FROM charges WHERE hold_id = $1")
+                .bind(&hold)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap();
+        let got = charge.as_ref().map(|r| r.get::<i64, _>("amount"));
+        assert_eq!(got, expected, "{policy:?}");
+        if let Some(r) = charge {
+            assert_eq!(
+                (
+                    r.get::<String, _>("usage_source"),
+                    r.get::<String, _>("outcome")
+                ),
+                ("estimate".into(), "expired".into())
+            );
+        }
+        // A late settlement moves nothing.
+        let late = holds::settle(
+            db,
+            &settle_req(&hold, &rid, 100, 10, SettleOutcome::Completed),
+        )
+        .await
+        .unwrap();
+        assert!(late.replayed);
+    }
+    assert_eq!(balance(db, "u").await.posted, 1_000_000 - 800);
 }

@@ -7,7 +7,7 @@ mod authorize;
 mod settle;
 
 pub use authorize::authorize;
-pub use settle::{expire_holds, settle};
+pub use settle::{expire_holds, settle, ExpiryPolicy};
 
 use sqlx::Row;
 
@@ -27,6 +27,8 @@ struct HoldRow {
     model: String,
     provider_id: String,
     amount: i64,
+    prompt_tokens_est: u32,
+    max_output_tokens: u32,
     price_rule_id: String,
     state: String,
     transfer_id: String,
@@ -36,6 +38,7 @@ struct HoldRow {
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
     let row = sqlx::query(
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
+                prompt_tokens_est, max_output_tokens,
                 price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window
          FROM holds WHERE id = $1",
     )
@@ -52,6 +55,8 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
         model: r.get("model"),
         provider_id: r.get("provider_id"),
         amount: r.get("amount"),
+        prompt_tokens_est: u32::try_from(r.get::<i64, _>("prompt_tokens_est")).unwrap_or(u32::MAX),
+        max_output_tokens: u32::try_from(r.get::<i64, _>("max_output_tokens")).unwrap_or(u32::MAX),
         price_rule_id: r.get("price_rule_id"),
         state: r.get("state"),
         transfer_id: r.get("transfer_id"),

@@ -1,9 +1,13 @@
 //! Settle: post what a request cost (never more than its hold) or void it,
-//! exactly once per hold; and the sweeper that resolves expired holds.
+//! exactly once per hold; and the sweeper that resolves expired holds by the
+//! configured policy.
 
+use serde::Deserialize;
 use serde_json::json;
 use sqlx::Row;
-use tollgate_protocol::{format_micros, SettleOutcome, SettleRequest, SettleResponse, UsageSource};
+use tollgate_protocol::{
+    format_micros, SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource,
+};
 
 use super::{claim, load_hold, resolve, HoldRow};
 use crate::book::{self, Resolution, Tx};
@@ -50,17 +54,12 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
         tx.commit().await?;
         return Ok(response);
     }
-    let u = req.usage;
     if void {
-        resolve(&mut tx, &hold, Resolution::Void, 0, None).await?;
-        let payload = json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status});
-        events::record(
+        void_claimed(
             &mut tx,
-            events::REQUEST_FAILED,
-            Some(&req.request_id),
-            &hold.paywall_id,
-            &hold.user_id,
-            payload,
+            &hold,
+            None,
+            json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status}),
         )
         .await?;
         tx.commit().await?;
@@ -72,49 +71,17 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
             replayed: false,
         });
     }
-    let rule = catalog::price_rule(&mut tx, &hold.price_rule_id).await?;
-    let cost = rule.cost(
-        u64::from(u.prompt_tokens),
-        u64::from(u.cached_prompt_tokens),
-        u64::from(u.completion_tokens),
-    );
-    // Never post more than was reserved; the difference is recorded, not charged.
-    let amount = cost.min(hold.amount);
-    let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
-    let transfer_id = resolve(&mut tx, &hold, Resolution::Post(amount), used_tokens, None).await?;
-    let charge_id = new_id("ch");
     let source = match req.usage_source {
         UsageSource::Provider => "provider",
         UsageSource::Local => "local",
     };
-    sqlx::query(
-        "INSERT INTO charges (id, hold_id, request_id, paywall_id, user_id, model, provider_id, prompt_tokens,
-            cached_prompt_tokens, completion_tokens, local_completion_tokens, usage_source, outcome, price_rule_id,
-            price_version, cost, amount, transfer_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-    )
-    .bind(&charge_id)
-    .bind(&req.hold_id)
-    .bind(&req.request_id)
-    .bind(&hold.paywall_id)
-    .bind(&hold.user_id)
-    .bind(&hold.model)
-    .bind(&hold.provider_id)
-    .bind(i64::from(u.prompt_tokens))
-    .bind(i64::from(u.cached_prompt_tokens))
-    .bind(i64::from(u.completion_tokens))
-    .bind(req.local_completion_tokens.map(i64::from))
-    .bind(source)
-    .bind(req.outcome.as_str())
-    .bind(&rule.id)
-    .bind(rule.version)
-    .bind(cost)
-    .bind(amount)
-    .bind(&transfer_id)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    record_charge_events(&mut tx, &hold, req, &charge_id, cost, amount, source).await?;
+    let used = Used {
+        usage: req.usage,
+        source,
+        outcome: req.outcome.as_str(),
+        local_completion: req.local_completion_tokens,
+    };
+    let (charge_id, amount) = post_claimed(&mut tx, &hold, &used).await?;
     faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
     tx.commit().await?;
     faults::pause(faults::SETTLE_AFTER_COMMIT).await;
@@ -128,21 +95,94 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
     })
 }
 
+/// What a claimed hold is charged for.
+struct Used<'a> {
+    usage: Usage,
+    /// `provider`, `local` (the filter's count) or `estimate` (expiry policy).
+    source: &'a str,
+    outcome: &'a str,
+    local_completion: Option<u32>,
+}
+
+/// Posts the charge of a claimed hold (at most the hold) with its charge row
+/// and events. Returns the charge id and the amount posted.
+async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerResult<(String, i64)> {
+    let u = used.usage;
+    let rule = catalog::price_rule(tx, &hold.price_rule_id).await?;
+    let cost = rule.cost(
+        u64::from(u.prompt_tokens),
+        u64::from(u.cached_prompt_tokens),
+        u64::from(u.completion_tokens),
+    );
+    // Never post more than was reserved; the difference is recorded, not charged.
+    let amount = cost.min(hold.amount);
+    let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
+    let memo = (used.source == "estimate").then_some("expired");
+    let transfer_id = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo).await?;
+    let charge_id = new_id("ch");
+    sqlx::query(
+        "INSERT INTO charges (id, hold_id, request_id, paywall_id, user_id, model, provider_id, prompt_tokens,
+            cached_prompt_tokens, completion_tokens, local_completion_tokens, usage_source, outcome, price_rule_id,
+            price_version, cost, amount, transfer_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+    )
+    .bind(&charge_id)
+    .bind(&hold.id)
+    .bind(&hold.request_id)
+    .bind(&hold.paywall_id)
+    .bind(&hold.user_id)
+    .bind(&hold.model)
+    .bind(&hold.provider_id)
+    .bind(i64::from(u.prompt_tokens))
+    .bind(i64::from(u.cached_prompt_tokens))
+    .bind(i64::from(u.completion_tokens))
+    .bind(used.local_completion.map(i64::from))
+    .bind(used.source)
+    .bind(used.outcome)
+    .bind(&rule.id)
+    .bind(rule.version)
+    .bind(cost)
+    .bind(amount)
+    .bind(&transfer_id)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    record_charge_events(tx, hold, used, &charge_id, cost, amount).await?;
+    Ok((charge_id, amount))
+}
+
+async fn void_claimed(
+    tx: &mut Tx,
+    hold: &HoldRow,
+    memo: Option<&str>,
+    payload: serde_json::Value,
+) -> LedgerResult<()> {
+    resolve(tx, hold, Resolution::Void, 0, memo).await?;
+    events::record(
+        tx,
+        events::REQUEST_FAILED,
+        Some(&hold.request_id),
+        &hold.paywall_id,
+        &hold.user_id,
+        payload,
+    )
+    .await
+}
+
 async fn record_charge_events(
     tx: &mut Tx,
     hold: &HoldRow,
-    req: &SettleRequest,
+    used: &Used<'_>,
     charge_id: &str,
     cost: i64,
     amount: i64,
-    source: &str,
 ) -> LedgerResult<()> {
-    let rid = Some(req.request_id.as_str());
+    let rid = Some(hold.request_id.as_str());
     let (pw, user) = (hold.paywall_id.as_str(), hold.user_id.as_str());
     let payload = json!({
-        "charge_id": charge_id, "hold_id": req.hold_id, "model": hold.model,
-        "amount": format_micros(amount), "usage_source": source,
-        "prompt_tokens": req.usage.prompt_tokens, "completion_tokens": req.usage.completion_tokens,
+        "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
+        "amount": format_micros(amount), "usage_source": used.source,
+        "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
     });
     events::record(tx, events::CHARGE_CREATED, rid, pw, user, payload).await?;
     if cost > amount {
@@ -155,7 +195,7 @@ async fn record_charge_events(
         rid,
         pw,
         user,
-        json!({"outcome": req.outcome.as_str()}),
+        json!({"outcome": used.outcome}),
     )
     .await?;
     // Depleted: another request like this one would no longer fit.
@@ -167,10 +207,23 @@ async fn record_charge_events(
     Ok(())
 }
 
-/// Resolves holds past their TTL. Policy: an expired hold is voided (the user
-/// is not charged for a request whose settlement never arrived); a settlement
-/// that arrives later finds the hold resolved and moves nothing.
-pub async fn expire_holds(db: &Db, now: i64) -> LedgerResult<usize> {
+/// What happens to a hold whose settlement never arrived before its TTL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryPolicy {
+    /// Release everything: the user is not charged (the operator carries the risk).
+    #[default]
+    Void,
+    /// Charge the prompt estimate (the provider most likely ran the prompt) and
+    /// release the rest; the charge is marked `estimate`.
+    ChargePrompt,
+    /// Charge the whole hold (the most the request could have cost).
+    ChargeHeld,
+}
+
+/// Resolves holds past their TTL by `policy`. A settlement that arrives
+/// later finds the hold resolved and moves nothing.
+pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResult<usize> {
     let ids: Vec<String> =
         sqlx::query("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1 LIMIT 500")
             .bind(now)
@@ -185,20 +238,43 @@ pub async fn expire_holds(db: &Db, now: i64) -> LedgerResult<usize> {
         let Some(hold) = load_hold(&mut tx, &id).await? else {
             continue;
         };
-        if !claim(&mut tx, &id, "voided").await? {
+        let new_state = if policy == ExpiryPolicy::Void {
+            "voided"
+        } else {
+            "posted"
+        };
+        if !claim(&mut tx, &id, new_state).await? {
             continue;
         }
-        resolve(&mut tx, &hold, Resolution::Void, 0, Some("expired")).await?;
-        let payload = json!({"hold_id": id, "reason": "expired"});
-        events::record(
-            &mut tx,
-            events::REQUEST_FAILED,
-            Some(&hold.request_id),
-            &hold.paywall_id,
-            &hold.user_id,
-            payload,
-        )
-        .await?;
+        let completion = match policy {
+            ExpiryPolicy::ChargeHeld => hold.max_output_tokens,
+            _ => 0,
+        };
+        let usage = Usage {
+            prompt_tokens: hold.prompt_tokens_est,
+            completion_tokens: completion,
+            cached_prompt_tokens: 0,
+        };
+        match policy {
+            ExpiryPolicy::Void => {
+                void_claimed(
+                    &mut tx,
+                    &hold,
+                    Some("expired"),
+                    json!({"hold_id": id, "reason": "expired"}),
+                )
+                .await?
+            }
+            ExpiryPolicy::ChargePrompt | ExpiryPolicy::ChargeHeld => {
+                let used = Used {
+                    usage,
+                    source: "estimate",
+                    outcome: "expired",
+                    local_completion: None,
+                };
+                post_claimed(&mut tx, &hold, &used).await?;
+            }
+        }
         tx.commit().await?;
         expired += 1;
     }

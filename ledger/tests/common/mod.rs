@@ -65,6 +65,7 @@ pub fn settings() -> Settings {
         public_url: "http://pay.test".into(),
         hold_ttl_ms: 600_000,
         topup_link_ttl_ms: 3_600_000,
+        hold_expiry: tollgate_ledger::holds::ExpiryPolicy::Void,
         payments: Some(std::sync::Arc::new(tollgate_ledger::payments::DevProcessor)),
     }
 }
