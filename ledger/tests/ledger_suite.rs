@@ -41,6 +41,7 @@ backend_tests!(
     verify_reports_tampering,
     concurrent_uneven_holds_never_overspend,
     expiry_policies_charge_nothing_the_prompt_or_the_hold,
+    a_settlement_batch_commits_once_and_replays_like_single_settles,
     free_requests_post_zero_and_verify_clean,
 );
 
@@ -737,4 +738,35 @@ async fn expiry_policies_charge_nothing_the_prompt_or_the_hold(db: &Db) {
         assert!(late.replayed);
     }
     assert_eq!(balance(db, "u").await.posted, 1_000_000 - 800);
+}
+
+async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let mut reqs = Vec::new();
+    for i in 0..5 {
+        let rid = format!("batch-{i}");
+        let (hold, _) = hold_for(db, "u", &rid, 100, 50).await;
+        reqs.push(settle_req(&hold, &rid, 90, 20, SettleOutcome::Completed));
+    }
+    reqs.push(settle_req(
+        "hold_unknown",
+        "x",
+        1,
+        1,
+        SettleOutcome::Completed,
+    ));
+    let first = holds::settle_batch(db, &reqs).await.unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .filter(|r| matches!(r, Ok(s) if !s.replayed && s.amount_micros == 340))
+            .count(),
+        5
+    );
+    assert!(first[5].as_ref().is_err_and(|e| e.contains("no hold")));
+    let again = holds::settle_batch(db, &reqs[..5]).await.unwrap();
+    assert!(again.iter().all(|r| matches!(r, Ok(s) if s.replayed)));
+    assert_eq!(balance(db, "u").await.posted, 1_000_000 - 5 * 340);
 }

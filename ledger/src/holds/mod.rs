@@ -7,7 +7,7 @@ mod authorize;
 mod settle;
 
 pub use authorize::authorize;
-pub use settle::{expire_holds, settle, ExpiryPolicy};
+pub use settle::{expire_holds, settle, settle_batch, ExpiryPolicy};
 
 use sqlx::Row;
 

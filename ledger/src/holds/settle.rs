@@ -34,7 +34,43 @@ async fn replay(tx: &mut Tx, hold_id: &str, state: String) -> LedgerResult<Settl
 
 pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse> {
     let mut tx = db.pool.begin().await?;
-    let Some(hold) = load_hold(&mut tx, &req.hold_id).await? else {
+    let response = settle_in(&mut tx, req).await?;
+    faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
+    tx.commit().await?;
+    faults::pause(faults::SETTLE_AFTER_COMMIT).await;
+    if let Some(charge) = &response.charge_id {
+        tracing::info!(request_id = %req.request_id, hold = %req.hold_id, charge = %charge,
+                       amount = response.amount_micros, replayed = response.replayed, "settled");
+    }
+    Ok(response)
+}
+
+/// Settles many holds in one transaction (group commit: one durable write for
+/// the batch). Per-item refusals (unknown hold, wrong request) are reported in
+/// place; a database error aborts the whole batch, which can then be retried.
+pub async fn settle_batch(
+    db: &Db,
+    reqs: &[SettleRequest],
+) -> LedgerResult<Vec<Result<SettleResponse, String>>> {
+    let mut tx = db.pool.begin().await?;
+    let mut out = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        match settle_in(&mut tx, req).await {
+            Ok(r) => out.push(Ok(r)),
+            Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => {
+                out.push(Err(e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// One settlement inside the caller's transaction. Refusals return before
+/// anything is written.
+async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleResponse> {
+    let Some(hold) = load_hold(tx, &req.hold_id).await? else {
         return Err(LedgerError::NotFound(format!("no hold {}", req.hold_id)));
     };
     if hold.request_id != req.request_id {
@@ -45,24 +81,21 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
     }
     let void = req.outcome == SettleOutcome::UpstreamFailed;
     let new_state = if void { "voided" } else { "posted" };
-    if !claim(&mut tx, &req.hold_id, new_state).await? {
-        let current = load_hold(&mut tx, &req.hold_id)
+    if !claim(tx, &req.hold_id, new_state).await? {
+        let current = load_hold(tx, &req.hold_id)
             .await?
             .map(|h| h.state)
             .unwrap_or(hold.state);
-        let response = replay(&mut tx, &req.hold_id, current).await?;
-        tx.commit().await?;
-        return Ok(response);
+        return replay(tx, &req.hold_id, current).await;
     }
     if void {
         void_claimed(
-            &mut tx,
+            tx,
             &hold,
             None,
             json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status}),
         )
         .await?;
-        tx.commit().await?;
         return Ok(SettleResponse {
             hold_id: req.hold_id.clone(),
             state: new_state.into(),
@@ -81,11 +114,7 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
         outcome: req.outcome.as_str(),
         local_completion: req.local_completion_tokens,
     };
-    let (charge_id, amount) = post_claimed(&mut tx, &hold, &used).await?;
-    faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
-    tx.commit().await?;
-    faults::pause(faults::SETTLE_AFTER_COMMIT).await;
-    tracing::info!(request_id = %req.request_id, hold = %req.hold_id, charge = %charge_id, amount, "charge posted");
+    let (charge_id, amount) = post_claimed(tx, &hold, &used).await?;
     Ok(SettleResponse {
         hold_id: req.hold_id.clone(),
         state: new_state.into(),
