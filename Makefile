@@ -38,6 +38,7 @@ run: build
 test: lint test-rust test-e2e
 
 test-rust: build
+	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || echo "NOTE: PostgreSQL is not reachable on 127.0.0.1:5432: the ledger's PostgreSQL tests will be skipped (TOLLGATE_REQUIRE_POSTGRES=1 turns that into a failure)."
 	$(CARGO) test --workspace
 
 test-e2e: build

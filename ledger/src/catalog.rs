@@ -71,7 +71,65 @@ fn price_from_row(r: &sqlx::any::AnyRow) -> PriceRule {
 }
 
 /// The route and current price of a model, or None if the model is not sold.
+/// An exact entry wins; otherwise the most specific glob entry (`gpt-4o*`,
+/// `*-mini`, `?`), i.e. the one with the most literal characters.
 pub async fn model_route(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
+    if let Some(route) = model_route_exact(db, model).await? {
+        return Ok(Some(route));
+    }
+    let patterns: Vec<String> =
+        sqlx::query("SELECT name FROM models WHERE name LIKE '%*%' OR name LIKE '%?%'")
+            .fetch_all(&db.pool)
+            .await?
+            .iter()
+            .map(|r| r.get("name"))
+            .collect();
+    let best = patterns
+        .into_iter()
+        .filter(|p| glob_matches(p, model))
+        .max_by_key(|p| {
+            (
+                p.chars().filter(|c| *c != '*' && *c != '?').count(),
+                std::cmp::Reverse(p.clone()),
+            )
+        });
+    let Some(pattern) = best else { return Ok(None) };
+    // The charge names the model asked for; the price rule names the pattern.
+    Ok(model_route_exact(db, &pattern).await?.map(|r| ModelRoute {
+        model: model.to_string(),
+        ..r
+    }))
+}
+
+/// `*` matches any run of characters, `?` any one character.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some(pi);
+                mark = ti;
+                pi += 1;
+            }
+            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    pi = s + 1;
+                    mark += 1;
+                    ti = mark;
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
     let sql = format!(
         "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens,
                 pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, {PRICE_COLUMNS}
@@ -118,6 +176,24 @@ pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule
         .iter()
         .map(|r| (r.get("name"), r.get("provider_id"), price_from_row(r)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_matches("gpt-4o*", "gpt-4o"));
+        assert!(glob_matches("*-mini", "gpt-4o-mini"));
+        assert!(glob_matches("gpt-?o", "gpt-4o"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("gpt-4o*", "gpt-4"));
+        assert!(!glob_matches("gpt-?o", "gpt-40o"));
+        assert!(!glob_matches("a*b", "acbd"));
+    }
 }
 
 fn price(field: &str, model: &str, value: Option<&str>) -> anyhow::Result<i64> {

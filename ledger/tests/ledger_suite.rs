@@ -42,6 +42,7 @@ backend_tests!(
     concurrent_uneven_holds_never_overspend,
     expiry_policies_charge_nothing_the_prompt_or_the_hold,
     a_settlement_batch_commits_once_and_replays_like_single_settles,
+    glob_prices_cover_model_families_and_exact_names_win,
     free_requests_post_zero_and_verify_clean,
 );
 
@@ -769,4 +770,61 @@ async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db
     let again = holds::settle_batch(db, &reqs[..5]).await.unwrap();
     assert!(again.iter().all(|r| matches!(r, Ok(s) if s.replayed)));
     assert_eq!(balance(db, "u").await.posted, 1_000_000 - 5 * 340);
+}
+
+async fn glob_prices_cover_model_families_and_exact_names_win(db: &Db) {
+    let mut cfg = config("8.00");
+    let family = |name: &str, out: &str| tollgate_ledger::config::ModelSeed {
+        name: name.into(),
+        provider: "mock".into(),
+        upstream_model: None,
+        default_max_output_tokens: 100,
+        input_per_m: "1.00".into(),
+        cached_input_per_m: None,
+        output_per_m: out.into(),
+        markup_bps: 0,
+        min_charge: None,
+    };
+    cfg.models.push(family("fam-*", "3.00"));
+    cfg.models.push(family("fam-large-*", "30.00"));
+    catalog::seed(db, &cfg).await.unwrap();
+    let small = catalog::model_route(db, "fam-small-2025")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (small.model.as_str(), small.price.id.as_str()),
+        ("fam-small-2025", "fam-*@v1")
+    );
+    let large = catalog::model_route(db, "fam-large-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(large.price.id, "fam-large-*@v1");
+    assert!(catalog::model_route(db, "other").await.unwrap().is_none());
+    // The charge names the model asked for and the rule (pattern and version) that priced it.
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let mut a = ask("u", "glob-1", 10, Some(10));
+    a.model = "fam-small-2025".into();
+    let AuthorizeResponse::Allow { hold_id, .. } =
+        holds::authorize(db, &settings(), &a).await.unwrap()
+    else {
+        panic!("expected allow")
+    };
+    holds::settle(
+        db,
+        &settle_req(&hold_id, "glob-1", 10, 10, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
+    let row = sqlx::query("SELECT model, price_rule_id, amount FROM charges WHERE hold_id = $1")
+        .bind(&hold_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("model"), "fam-small-2025");
+    assert_eq!(row.get::<String, _>("price_rule_id"), "fam-*@v1");
+    assert_eq!(row.get::<i64, _>("amount"), 40); // 10 × 1.00 + 10 × 3.00 per M, rounded up
 }
