@@ -178,24 +178,6 @@ pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule
         .collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::glob_matches;
-
-    #[test]
-    fn globs() {
-        assert!(glob_matches("gpt-4o*", "gpt-4o-mini"));
-        assert!(glob_matches("gpt-4o*", "gpt-4o"));
-        assert!(glob_matches("*-mini", "gpt-4o-mini"));
-        assert!(glob_matches("gpt-?o", "gpt-4o"));
-        assert!(glob_matches("*", ""));
-        assert!(glob_matches("a*b*c", "aXXbYYc"));
-        assert!(!glob_matches("gpt-4o*", "gpt-4"));
-        assert!(!glob_matches("gpt-?o", "gpt-40o"));
-        assert!(!glob_matches("a*b", "acbd"));
-    }
-}
-
 fn price(field: &str, model: &str, value: Option<&str>) -> anyhow::Result<i64> {
     parse_decimal(value.unwrap_or("0")).map_err(|e| anyhow::anyhow!("model {model}: {field}: {e}"))
 }
@@ -366,4 +348,22 @@ async fn upsert_price(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_matches("gpt-4o*", "gpt-4o"));
+        assert!(glob_matches("*-mini", "gpt-4o-mini"));
+        assert!(glob_matches("gpt-?o", "gpt-4o"));
+        assert!(glob_matches("*", ""));
+        assert!(glob_matches("a*b*c", "aXXbYYc"));
+        assert!(!glob_matches("gpt-4o*", "gpt-4"));
+        assert!(!glob_matches("gpt-?o", "gpt-40o"));
+        assert!(!glob_matches("a*b", "acbd"));
+    }
 }
