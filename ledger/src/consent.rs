@@ -10,85 +10,42 @@ use crate::book::Tx;
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::events;
-use crate::keys::{new_token, now_ms, sha256_hex};
+use crate::keys::now_ms;
+use crate::links::{self, Link, LinkHolder, Purpose};
 use crate::settings::Settings;
 
-pub struct ConsentLink {
-    pub url: String,
-    pub expires_at: i64,
-}
-
+/// An authorization link for the user (see [`crate::links`]).
 pub async fn create_link(
     tx: &mut Tx,
     settings: &Settings,
     paywall_id: &str,
     user_id: &str,
-) -> LedgerResult<ConsentLink> {
-    let token = new_token();
-    let now = now_ms();
-    let expires_at = now.saturating_add(settings.topup_link_ttl_ms);
-    sqlx::query("INSERT INTO consent_links (token_hash, paywall_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(sha256_hex(&token))
-        .bind(paywall_id)
-        .bind(user_id)
-        .bind(expires_at)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+) -> LedgerResult<Link> {
+    let link = links::create(tx, settings, Purpose::Consent, paywall_id, user_id).await?;
     events::record(
         tx,
         events::AUTHORIZATION_REQUESTED,
         None,
         paywall_id,
         user_id,
-        json!({"expires_at": expires_at}),
+        json!({"expires_at": link.expires_at}),
     )
     .await?;
-    Ok(ConsentLink {
-        url: format!("{}/pay/connect/{token}", settings.public_url),
-        expires_at,
-    })
+    Ok(link)
 }
 
-/// Who an authorization link is for, if it is valid.
-#[derive(Debug, Clone)]
-pub struct ConsentHolder {
-    pub paywall_id: String,
-    pub paywall_name: String,
-    pub user_id: String,
-}
-
-pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<ConsentHolder>> {
-    let row = sqlx::query(
-        "SELECT l.paywall_id, l.user_id, p.name FROM consent_links l JOIN paywalls p ON p.id = l.paywall_id
-         WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2",
-    )
-    .bind(sha256_hex(token))
-    .bind(now_ms())
-    .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.map(|r| ConsentHolder {
-        paywall_id: r.get("paywall_id"),
-        paywall_name: r.get("name"),
-        user_id: r.get("user_id"),
-    }))
+pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
+    links::open(db, Purpose::Consent, token).await
 }
 
 /// The user confirmed: the link is spent and the paywall connected, in one transaction.
-pub async fn accept(db: &Db, token: &str) -> LedgerResult<Option<ConsentHolder>> {
+pub async fn accept(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
     let Some(holder) = open_link(db, token).await? else {
         return Ok(None);
     };
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
-    let claimed = sqlx::query(
-        "UPDATE consent_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-    )
-    .bind(now)
-    .bind(sha256_hex(token))
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() != 1 {
+    if !links::claim(&mut tx, Purpose::Consent, token).await? {
         return Ok(None);
     }
     sqlx::query(

@@ -10,7 +10,7 @@ use crate::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::events;
-use crate::keys::{new_token, now_ms, sha256_hex};
+use crate::links::{self, Link, LinkHolder, Purpose};
 use crate::settings::Settings;
 use crate::wallets;
 
@@ -57,74 +57,32 @@ async fn credit_wallet(
     book::balance_in(tx, &wallet).await
 }
 
-pub struct TopupLink {
-    pub url: String,
-    pub expires_at: i64,
-}
-
-/// A single-use, expiring link bound to one paywall and one user. Only the
-/// token's hash is stored.
+/// A top-up link for the user (see [`crate::links`]).
 pub async fn create_topup_link(
     tx: &mut Tx,
     settings: &Settings,
     paywall_id: &str,
     user_id: &str,
-) -> LedgerResult<TopupLink> {
-    let token = new_token();
-    let now = now_ms();
-    let expires_at = now.saturating_add(settings.topup_link_ttl_ms);
-    sqlx::query(
-        "INSERT INTO topup_links (token_hash, paywall_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(sha256_hex(&token))
-    .bind(paywall_id)
-    .bind(user_id)
-    .bind(expires_at)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    let payload = json!({"expires_at": expires_at});
+) -> LedgerResult<Link> {
+    let link = links::create(tx, settings, Purpose::Topup, paywall_id, user_id).await?;
     events::record(
         tx,
         events::TOPUP_LINK_CREATED,
         None,
         paywall_id,
         user_id,
-        payload,
+        json!({"expires_at": link.expires_at}),
     )
     .await?;
-    Ok(TopupLink {
-        url: format!("{}/pay/topup/{token}", settings.public_url),
-        expires_at,
-    })
-}
-
-/// Who a top-up link is for, if it is valid (known, unexpired, unused).
-#[derive(Debug, Clone)]
-pub struct LinkHolder {
-    pub paywall_id: String,
-    pub paywall_name: String,
-    pub user_id: String,
+    Ok(link)
 }
 
 pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
-    let row = sqlx::query(
-        "SELECT l.paywall_id, l.user_id, p.name FROM topup_links l JOIN paywalls p ON p.id = l.paywall_id
-         WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2",
-    )
-    .bind(sha256_hex(token))
-    .bind(now_ms())
-    .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.map(|r| LinkHolder {
-        paywall_id: r.get("paywall_id"),
-        paywall_name: r.get("name"),
-        user_id: r.get("user_id"),
-    }))
+    links::open(db, Purpose::Topup, token).await
 }
 
-/// Pays through a link: marks it used and credits the wallet in one
-/// transaction, so a link can never pay twice.
+/// Pays through a link: spends it and credits the wallet in one transaction,
+/// so a link can never pay twice.
 pub async fn redeem_link(
     db: &Db,
     token: &str,
@@ -135,14 +93,7 @@ pub async fn redeem_link(
         return Ok(None);
     };
     let mut tx = db.pool.begin().await?;
-    let claimed = sqlx::query(
-        "UPDATE topup_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-    )
-    .bind(now_ms())
-    .bind(sha256_hex(token))
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() != 1 {
+    if !links::claim(&mut tx, Purpose::Topup, token).await? {
         return Ok(None);
     }
     let balance = credit_wallet(&mut tx, &holder.paywall_id, &holder.user_id, amount, memo).await?;

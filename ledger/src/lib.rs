@@ -18,6 +18,7 @@ pub mod http;
 pub mod idempotency;
 pub mod keys;
 pub mod limits;
+pub mod links;
 pub mod manual_charges;
 pub mod payments;
 pub mod paywall_keys;

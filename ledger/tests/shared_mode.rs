@@ -188,6 +188,14 @@ async fn consent_is_per_paywall_and_revocable(db: &Db) {
 async fn consent_links_work_once_and_only_as_issued(db: &Db) {
     let token = consent_token(&decide(db, MALL_KEY, "cy", "a").await);
     assert!(consent::accept(db, "0000").await.unwrap().is_none());
+    // A top-up link for the same user is not an authorization.
+    let mut tx = db.pool.begin().await.unwrap();
+    let topup = deposits::create_topup_link(&mut tx, &settings(), "mall", "cy")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let topup_token = topup.url.rsplit('/').next().unwrap().to_string();
+    assert!(consent::accept(db, &topup_token).await.unwrap().is_none());
     assert!(consent::accept(db, &token).await.unwrap().is_some());
     assert!(
         consent::accept(db, &token).await.unwrap().is_none(),

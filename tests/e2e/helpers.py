@@ -72,7 +72,7 @@ class Ledger:
 
     def snapshot(self) -> dict[str, int]:
         """Row counts of every money and audit table: equal snapshots mean nothing changed."""
-        tables = ["transfers", "holds", "charges", "topup_links", "events", "accounts"]
+        tables = ["transfers", "holds", "charges", "links", "events", "accounts"]
         return {t: self.query(f"SELECT COUNT(*) AS n FROM {t}")[0]["n"] for t in tables}
 
     def charge_for(self, request_id: str, timeout: float = 10) -> dict:

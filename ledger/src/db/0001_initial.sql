@@ -122,8 +122,11 @@ CREATE TABLE IF NOT EXISTS charges (
 );
 CREATE INDEX IF NOT EXISTS charges_request ON charges (request_id);
 
-CREATE TABLE IF NOT EXISTS topup_links (
+-- Links shown to end users (top-up, consent): single use, expiring, bound to
+-- one paywall and one user; only the token's hash is stored.
+CREATE TABLE IF NOT EXISTS links (
     token_hash  TEXT PRIMARY KEY,
+    purpose     TEXT NOT NULL,              -- topup | consent
     paywall_id  TEXT NOT NULL,
     user_id     TEXT NOT NULL,
     expires_at  BIGINT NOT NULL,

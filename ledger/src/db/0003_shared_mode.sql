@@ -1,6 +1,6 @@
--- Migration 3: shared mode. A user's consent lets a paywall charge the user's
--- shared wallet (one per user across paywalls); consent links carry
--- single-use, expiring tokens (only their hash is stored).
+-- Migration 3: shared mode. A user's consent (given through a `links` row of
+-- purpose `consent`) lets a paywall charge the user's shared wallet, one per
+-- user across paywalls.
 
 CREATE TABLE IF NOT EXISTS connections (
     paywall_id    TEXT NOT NULL REFERENCES paywalls(id),
@@ -8,15 +8,6 @@ CREATE TABLE IF NOT EXISTS connections (
     connected_at  BIGINT NOT NULL,
     revoked_at    BIGINT,
     PRIMARY KEY (paywall_id, user_id)
-);
-
-CREATE TABLE IF NOT EXISTS consent_links (
-    token_hash  TEXT PRIMARY KEY,
-    paywall_id  TEXT NOT NULL,
-    user_id     TEXT NOT NULL,
-    expires_at  BIGINT NOT NULL,
-    used_at     BIGINT,
-    created_at  BIGINT NOT NULL
 );
 
 -- On whose behalf a transfer was made: a shared wallet's owner sees all of

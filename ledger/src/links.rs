@@ -1,0 +1,107 @@
+//! Links shown to end users in assistant messages and API answers: a top-up
+//! checkout or a shared-mode consent page. A link carries an unguessable
+//! token (256 random bits; only its SHA-256 is stored), expires, works once,
+//! and is bound to one paywall and one user: a used, expired or foreign token
+//! opens nothing and changes nothing.
+
+use sqlx::Row;
+
+use crate::book::Tx;
+use crate::db::Db;
+use crate::error::LedgerResult;
+use crate::keys::{new_token, now_ms, sha256_hex};
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Topup,
+    Consent,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Topup => "topup",
+            Purpose::Consent => "consent",
+        }
+    }
+
+    /// The page under `/pay/` that opens it.
+    fn page(self) -> &'static str {
+        match self {
+            Purpose::Topup => "topup",
+            Purpose::Consent => "connect",
+        }
+    }
+}
+
+pub struct Link {
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// Who a valid link was issued for.
+#[derive(Debug, Clone)]
+pub struct LinkHolder {
+    pub paywall_id: String,
+    pub paywall_name: String,
+    pub user_id: String,
+}
+
+pub async fn create(
+    tx: &mut Tx,
+    settings: &Settings,
+    purpose: Purpose,
+    paywall_id: &str,
+    user_id: &str,
+) -> LedgerResult<Link> {
+    let token = new_token();
+    let now = now_ms();
+    let expires_at = now.saturating_add(settings.topup_link_ttl_ms);
+    sqlx::query(
+        "INSERT INTO links (token_hash, purpose, paywall_id, user_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(sha256_hex(&token))
+    .bind(purpose.as_str())
+    .bind(paywall_id)
+    .bind(user_id)
+    .bind(expires_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Link {
+        url: format!("{}/pay/{}/{token}", settings.public_url, purpose.page()),
+        expires_at,
+    })
+}
+
+/// The holder of a known, unexpired, unused link of this purpose.
+pub async fn open(db: &Db, purpose: Purpose, token: &str) -> LedgerResult<Option<LinkHolder>> {
+    let row = sqlx::query(
+        "SELECT l.paywall_id, l.user_id, p.name FROM links l JOIN paywalls p ON p.id = l.paywall_id
+         WHERE l.token_hash = $1 AND l.purpose = $2 AND l.used_at IS NULL AND l.expires_at > $3",
+    )
+    .bind(sha256_hex(token))
+    .bind(purpose.as_str())
+    .bind(now_ms())
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|r| LinkHolder {
+        paywall_id: r.get("paywall_id"),
+        paywall_name: r.get("name"),
+        user_id: r.get("user_id"),
+    }))
+}
+
+/// Spends a link inside `tx`; false if it was already used (or is not of this purpose).
+pub async fn claim(tx: &mut Tx, purpose: Purpose, token: &str) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE links SET used_at = $1 WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL",
+    )
+    .bind(now_ms())
+    .bind(sha256_hex(token))
+    .bind(purpose.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
