@@ -58,32 +58,45 @@ class Ports:
 
 @dataclass
 class Secrets:
+    """Keys and secrets of a local stack, handed to the processes as environment variables."""
     demo_key: str
+    shared_key: str
+    admin_token: str
     internal_secret: str
     provider_key: str
+
+    ENV = {
+        "demo_key": "TOLLGATE_DEMO_KEY",
+        "shared_key": "TOLLGATE_DEMO_SHARED_KEY",
+        "admin_token": "TOLLGATE_ADMIN_TOKEN",
+        "internal_secret": "TOLLGATE_INTERNAL_SECRET",
+        "provider_key": "MOCK_PROVIDER_KEY",
+    }
 
     @classmethod
     def generate(cls) -> "Secrets":
         return cls(
             demo_key="tg_demo_" + secrets.token_hex(16),
+            shared_key="tg_shared_" + secrets.token_hex(16),
+            admin_token="tg_admin_" + secrets.token_hex(24),
             internal_secret=secrets.token_hex(24),
             provider_key="sk-mock-" + secrets.token_hex(16),
         )
 
+    def env(self) -> dict[str, str]:
+        return {var: getattr(self, field) for field, var in self.ENV.items()}
+
     @classmethod
     def load_or_create(cls, path: Path) -> "Secrets":
-        """Keeps keys stable across `make run`s (the ledger stores only hashes)."""
+        """Keeps keys stable across `make run`s (the ledger stores only hashes);
+        values missing from an older file are generated and added."""
+        stored = {}
         if path.exists():
-            values = dict(
-                line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
-            )
-            return cls(values["TOLLGATE_DEMO_KEY"], values["TOLLGATE_INTERNAL_SECRET"], values["MOCK_PROVIDER_KEY"])
-        s = cls.generate()
+            stored = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        fresh = cls.generate()
+        s = cls(**{field: stored.get(var, getattr(fresh, field)) for field, var in cls.ENV.items()})
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            f"TOLLGATE_DEMO_KEY={s.demo_key}\nTOLLGATE_INTERNAL_SECRET={s.internal_secret}\n"
-            f"MOCK_PROVIDER_KEY={s.provider_key}\n"
-        )
+        path.write_text("".join(f"{k}={v}\n" for k, v in s.env().items()))
         path.chmod(0o600)
         return s
 
@@ -127,11 +140,7 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(
-            TOLLGATE_DEMO_KEY=self.secrets.demo_key,
-            TOLLGATE_INTERNAL_SECRET=self.secrets.internal_secret,
-            MOCK_PROVIDER_KEY=self.secrets.provider_key,
-        )
+        env.update(self.secrets.env())
         return env
 
     def render_envoy_config(self) -> Path:
@@ -268,6 +277,7 @@ Tollgate is running.
   Ledger sidecar              http://127.0.0.1:{stack.ports.ledger}  (SQLite: {stack.state_dir / 'ledger.db'})
   Mock provider               http://127.0.0.1:{stack.ports.mock}
   Demo credentials            {demo_env}
+  Admin API (sidecar only)    http://127.0.0.1:{stack.ports.ledger}/admin/v1  (token: TOLLGATE_ADMIN_TOKEN in {stack.state_dir / 'secrets.env'})
 
 Try it (a new user first gets a top-up link):
   curl -s {base}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
@@ -307,7 +317,8 @@ def run() -> int:
         print(f"failed to start: {e}", file=sys.stderr)
         return 1
     demo_env = state / "demo.env"
-    demo_env.write_text(f"TOLLGATE_BASE_URL={stack.base_url}\nTOLLGATE_API_KEY={stack.secrets.demo_key}\n")
+    demo_env.write_text(f"TOLLGATE_BASE_URL={stack.base_url}\nTOLLGATE_API_KEY={stack.secrets.demo_key}\n"
+                        f"TOLLGATE_SHARED_API_KEY={stack.secrets.shared_key}\n")
     print_instructions(stack, demo_env)
     try:
         while not stopping:
