@@ -23,6 +23,8 @@ pub mod host;
 pub mod replies;
 pub mod request_identity;
 pub mod settlement_queue;
+pub mod sse;
+pub mod stream_meter;
 pub mod tokens;
 pub mod usage;
 
