@@ -20,6 +20,8 @@ pub struct ChatRequest {
     pub model: String,
     pub user: Option<String>,
     pub stream: bool,
+    /// `stream_options.include_usage` as the client sent it.
+    pub include_usage: bool,
     /// `max_completion_tokens`, or the older `max_tokens`.
     pub max_output_tokens: Option<u32>,
     pub n: u32,
@@ -95,6 +97,11 @@ impl ChatRequest {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(bad("invalid_type", "stream", "`stream` must be a boolean.")),
         };
+        let include_usage = obj
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let max_output_tokens = match optional_u32(obj, "max_completion_tokens")? {
             Some(v) => Some(v),
             None => optional_u32(obj, "max_tokens")?,
@@ -112,12 +119,30 @@ impl ChatRequest {
             model,
             user,
             stream,
+            include_usage,
             max_output_tokens,
             n,
             messages,
             tools_json,
         })
     }
+}
+
+/// The body with `stream_options.include_usage` set to true, every other
+/// field kept. None if the body is not a JSON object (already rejected).
+pub fn force_include_usage(body: &[u8]) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object_mut()?;
+    let options = obj
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    options
+        .as_object_mut()?
+        .insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_vec(&v).ok()
 }
 
 fn optional_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError> {
@@ -277,6 +302,24 @@ mod tests {
             );
             assert_eq!(e.kind, "invalid_request_error");
         }
+    }
+
+    #[test]
+    fn include_usage_is_forced_and_everything_else_kept() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"other":1},"messages":[{"role":"user","content":"x"}],"tools":[]}"#;
+        let r = ChatRequest::parse(body).unwrap();
+        assert!(r.stream && !r.include_usage);
+        let forced = force_include_usage(body).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&forced).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["other"], 1);
+        assert_eq!(v["messages"][0]["content"], "x");
+        assert!(ChatRequest::parse(&forced).unwrap().include_usage);
+        let odd = force_include_usage(br#"{"stream_options":5}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(odd).unwrap(),
+            r#"{"stream_options":{"include_usage":true}}"#
+        );
     }
 
     #[test]

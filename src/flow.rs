@@ -11,19 +11,16 @@ use tollgate_protocol::{
     UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
 };
 
-use crate::chat_request::ChatRequest;
+use crate::chat_request::{force_include_usage, ChatRequest};
 use crate::config::FilterConfig;
 use crate::host::{Callout, Flow, LogLevel, StreamHost};
 use crate::replies::{action_reply, LocalReply};
 use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
+use crate::response_reader::ResponseReader;
 use crate::tokens::Tokenizers;
-use crate::usage::{read_json_response, read_sse_response};
 
 /// The provider's path once the paywall has done its work.
 const UPSTREAM_CHAT_PATH: &str = "/v1/chat/completions";
-/// Upper bound on the response bytes kept for usage extraction; bytes past it
-/// are forwarded but not inspected (usage then falls back to the local count).
-const MAX_CAPTURED_RESPONSE: usize = 8 * 1024 * 1024;
 
 /// What the request headers told us, kept until the body arrives.
 #[derive(Debug, Clone)]
@@ -39,6 +36,8 @@ struct Pending {
     model: String,
     prompt_tokens: u32,
     stream: bool,
+    /// The filter added `include_usage`: the usage chunk is not the client's.
+    hide_usage: bool,
 }
 
 /// A request forwarded to a provider under a hold.
@@ -48,9 +47,8 @@ struct Forwarded {
     model: String,
     prompt_tokens: u32,
     status: Option<u16>,
-    event_stream: bool,
-    captured: Vec<u8>,
-    capture_overflow: bool,
+    hide_usage: bool,
+    reader: ResponseReader,
 }
 
 #[derive(Debug)]
@@ -188,6 +186,15 @@ impl PaywallStream {
             Ok(c) => c,
             Err(e) => return self.reply(host, LocalReply::error(400, &e)),
         };
+        // A stream is only billed right if the provider reports usage: ask for
+        // it, and hide it again from a client that did not.
+        let hide_usage = chat.stream && !chat.include_usage;
+        if hide_usage {
+            if let Some(rewritten) = force_include_usage(&body) {
+                host.replace_request_body(body_size, &rewritten);
+                host.set_request_header("content-length", Some(&rewritten.len().to_string()));
+            }
+        }
         let user = match resolve_user(
             caller.path_user.as_deref(),
             caller.header_user.as_deref(),
@@ -228,6 +235,7 @@ impl PaywallStream {
                         model: chat.model,
                         prompt_tokens,
                         stream: chat.stream,
+                        hide_usage,
                     },
                 };
                 Flow::Pause
@@ -299,9 +307,8 @@ impl PaywallStream {
                     model: pending.model,
                     prompt_tokens: pending.prompt_tokens,
                     status: None,
-                    event_stream: pending.stream,
-                    captured: Vec::new(),
-                    capture_overflow: false,
+                    hide_usage: pending.hide_usage,
+                    reader: ResponseReader::json(),
                 });
                 host.resume_request();
             }
@@ -346,8 +353,11 @@ impl PaywallStream {
         }
         if let State::Forwarded(f) = &mut self.state {
             f.status = host.response_header(":status").and_then(|s| s.parse().ok());
-            if let Some(ct) = host.response_header("content-type") {
-                f.event_stream = ct.starts_with("text/event-stream");
+            let event_stream = host
+                .response_header("content-type")
+                .is_some_and(|ct| ct.starts_with("text/event-stream"));
+            if event_stream {
+                f.reader = ResponseReader::sse(f.hide_usage);
             }
             if end_of_stream {
                 self.finish(SettleOutcome::Completed);
@@ -363,12 +373,13 @@ impl PaywallStream {
         end_of_stream: bool,
     ) -> Flow {
         if let State::Forwarded(f) = &mut self.state {
-            if !f.capture_overflow && body_size > 0 {
-                if f.captured.len() + body_size > MAX_CAPTURED_RESPONSE {
-                    f.capture_overflow = true;
-                } else if let Some(chunk) = host.response_body(body_size) {
-                    f.captured.extend_from_slice(&chunk);
-                }
+            let chunk = if body_size > 0 {
+                host.response_body(body_size).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            if let Some(replacement) = f.reader.feed(&chunk, end_of_stream) {
+                host.replace_response_body(body_size, &replacement);
             }
             if end_of_stream {
                 self.finish(SettleOutcome::Completed);
@@ -391,16 +402,10 @@ impl PaywallStream {
         };
         let status = f.status.unwrap_or(0);
         let provider_ok = (200..300).contains(&status);
-        let reading = if f.event_stream {
-            read_sse_response(&f.captured)
-        } else {
-            read_json_response(&f.captured)
-        };
-        let local_completion = u32::try_from(
-            self.tokenizers
-                .count_text(&f.model, &reading.completion_text),
-        )
-        .unwrap_or(u32::MAX);
+        let reading = f
+            .reader
+            .reading(|text| self.tokenizers.count_text(&f.model, text));
+        let local_completion = reading.local_completion_tokens;
         let outcome = match outcome {
             SettleOutcome::Completed if !provider_ok => SettleOutcome::UpstreamFailed,
             // A client that left before any provider answer: the provider may

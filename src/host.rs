@@ -38,10 +38,14 @@ pub trait StreamHost {
     fn set_request_header(&mut self, name: &str, value: Option<&str>);
     /// The buffered request body, `size` bytes from the start.
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the `old_size` buffered request bytes with `body`.
+    fn replace_request_body(&mut self, old_size: usize, body: &[u8]);
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
     /// The current response body chunk of `size` bytes.
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the current `old_size`-byte response chunk with `bytes`.
+    fn replace_response_body(&mut self, old_size: usize, bytes: &[u8]);
     fn send_reply(&mut self, reply: &LocalReply);
     /// Dispatches a callout and returns its token.
     fn dispatch(&mut self, callout: &Callout) -> Result<u32, String>;

@@ -22,6 +22,7 @@ pub mod flow;
 pub mod host;
 pub mod replies;
 pub mod request_identity;
+pub mod response_reader;
 pub mod settlement_queue;
 pub mod sse;
 pub mod stream_meter;

@@ -78,26 +78,6 @@ pub fn read_json_response(body: &[u8]) -> ResponseReading {
     reading
 }
 
-/// A complete SSE body of `chat.completion.chunk`s. The last usage seen wins
-/// (some providers send cumulative usage on every chunk).
-pub fn read_sse_response(body: &[u8]) -> ResponseReading {
-    let mut reading = ResponseReading::default();
-    let text = String::from_utf8_lossy(body);
-    for line in text.lines() {
-        let Some(data) = line.strip_prefix("data:") else {
-            continue;
-        };
-        let data = data.trim();
-        if data == "[DONE]" {
-            continue;
-        }
-        if let Ok(v) = serde_json::from_str::<Value>(data) {
-            read_object(&v, &mut reading, "delta");
-        }
-    }
-    reading
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,13 +105,5 @@ mod tests {
         assert_eq!(r.provider_usage, None);
         let r = read_json_response(br#"{"usage":{"prompt_tokens":0,"completion_tokens":0}}"#);
         assert_eq!(r.provider_usage, Some(Usage::default()));
-    }
-
-    #[test]
-    fn reads_sse_deltas_and_final_usage() {
-        let body = b"data: {\"choices\":[{\"delta\":{\"content\":\"He\"}}]}\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"llo\"}}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n";
-        let r = read_sse_response(body);
-        assert_eq!(r.completion_text, "Hello");
-        assert_eq!(r.provider_usage.map(|u| u.completion_tokens), Some(2));
     }
 }

@@ -3,7 +3,8 @@
 //! - `x-mock-status: 503` answers that status with an OpenAI error body;
 //! - `x-mock-omit-usage: 1` leaves `usage` out (JSON and stream);
 //! - `x-mock-cut-after: N` ends a stream abruptly after N chunks (no usage, no `[DONE]`);
-//! - `x-mock-delay-ms: N` waits before answering.
+//! - `x-mock-delay-ms: N` waits before answering;
+//! - `x-mock-chunk-delay-ms: N` pauses N ms between streamed chunks.
 
 use axum::http::HeaderMap;
 
@@ -13,6 +14,7 @@ pub struct Faults {
     pub omit_usage: bool,
     pub cut_after: Option<usize>,
     pub delay_ms: Option<u64>,
+    pub chunk_delay_ms: Option<u64>,
 }
 
 fn header<T: std::str::FromStr>(h: &HeaderMap, name: &str) -> Option<T> {
@@ -28,6 +30,7 @@ impl Faults {
             omit_usage: h.contains_key("x-mock-omit-usage"),
             cut_after: header(h, "x-mock-cut-after"),
             delay_ms: header(h, "x-mock-delay-ms"),
+            chunk_delay_ms: header(h, "x-mock-chunk-delay-ms"),
         }
     }
 }

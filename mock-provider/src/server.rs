@@ -150,7 +150,7 @@ async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     }
     let include_usage = req["stream_options"]["include_usage"] == true && !faults.omit_usage;
     let events = chunks(&m.bpe, &id, created, &reply, include_usage);
-    let delay = Duration::from_millis(m.args.chunk_delay_ms);
+    let delay = Duration::from_millis(faults.chunk_delay_ms.unwrap_or(m.args.chunk_delay_ms));
     let cut = faults.cut_after;
     let stream = async_stream(events, delay, cut);
     Response::builder()

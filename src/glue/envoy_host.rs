@@ -53,6 +53,20 @@ impl StreamHost for EnvoyHost {
             .flatten()
     }
 
+    fn replace_request_body(&mut self, old_size: usize, body: &[u8]) {
+        report(
+            "set_request_body",
+            hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old_size, body),
+        );
+    }
+
+    fn replace_response_body(&mut self, old_size: usize, bytes: &[u8]) {
+        report(
+            "set_response_body",
+            hostcalls::set_buffer(BufferType::HttpResponseBody, 0, old_size, bytes),
+        );
+    }
+
     fn response_header(&self, name: &str) -> Option<String> {
         hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
             .ok()

@@ -1,0 +1,239 @@
+//! Reads a provider response as it passes through, without holding it back:
+//! a JSON body is copied (bounded) to read its `usage` at the end; an SSE
+//! stream goes through the incremental parser and the meter chunk by chunk.
+//! When the filter forced `stream_options.include_usage` on a client that did
+//! not ask for it, the usage-only event is cut out of the bytes forwarded; to
+//! do that, only the bytes of an event still incomplete at the end of a chunk
+//! wait for the next chunk.
+
+use tollgate_protocol::Usage;
+
+use crate::sse::SseParser;
+use crate::stream_meter::{EventKind, StreamMeter};
+use crate::usage::read_json_response;
+
+/// Upper bound on a JSON response kept for usage extraction; bytes past it
+/// are forwarded but not inspected (usage then falls back to the local count).
+const MAX_CAPTURED_JSON: usize = 8 * 1024 * 1024;
+/// Upper bound on one SSE event and on the generated text kept per stream.
+const MAX_EVENT_BYTES: usize = 1024 * 1024;
+const MAX_STREAM_TEXT: usize = 8 * 1024 * 1024;
+
+/// What a finished (or interrupted) response told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    pub provider_usage: Option<Usage>,
+    pub local_completion_tokens: u32,
+    /// SSE only: `[DONE]` arrived.
+    pub saw_done: bool,
+    /// SSE only: a provider error object arrived mid-stream.
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum ResponseReader {
+    Json { captured: Vec<u8>, overflow: bool },
+    Sse(Box<SseReader>),
+}
+
+#[derive(Debug)]
+pub struct SseReader {
+    parser: SseParser,
+    meter: StreamMeter,
+    hide_usage: bool,
+    /// Bytes of an incomplete event, not yet forwarded (only when hiding).
+    held: Vec<u8>,
+    /// Stream offset of `held[0]`.
+    held_start: u64,
+}
+
+impl ResponseReader {
+    pub fn json() -> Self {
+        ResponseReader::Json {
+            captured: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    /// `hide_usage`: cut the usage-only event out of what the client receives.
+    pub fn sse(hide_usage: bool) -> Self {
+        ResponseReader::Sse(Box::new(SseReader {
+            parser: SseParser::new(MAX_EVENT_BYTES),
+            meter: StreamMeter::new(MAX_STREAM_TEXT),
+            hide_usage,
+            held: Vec::new(),
+            held_start: 0,
+        }))
+    }
+
+    /// Takes the next chunk. Returns the bytes to forward instead of the
+    /// chunk when they differ from it.
+    pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        match self {
+            ResponseReader::Json { captured, overflow } => {
+                if !*overflow {
+                    if captured.len() + chunk.len() > MAX_CAPTURED_JSON {
+                        *overflow = true;
+                        captured.clear();
+                    } else {
+                        captured.extend_from_slice(chunk);
+                    }
+                }
+                None
+            }
+            ResponseReader::Sse(r) => r.feed(chunk, end_of_stream),
+        }
+    }
+
+    pub fn reading(&self, count: impl Fn(&str) -> usize) -> Reading {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        match self {
+            ResponseReader::Json { captured, .. } => {
+                let r = read_json_response(captured);
+                Reading {
+                    provider_usage: r.provider_usage,
+                    local_completion_tokens: clamp(count(&r.completion_text)),
+                    saw_done: false,
+                    error: None,
+                }
+            }
+            ResponseReader::Sse(r) => Reading {
+                provider_usage: r.meter.provider_usage(),
+                local_completion_tokens: clamp(r.meter.local_completion_tokens(count)),
+                saw_done: r.meter.saw_done(),
+                error: r.meter.error().map(str::to_string),
+            },
+        }
+    }
+}
+
+impl SseReader {
+    fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let chunk_start = self.parser.offset();
+        let mut drops = Vec::new();
+        for event in self.parser.push(chunk) {
+            if self.meter.observe(&event) == EventKind::UsageOnly && self.hide_usage {
+                drops.push((event.start, event.end));
+            }
+        }
+        if !self.hide_usage {
+            return None;
+        }
+        // Everything not yet forwarded, as one run of stream offsets.
+        let start = if self.held.is_empty() {
+            chunk_start
+        } else {
+            self.held_start
+        };
+        let mut pending = std::mem::take(&mut self.held);
+        pending.extend_from_slice(chunk);
+        let end = start + pending.len() as u64;
+        // An incomplete event waits for its end (unless the stream is over).
+        let keep_from = match self.parser.pending_start() {
+            Some(p) if !end_of_stream => p.clamp(start, end),
+            _ => end,
+        };
+        let mut out = Vec::with_capacity(pending.len());
+        for (i, b) in pending.iter().enumerate() {
+            let at = start + i as u64;
+            if at >= keep_from {
+                self.held.push(*b);
+            } else if !drops.iter().any(|(s, e)| (*s..*e).contains(&at)) {
+                out.push(*b);
+            }
+        }
+        self.held_start = keep_from;
+        if self.held.is_empty() && out.as_slice() == chunk {
+            None
+        } else {
+            Some(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn forwarded(reader: &mut ResponseReader, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            match reader.feed(c, last) {
+                Some(replacement) => out.extend(replacement),
+                None => out.extend_from_slice(c),
+            }
+        }
+        out
+    }
+
+    fn without_usage() -> String {
+        STREAM.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":1}}\n\n",
+            "",
+        )
+    }
+
+    #[test]
+    fn usage_chunk_is_cut_for_every_split_and_still_metered() {
+        let bytes = STREAM.as_bytes();
+        for i in 0..=bytes.len() {
+            for j in i..=bytes.len() {
+                let mut r = ResponseReader::sse(true);
+                let out = forwarded(&mut r, &[&bytes[..i], &bytes[i..j], &bytes[j..]]);
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    without_usage(),
+                    "split {i}/{j}"
+                );
+                let reading = r.reading(|t| t.len());
+                assert_eq!(reading.provider_usage.map(|u| u.completion_tokens), Some(1));
+                assert!(reading.saw_done);
+                assert_eq!(reading.local_completion_tokens, 2);
+            }
+        }
+    }
+
+    #[test]
+    fn without_hiding_the_stream_passes_untouched() {
+        let mut r = ResponseReader::sse(false);
+        let bytes = STREAM.as_bytes();
+        for c in bytes.chunks(7) {
+            assert_eq!(r.feed(c, false), None);
+        }
+        assert!(r.reading(|t| t.len()).saw_done);
+    }
+
+    #[test]
+    fn a_stream_cut_mid_event_forwards_what_it_has_at_the_end() {
+        let mut r = ResponseReader::sse(true);
+        let out = forwarded(
+            &mut r,
+            &[b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"cho"],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"cho"
+        );
+        assert!(!r.reading(|t| t.len()).saw_done);
+    }
+
+    #[test]
+    fn json_bodies_are_read_at_the_end() {
+        let mut r = ResponseReader::json();
+        let body = br#"{"choices":[{"message":{"content":"abc"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        for c in body.chunks(5) {
+            assert_eq!(r.feed(c, false), None);
+        }
+        let reading = r.reading(|t| t.len());
+        assert_eq!(reading.provider_usage.map(|u| u.completion_tokens), Some(2));
+        assert_eq!(reading.local_completion_tokens, 3);
+    }
+}
