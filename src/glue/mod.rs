@@ -2,6 +2,7 @@
 //! logic. Kept thin on purpose; everything worth testing lives outside.
 
 mod envoy_host;
+mod metrics;
 mod root;
 mod stream;
 

@@ -10,6 +10,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 use tollgate_protocol::{INTERNAL_SECRET_HEADER, SETTLE_PATH};
 
 use super::envoy_host::{callout_body, callout_status, dispatch, log, now_ms};
+use super::metrics::Metrics;
 use super::stream::{PaywallHttp, UnconfiguredHttp};
 use crate::config::FilterConfig;
 use crate::host::{Callout, LogLevel};
@@ -20,6 +21,7 @@ use crate::tokens::Tokenizers;
 const SETTLEMENTS_PER_TICK: usize = 64;
 
 pub struct PaywallRoot {
+    metrics: Metrics,
     config: Option<Rc<FilterConfig>>,
     tokenizers: Option<Rc<Tokenizers>>,
     queue: Rc<RefCell<SettlementQueue>>,
@@ -28,6 +30,7 @@ pub struct PaywallRoot {
 impl PaywallRoot {
     pub fn new() -> Self {
         PaywallRoot {
+            metrics: Metrics::default(),
             config: None,
             tokenizers: None,
             queue: Rc::new(RefCell::new(SettlementQueue::new(
@@ -105,6 +108,7 @@ impl Context for PaywallRoot {
         match status {
             Some(200) => {
                 if let Some(req) = queue.acknowledged(token) {
+                    self.metrics.delivered();
                     log(
                         LogLevel::Info,
                         &format!("request_id={} settled hold={}", req.request_id, req.hold_id),
@@ -180,12 +184,16 @@ impl RootContext for PaywallRoot {
         }
         self.tokenizers = Some(Rc::new(tokenizers));
         self.config = Some(Rc::new(config));
+        self.metrics = Metrics::define();
         log(LogLevel::Info, "tollgate: configured");
         true
     }
 
     fn on_tick(&mut self) {
         self.deliver_due();
+        if let Ok(queue) = self.queue.try_borrow() {
+            self.metrics.report(&queue);
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
