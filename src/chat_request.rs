@@ -128,6 +128,29 @@ impl ChatRequest {
     }
 }
 
+/// Which field carries the client's output limit: `max_completion_tokens`
+/// when the client used it, `max_tokens` otherwise (the one every
+/// OpenAI-compatible provider reads).
+pub fn output_limit_field(body: &[u8]) -> &'static str {
+    let uses_new = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("max_completion_tokens").is_some_and(|m| !m.is_null()));
+    if uses_new {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
+/// The body with its output limit lowered to `max` (per choice), every
+/// other field kept.
+pub fn limit_output(body: &[u8], max: u32) -> Option<Vec<u8>> {
+    let field = output_limit_field(body);
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    v.as_object_mut()?.insert(field.into(), Value::from(max));
+    serde_json::to_vec(&v).ok()
+}
+
 /// The body with `stream_options.include_usage` set to true, every other
 /// field kept. None if the body is not a JSON object (already rejected).
 pub fn force_include_usage(body: &[u8]) -> Option<Vec<u8>> {
@@ -320,6 +343,26 @@ mod tests {
             String::from_utf8(odd).unwrap(),
             r#"{"stream_options":{"include_usage":true}}"#
         );
+    }
+
+    #[test]
+    fn output_limit_goes_where_the_client_put_it() {
+        let old = br#"{"model":"m","max_tokens":500,"messages":[]}"#;
+        let v: serde_json::Value = serde_json::from_slice(&limit_output(old, 40).unwrap()).unwrap();
+        assert_eq!(
+            (v["max_tokens"].as_u64(), v.get("max_completion_tokens")),
+            (Some(40), None)
+        );
+        let new = br#"{"model":"m","max_completion_tokens":500,"messages":[]}"#;
+        let v: serde_json::Value = serde_json::from_slice(&limit_output(new, 40).unwrap()).unwrap();
+        assert_eq!(
+            (v["max_completion_tokens"].as_u64(), v.get("max_tokens")),
+            (Some(40), None)
+        );
+        let none = br#"{"model":"m","messages":[]}"#;
+        let v: serde_json::Value =
+            serde_json::from_slice(&limit_output(none, 40).unwrap()).unwrap();
+        assert_eq!(v["max_tokens"], 40);
     }
 
     #[test]

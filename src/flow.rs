@@ -11,7 +11,7 @@ use tollgate_protocol::{
     UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
 };
 
-use crate::chat_request::{force_include_usage, ChatRequest};
+use crate::chat_request::{force_include_usage, limit_output, ChatRequest};
 use crate::config::FilterConfig;
 use crate::host::{Callout, Flow, LogLevel, StreamHost};
 use crate::replies::{action_reply, LocalReply};
@@ -38,6 +38,8 @@ struct Pending {
     stream: bool,
     /// The filter added `include_usage`: the usage chunk is not the client's.
     hide_usage: bool,
+    /// Size of the buffered request body, for rewriting it on the decision.
+    body_size: usize,
 }
 
 /// A request forwarded to a provider under a hold.
@@ -49,6 +51,8 @@ struct Forwarded {
     status: Option<u16>,
     hide_usage: bool,
     reader: ResponseReader,
+    /// The output limit the sidecar lowered the request to, if it did.
+    clamped_to: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -189,10 +193,11 @@ impl PaywallStream {
         // A stream is only billed right if the provider reports usage: ask for
         // it, and hide it again from a client that did not.
         let hide_usage = chat.stream && !chat.include_usage;
+        let mut body_size = body_size;
         if hide_usage {
             if let Some(rewritten) = force_include_usage(&body) {
-                host.replace_request_body(body_size, &rewritten);
-                host.set_request_header("content-length", Some(&rewritten.len().to_string()));
+                self.replace_body(host, body_size, &rewritten);
+                body_size = rewritten.len();
             }
         }
         let user = match resolve_user(
@@ -236,6 +241,7 @@ impl PaywallStream {
                         prompt_tokens,
                         stream: chat.stream,
                         hide_usage,
+                        body_size,
                     },
                 };
                 Flow::Pause
@@ -288,7 +294,23 @@ impl PaywallStream {
             return;
         };
         match decision {
-            AuthorizeResponse::Allow { hold_id, route, .. } => {
+            AuthorizeResponse::Allow {
+                hold_id,
+                route,
+                max_output_tokens,
+                ..
+            } => {
+                // The balance covers less output than asked: lower the limit.
+                let clamped_to = match max_output_tokens {
+                    Some(max) => {
+                        let body = host.request_body(pending.body_size).unwrap_or_default();
+                        limit_output(&body, max).map(|rewritten| {
+                            self.replace_body(host, pending.body_size, &rewritten);
+                            max
+                        })
+                    }
+                    None => None,
+                };
                 host.set_request_header("authorization", None);
                 host.set_request_header(USER_HEADER, None);
                 host.set_request_header(&route.auth_header, Some(&route.auth_value));
@@ -309,6 +331,7 @@ impl PaywallStream {
                     status: None,
                     hide_usage: pending.hide_usage,
                     reader: ResponseReader::json(),
+                    clamped_to,
                 });
                 host.resume_request();
             }
@@ -352,6 +375,9 @@ impl PaywallStream {
             host.set_response_header("x-request-id", Some(&self.request_id));
         }
         if let State::Forwarded(f) = &mut self.state {
+            if let Some(max) = f.clamped_to {
+                host.set_response_header("x-tollgate-max-tokens", Some(&max.to_string()));
+            }
             f.status = host.response_header(":status").and_then(|s| s.parse().ok());
             let event_stream = host
                 .response_header("content-type")
@@ -433,6 +459,12 @@ impl PaywallStream {
             outcome,
             upstream_status: status,
         });
+    }
+
+    /// Replaces the buffered request body and keeps `content-length` true.
+    fn replace_body(&self, host: &mut dyn StreamHost, old_size: usize, body: &[u8]) {
+        host.replace_request_body(old_size, body);
+        host.set_request_header("content-length", Some(&body.len().to_string()));
     }
 
     fn sidecar_callout(&self, path: &str, body: Vec<u8>) -> Callout {

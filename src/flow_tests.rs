@@ -571,3 +571,44 @@ fn a_stream_cut_before_its_usage_bills_the_local_count() {
     assert_eq!(st.usage_source, UsageSource::Local);
     assert_eq!(st.usage.completion_tokens, 2);
 }
+
+#[test]
+fn a_clamped_allow_lowers_the_limit_and_says_so() {
+    let body = r#"{"model":"gpt-4o","user":"alice","max_completion_tokens":500,"messages":[{"role":"user","content":"hi"}]}"#;
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), body);
+    let mut s = up_to_callout(&mut h);
+    let decision = r#"{"decision":"allow","hold_id":"hold-1","held_micros":100,"max_output_tokens":42,
+        "route":{"provider":"mock","cluster":"mock","auth_header":"authorization","auth_value":"Bearer sk-up","upstream_model":null}}"#;
+    s.on_callout_response(&mut h, 1, Some(200), decision.as_bytes());
+    let sent: serde_json::Value = serde_json::from_slice(&h.req_body).unwrap();
+    assert_eq!(sent["max_completion_tokens"], 42);
+    assert_eq!(
+        h.req_headers["content-length"],
+        h.req_body.len().to_string()
+    );
+    h.resp_headers.insert(":status".into(), "200".into());
+    s.on_response_headers(&mut h, false);
+    assert_eq!(h.resp_headers["x-tollgate-max-tokens"], "42");
+}
+
+#[test]
+fn a_clamped_stream_keeps_its_forced_usage() {
+    let mut h = host(
+        "POST",
+        "/v1/chat/completions",
+        Some("Bearer pk"),
+        STREAM_BODY,
+    );
+    let mut s = up_to_callout(&mut h);
+    let decision = r#"{"decision":"allow","hold_id":"hold-1","held_micros":100,"max_output_tokens":7,
+        "route":{"provider":"mock","cluster":"mock","auth_header":"authorization","auth_value":"Bearer sk-up","upstream_model":null}}"#;
+    s.on_callout_response(&mut h, 1, Some(200), decision.as_bytes());
+    let sent: serde_json::Value = serde_json::from_slice(&h.req_body).unwrap();
+    assert_eq!(
+        (
+            sent["max_tokens"].as_u64(),
+            sent["stream_options"]["include_usage"].as_bool()
+        ),
+        (Some(7), Some(true))
+    );
+}

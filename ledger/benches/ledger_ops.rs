@@ -74,6 +74,7 @@ fn app(db: &Db) -> Router {
         hold_ttl_ms: 3_600_000,
         topup_link_ttl_ms: 3_600_000,
         hold_expiry: holds::ExpiryPolicy::Void,
+        output_floor: 16,
         payments: None,
     };
     let state = Arc::new(AppState {
@@ -165,6 +166,7 @@ async fn holds_for(db: &Db, n: usize, prefix: &str) -> Vec<(String, String)> {
         hold_ttl_ms: 3_600_000,
         topup_link_ttl_ms: 3_600_000,
         hold_expiry: holds::ExpiryPolicy::Void,
+        output_floor: 16,
         payments: None,
     };
     let mut out = Vec::with_capacity(n);

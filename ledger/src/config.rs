@@ -33,6 +33,10 @@ pub struct ServerConfig {
     /// How long a hold stays open before the sweeper resolves it.
     #[serde(default = "default_hold_ttl")]
     pub hold_ttl_secs: u64,
+    /// A balance that cannot cover the requested output still gets a reply with
+    /// the output it can pay for, if that is at least this many tokens.
+    #[serde(default = "default_output_floor")]
+    pub affordable_output_floor: u32,
     /// What an expired hold becomes: `void` (default), `charge_prompt` or `charge_held`.
     #[serde(default)]
     pub hold_expiry_policy: crate::holds::ExpiryPolicy,
@@ -60,6 +64,9 @@ fn default_secret_env() -> String {
 }
 fn default_admin_env() -> String {
     "TOLLGATE_ADMIN_TOKEN".into()
+}
+fn default_output_floor() -> u32 {
+    16
 }
 fn default_hold_ttl() -> u64 {
     600

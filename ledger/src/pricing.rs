@@ -52,6 +52,31 @@ impl PriceRule {
     pub fn max_cost(&self, prompt_tokens: u64, max_output_tokens: u64) -> i64 {
         self.cost(prompt_tokens, 0, max_output_tokens)
     }
+
+    /// The largest per-choice output (at most `wanted`) whose maximum cost fits
+    /// `budget`; None when not even the prompt fits.
+    pub fn affordable_output(
+        &self,
+        prompt_tokens: u64,
+        choices: u64,
+        wanted: u64,
+        budget: i64,
+    ) -> Option<u64> {
+        let fits = |k: u64| self.max_cost(prompt_tokens, k.saturating_mul(choices)) <= budget;
+        if !fits(0) {
+            return None;
+        }
+        let (mut lo, mut hi) = (0u64, wanted); // fits(lo) holds
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Some(lo)
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +127,22 @@ mod tests {
         let mut r = rule(1, 1, 0);
         r.min_charge = 100;
         assert_eq!(r.cost(1, 0, 1), 100);
+    }
+
+    #[test]
+    fn affordable_output_is_the_largest_that_fits() {
+        let r = rule(2_000_000, 8_000_000, 0); // 2 and 8 micro-units per token
+                                               // 100 prompt = 200; budget 1000 leaves 800 = 100 output tokens.
+        assert_eq!(r.affordable_output(100, 1, 500, 1000), Some(100));
+        assert_eq!(r.affordable_output(100, 2, 500, 1000), Some(50));
+        assert_eq!(r.affordable_output(100, 1, 40, 1000), Some(40));
+        assert_eq!(r.affordable_output(100, 1, 500, 199), None);
+        for budget in [200, 201, 207, 208, 999, 100_000] {
+            let k = r.affordable_output(100, 1, 10_000, budget).unwrap();
+            assert!(
+                r.max_cost(100, k) <= budget && (k == 10_000 || r.max_cost(100, k + 1) > budget)
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub struct Settings {
     /// The processor behind the top-up page; None: top-up pages cannot take payments.
     pub payments: Option<Arc<dyn PaymentProcessor>>,
     pub hold_expiry: ExpiryPolicy,
+    /// Least output (tokens per choice) worth clamping a request down to.
+    pub output_floor: u32,
 }
 
 impl Settings {
@@ -24,6 +26,7 @@ impl Settings {
             hold_ttl_ms: ms(s.hold_ttl_secs),
             topup_link_ttl_ms: ms(s.topup_link_ttl_secs),
             hold_expiry: s.hold_expiry_policy,
+            output_floor: s.affordable_output_floor,
             payments: s
                 .dev_payments
                 .then(|| Arc::new(DevProcessor) as Arc<dyn PaymentProcessor>),

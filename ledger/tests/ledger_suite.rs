@@ -43,6 +43,7 @@ backend_tests!(
     expiry_policies_charge_nothing_the_prompt_or_the_hold,
     a_settlement_batch_commits_once_and_replays_like_single_settles,
     glob_prices_cover_model_families_and_exact_names_win,
+    a_short_balance_gets_a_shorter_answer_down_to_the_floor,
     free_requests_post_zero_and_verify_clean,
 );
 
@@ -171,6 +172,7 @@ async fn hold_for(db: &Db, user: &str, rid: &str, prompt: u32, max_out: u32) -> 
             hold_id,
             held_micros,
             route,
+            ..
         } => {
             assert_eq!(route.auth_value, "Bearer sk-suite");
             assert_eq!(route.cluster, "mock");
@@ -827,4 +829,66 @@ async fn glob_prices_cover_model_families_and_exact_names_win(db: &Db) {
     assert_eq!(row.get::<String, _>("model"), "fam-small-2025");
     assert_eq!(row.get::<String, _>("price_rule_id"), "fam-*@v1");
     assert_eq!(row.get::<i64, _>("amount"), 40); // 10 × 1.00 + 10 × 3.00 per M, rounded up
+}
+
+async fn a_short_balance_gets_a_shorter_answer_down_to_the_floor(db: &Db) {
+    // 100 prompt × 2.00 = 200; each output token 8. A balance of 1000 pays for 100 output tokens.
+    deposits::deposit(db, "app", "short", 1000, "test")
+        .await
+        .unwrap();
+    match holds::authorize(db, &settings(), &ask("short", "s1", 100, Some(500)))
+        .await
+        .unwrap()
+    {
+        AuthorizeResponse::Allow {
+            held_micros,
+            max_output_tokens,
+            ..
+        } => {
+            assert_eq!((max_output_tokens, held_micros), (Some(100), 1000));
+        }
+        other => panic!("expected a clamped allow, got {other:?}"),
+    }
+    // Nothing left: below the floor (16 tokens), the answer is the top-up link.
+    deposits::deposit(db, "app", "short", 8 * 15, "test")
+        .await
+        .unwrap(); // 15 tokens' worth, plus no prompt
+    let r = holds::authorize(db, &settings(), &ask("short", "s2", 0, Some(500)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            r,
+            AuthorizeResponse::Action {
+                action: Action::Topup,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    deposits::deposit(db, "app", "short", 8, "test")
+        .await
+        .unwrap(); // now 16 tokens' worth
+    match holds::authorize(db, &settings(), &ask("short", "s3", 0, Some(500)))
+        .await
+        .unwrap()
+    {
+        AuthorizeResponse::Allow {
+            max_output_tokens, ..
+        } => assert_eq!(max_output_tokens, Some(16)),
+        other => panic!("expected a clamped allow at the floor, got {other:?}"),
+    }
+    // A request that fits is not clamped.
+    deposits::deposit(db, "app", "short", 1_000_000, "test")
+        .await
+        .unwrap();
+    match holds::authorize(db, &settings(), &ask("short", "s4", 100, Some(50)))
+        .await
+        .unwrap()
+    {
+        AuthorizeResponse::Allow {
+            max_output_tokens, ..
+        } => assert_eq!(max_output_tokens, None),
+        other => panic!("{other:?}"),
+    }
 }

@@ -70,6 +70,10 @@ pub enum AuthorizeResponse {
         /// Micro-units reserved by the hold.
         held_micros: i64,
         route: ProviderRoute,
+        /// Set when the balance covers less output than asked: the filter
+        /// lowers the request's maximum (per choice) to this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_output_tokens: Option<u32>,
     },
     /// The user must act first; the filter answers with an assistant message carrying the link.
     Action {
@@ -94,6 +98,7 @@ mod tests {
         let allow = AuthorizeResponse::Allow {
             hold_id: "h1".into(),
             held_micros: 42,
+            max_output_tokens: None,
             route: ProviderRoute {
                 provider: "mock".into(),
                 cluster: "mock".into(),

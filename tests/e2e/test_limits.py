@@ -62,3 +62,18 @@ def test_token_cap_is_a_400(stack, auth, user, limits):
     assert r.status == 400
     err = r.error()
     assert (err["code"], err["param"]) == ("max_tokens_exceeded", "max_tokens")
+
+
+def test_a_short_balance_gets_a_shorter_answer(stack, auth, ledger, user):
+    # mock-gpt: output costs 12 micro-units a token with the markup; 0.002 buys well under 1000.
+    assert deposit(stack, auth, user, "0.002").status == 200
+    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body(user, max_tokens=1000))
+    assert r.status == 200 and "x-tollgate-action" not in r.headers, r.body
+    limit = int(r.headers["x-tollgate-max-tokens"])
+    assert 16 <= limit < 1000
+    charge = ledger.charge_for(r.headers["x-request-id"])
+    hold = ledger.hold_for(r.headers["x-request-id"])
+    assert hold["max_output_tokens"] == limit and hold["amount"] <= 2000
+    assert charge["amount"] <= hold["amount"]
+    balance = call(stack.ports.public, "GET", f"/v1/user/balance?user={user}", auth).json()
+    assert not balance["balance"].startswith("-")

@@ -98,6 +98,37 @@ pub async fn authorize(
         }
     };
     book::ensure_account(&mut tx, &revenue, "revenue", Some(&paywall.id), None).await?;
+    // Affordability: a balance that cannot cover the requested output still
+    // gets the most output it can pay for, if that reaches the floor.
+    let choices = i64::from(req.choices.max(1));
+    let available = book::balance_in(&mut tx, &wallet).await?.available;
+    let clamped = if amount <= available {
+        None
+    } else {
+        let prompt = u64::from(req.prompt_tokens);
+        let wanted = u64::try_from(per_choice).unwrap_or(0);
+        let fit = route
+            .price
+            .affordable_output(prompt, choices.unsigned_abs(), wanted, available);
+        match fit.filter(|k| *k >= u64::from(settings.output_floor)) {
+            Some(k) => Some(i64::try_from(k).unwrap_or(0)),
+            None => {
+                tx.rollback().await?;
+                return topup_needed(db, settings, &paywall, req, amount).await;
+            }
+        }
+    };
+    let (max_output, amount, tokens) = match clamped {
+        None => (max_output, amount, tokens),
+        Some(k) => {
+            let out = k.saturating_mul(choices);
+            let cost = route.price.max_cost(
+                u64::from(req.prompt_tokens),
+                u64::try_from(out).unwrap_or(0),
+            );
+            (out, cost, i64::from(req.prompt_tokens).saturating_add(out))
+        }
+    };
     let counted = match limits::admit(&mut tx, &limits, &wallet, tokens, amount, now).await? {
         Ok(c) => c,
         Err(refused) => {
@@ -127,10 +158,11 @@ pub async fn authorize(
     };
     insert_hold(&mut tx, settings, &paywall, req, &route, &hold).await?;
     tx.commit().await?;
-    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, "hold placed");
+    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, clamped = ?clamped, "hold placed");
     Ok(AuthorizeResponse::Allow {
         hold_id,
         held_micros: amount,
+        max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
         route: ProviderRoute {
             provider: route.provider_id,
             cluster: route.cluster,

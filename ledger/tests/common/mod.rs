@@ -66,6 +66,7 @@ pub fn settings() -> Settings {
         hold_ttl_ms: 600_000,
         topup_link_ttl_ms: 3_600_000,
         hold_expiry: tollgate_ledger::holds::ExpiryPolicy::Void,
+        output_floor: 16,
         payments: Some(std::sync::Arc::new(tollgate_ledger::payments::DevProcessor)),
     }
 }
