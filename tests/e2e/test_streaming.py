@@ -69,18 +69,25 @@ def open_stream(stack, user, headers):
     return conn, conn.getresponse()
 
 
-def test_a_client_that_leaves_mid_stream_is_charged_what_it_received(stack, ledger, funded):
+@pytest.mark.parametrize("events_read", [0, 1, 5])
+def test_a_client_that_leaves_mid_stream_is_charged_what_it_received(stack, ledger, funded, events_read):
     conn, resp = open_stream(stack, funded, {"x-mock-chunk-delay-ms": "150"})
     request_id = resp.getheader("x-request-id")
-    first = resp.read1(4096)
-    assert b"data:" in first
+    received = b""
+    while received.count(b"\n\n") < events_read:
+        received += resp.read1(4096)
     conn.sock.close()  # the client goes away
     conn.close()
     charge = ledger.charge_for(request_id)
     assert charge["outcome"] == "client_aborted"
     assert charge["usage_source"] == "local"
-    assert 0 <= charge["completion_tokens"] < 12  # only the first chunks were generated
+    assert charge["prompt_tokens"] > 0  # the provider ran the prompt
+    assert charge["completion_tokens"] < 20  # a full reply is over 20 tokens
+    if events_read == 5:
+        assert charge["completion_tokens"] >= 3  # role chunk + at least 3 content chunks reached the filter
     assert ledger.hold_for(request_id)["state"] == "posted"
+    time.sleep(0.3)
+    assert len(ledger.query("SELECT * FROM charges WHERE request_id = ?", request_id)) == 1
 
 
 def test_a_stream_cut_by_the_provider_bills_the_local_count(stack, ledger, funded):
@@ -107,3 +114,24 @@ def test_a_provider_error_before_any_token_voids_the_hold(stack, ledger, funded)
     hold = ledger.hold_for(request_id, state="voided")
     assert hold["amount"] > 0
     assert ledger.query("SELECT COUNT(*) AS n FROM charges WHERE request_id = ?", request_id)[0]["n"] == 0
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_json_mode_passes_through(client, ledger, funded, streamed):
+    kwargs = dict(model="mock-gpt", user=funded, response_format={"type": "json_object"},
+                  messages=[{"role": "user", "content": "answer in JSON"}])
+    if streamed:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = client.chat.completions.create(**kwargs).choices[0].message.content
+    assert json.loads(text) == {"reply": "mock", "echo": "answer in JSON"}
+
+
+def test_non_streamed_tool_calls_pass_through(client, funded):
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    r = client.chat.completions.create(model="mock-gpt", user=funded, tools=tools,
+                                       messages=[{"role": "user", "content": "use the tool"}])
+    call = r.choices[0].message.tool_calls[0]
+    assert (call.function.name, json.loads(call.function.arguments)) == ("lookup", {"query": "use the tool"})
+    assert r.choices[0].finish_reason == "tool_calls"
