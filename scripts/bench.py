@@ -11,6 +11,7 @@ Every charged request is a real hold + settlement in the ledger.
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,6 +63,54 @@ def oha(url: str, key: str, rate: int | None) -> dict:
         "ok": statuses.get("200", 0),
         "other": {k: v for k, v in statuses.items() if k != "200"},
     }
+
+
+STREAMS = int(os.environ.get("BENCH_STREAMS", "20"))
+CHUNK_DELAY_MS = 20
+# Long enough for the mock to answer in about 64 chunks (one per token).
+STREAM_PROMPT = " ".join(["word"] * 52)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def stream_timings(stack: Stack, key: str) -> dict:
+    """Time to first byte and the gaps between SSE events, over STREAMS streams
+    of ~64 chunks the mock sends CHUNK_DELAY_MS apart."""
+    body = json.dumps({"model": "mock-gpt", "user": "bench-user", "stream": True,
+                       "messages": [{"role": "user", "content": STREAM_PROMPT}]})
+    ttfb, gaps, events_per_stream = [], [], []
+    for _ in range(STREAMS):
+        conn = http.client.HTTPConnection("127.0.0.1", stack.ports.public, timeout=30)
+        started = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", body=body, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json",
+            "x-mock-chunk-delay-ms": str(CHUNK_DELAY_MS)})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        buf, last, first, count = b"", None, None, 0
+        while True:
+            data = resp.read1(65536)
+            if not data:
+                break
+            now = time.perf_counter()
+            if first is None:
+                first = now
+                ttfb.append((now - started) * 1000)
+            buf += data
+            while b"\n\n" in buf:
+                _, buf = buf.split(b"\n\n", 1)
+                count += 1
+                if last is not None:
+                    gaps.append((now - last) * 1000)
+                last = now
+        events_per_stream.append(count)
+        conn.close()
+    return {"ttfb_p50": percentile(ttfb, 50), "ttfb_p99": percentile(ttfb, 99),
+            "gap_p50": percentile(gaps, 50), "gap_p99": percentile(gaps, 99),
+            "events": sum(events_per_stream) / len(events_per_stream)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,6 +159,7 @@ def main() -> int:
                 raise RuntimeError("could not fund the bench user")
             print("measuring Envoy + Tollgate …", flush=True)
             with_filter = measure(paywall, paywall.secrets.demo_key)
+            with_filter["streams"] = stream_timings(paywall, paywall.secrets.demo_key)
         finally:
             paywall.stop()  # waits for queued settlements first
         with sqlite3.connect(paywall.state_dir / "ledger.db") as db:
@@ -123,6 +174,7 @@ def main() -> int:
         try:
             print("measuring plain Envoy …", flush=True)
             baseline = measure(base, "ignored-by-baseline")
+            baseline["streams"] = stream_timings(base, "ignored-by-baseline")
         finally:
             base.stop()
 
@@ -177,6 +229,18 @@ posted asynchronously by the root context, prompt tokenization in wasm).
 Requests answered 200 by Tollgate: {m_tg['ok'] + f_tg['ok']}; charges in the ledger after the stack
 stopped (it waits for queued settlements): {charges}.
 
+## Streaming transparency ({STREAMS} streams of ~{tg['streams']['events']:.0f} events, {CHUNK_DELAY_MS} ms apart at the mock)
+
+| | first byte p50 ms | first byte p99 ms | inter-event gap p50 ms | gap p99 ms |
+|---|---:|---:|---:|---:|
+| Baseline (plain Envoy) | {base['streams']['ttfb_p50']:.2f} | {base['streams']['ttfb_p99']:.2f} | {base['streams']['gap_p50']:.2f} | {base['streams']['gap_p99']:.2f} |
+| Tollgate | {tg['streams']['ttfb_p50']:.2f} | {tg['streams']['ttfb_p99']:.2f} | {tg['streams']['gap_p50']:.2f} | {tg['streams']['gap_p99']:.2f} |
+
+Added by Tollgate: first byte p50 **+{tg['streams']['ttfb_p50'] - base['streams']['ttfb_p50']:.2f} ms**
+(the authorize callout), inter-event gap p50 **{tg['streams']['gap_p50'] - base['streams']['gap_p50']:+.2f} ms**,
+p99 **{tg['streams']['gap_p99'] - base['streams']['gap_p99']:+.2f} ms** (events pass as they arrive; the filter
+parses and meters each chunk, and hides the usage chunk it asked for).
+
 {ledger.strip()}
 
 The ratio column is each operation's rate over the no-op handler's on the same router stack
@@ -184,7 +248,8 @@ The ratio column is each operation's rate over the no-op handler's on the same r
 transaction (what the filter does today); "group commit" settles 32 holds per transaction
 (`holds::settle_batch`), one durable commit for the batch.
 
-Reproduce: `make bench` (BENCH_DURATION, BENCH_RATE, BENCH_CONCURRENCY, LEDGER_BENCH_OPS override the defaults).
+Reproduce: `make bench` (BENCH_DURATION, BENCH_RATE, BENCH_CONCURRENCY, BENCH_STREAMS, LEDGER_BENCH_OPS
+override the defaults).
 """
     (ROOT / "BENCHMARKS.md").write_text(text)
     print(text)
