@@ -226,8 +226,10 @@ Added latency by Tollgate at {RATE} req/s: p50 **+{f_tg['p50_ms'] - f_base['p50_
 p99 **+{f_tg['p99_ms'] - f_base['p99_ms']:.2f} ms** (one authorize callout, one settlement
 posted asynchronously by the root context, prompt tokenization in wasm).
 
-Requests answered 200 by Tollgate: {m_tg['ok'] + f_tg['ok']}; charges in the ledger after the stack
-stopped (it waits for queued settlements): {charges}.
+Requests answered 200 by Tollgate in the two runs above: {m_tg['ok'] + f_tg['ok']}; charges in the ledger
+after the stack stopped (it waits for queued settlements): {charges}. The charges also include the
+{STREAMS} streams below, and the requests the load generator abandons when a run ends (charged as
+client aborts).
 
 ## Streaming transparency ({STREAMS} streams of ~{tg['streams']['events']:.0f} events, {CHUNK_DELAY_MS} ms apart at the mock)
 

@@ -299,6 +299,21 @@ async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
     let kinds: Vec<_> = entries.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["deposit", "hold", "post"]);
     assert_eq!(entries[2].request_id.as_deref(), Some("req-1"));
+    let payload: String = sqlx::query(
+        "SELECT payload FROM events WHERE kind = 'charge.created' AND request_id = 'req-1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+    .get("payload");
+    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        (
+            payload["local_completion_tokens"].as_i64(),
+            payload["count_difference"].as_i64()
+        ),
+        (Some(20), Some(0))
+    );
     assert_eq!(entries[2].amount_micros, -340);
 }
 

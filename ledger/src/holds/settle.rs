@@ -212,6 +212,9 @@ async fn record_charge_events(
         "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
         "amount": format_micros(amount), "usage_source": used.source,
         "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
+        // The filter's own count beside the billed one, and how far apart they are.
+        "local_completion_tokens": used.local_completion,
+        "count_difference": used.local_completion.map(|l| i64::from(used.usage.completion_tokens) - i64::from(l)),
     });
     events::record(tx, events::CHARGE_CREATED, rid, pw, user, payload).await?;
     if cost > amount {
