@@ -224,3 +224,81 @@ pub async fn set_limits(db: &Db, l: tollgate_ledger::limits::Limits) {
         .unwrap();
     tx.commit().await.unwrap();
 }
+
+// Helpers of the money suites.
+
+use sqlx::Row;
+use tollgate_ledger::book;
+use tollgate_ledger::holds;
+use tollgate_ledger::wallets::isolated_wallet;
+use tollgate_protocol::{
+    AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
+};
+
+pub fn ask(user: &str, request_id: &str, prompt: u32, max_out: Option<u32>) -> AuthorizeRequest {
+    AuthorizeRequest {
+        request_id: request_id.into(),
+        paywall_key: KEY.into(),
+        user: user.into(),
+        model: "m".into(),
+        prompt_tokens: prompt,
+        max_output_tokens: max_out,
+        choices: 1,
+        stream: false,
+    }
+}
+
+pub fn settle_req(
+    hold: &str,
+    request_id: &str,
+    prompt: u32,
+    completion: u32,
+    outcome: SettleOutcome,
+) -> SettleRequest {
+    SettleRequest {
+        hold_id: hold.into(),
+        request_id: request_id.into(),
+        usage: Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_prompt_tokens: 0,
+        },
+        usage_source: UsageSource::Provider,
+        local_completion_tokens: Some(completion),
+        outcome,
+        upstream_status: 200,
+    }
+}
+
+pub async fn balance(db: &Db, user: &str) -> book::Balance {
+    book::balance(db, &isolated_wallet("app", user))
+        .await
+        .unwrap()
+}
+
+pub async fn hold_for(db: &Db, user: &str, rid: &str, prompt: u32, max_out: u32) -> (String, i64) {
+    match holds::authorize(db, &settings(), &ask(user, rid, prompt, Some(max_out)))
+        .await
+        .unwrap()
+    {
+        AuthorizeResponse::Allow {
+            hold_id,
+            held_micros,
+            route,
+            ..
+        } => {
+            assert_eq!(route.auth_value, "Bearer sk-suite");
+            assert_eq!(route.cluster, "mock");
+            (hold_id, held_micros)
+        }
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+pub async fn count(db: &Db, sql: &str) -> i64 {
+    sqlx::query(sql)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get::<i64, _>(0)
+}
