@@ -160,8 +160,31 @@ pub async fn post(
     insert_transfer(tx, kind, debit, credit, amount, meta).await
 }
 
+/// Adds `amount` to one of a wallet's debit sums only if its available
+/// balance (posted credits − posted debits − pending debits) covers it. The
+/// check and the write are one conditional UPDATE: concurrent callers, even
+/// on several sidecars sharing PostgreSQL, can never overspend.
+async fn debit_if_available(
+    tx: &mut Tx,
+    wallet: &str,
+    column: &str,
+    amount: i64,
+) -> LedgerResult<bool> {
+    // `column` is one of two literals chosen in this module, never input.
+    let sql = format!(
+        "UPDATE accounts SET {column} = {column} + $1
+         WHERE id = $2 AND credits_posted - debits_posted - debits_pending >= $1"
+    );
+    let done = sqlx::query(&sql)
+        .bind(amount)
+        .bind(wallet)
+        .execute(&mut **tx)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Moves money out of a wallet immediately if its available balance covers
-/// it; the check and the debit are one conditional UPDATE. None when it does not.
+/// it (see `debit_if_available`). None when it does not.
 pub async fn post_if_covered(
     tx: &mut Tx,
     kind: &str,
@@ -170,15 +193,7 @@ pub async fn post_if_covered(
     amount: i64,
     meta: &TransferMeta<'_>,
 ) -> LedgerResult<Option<String>> {
-    let done = sqlx::query(
-        "UPDATE accounts SET debits_posted = debits_posted + $1
-         WHERE id = $2 AND credits_posted - debits_posted - debits_pending >= $1",
-    )
-    .bind(amount)
-    .bind(wallet)
-    .execute(&mut **tx)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !debit_if_available(tx, wallet, "debits_posted", amount).await? {
         return Ok(None);
     }
     add(tx, credit, "credits_posted", amount).await?;
@@ -187,10 +202,8 @@ pub async fn post_if_covered(
         .map(Some)
 }
 
-/// Reserves `amount` on a wallet if its available balance covers it. The check
-/// and the reservation are one conditional UPDATE, so concurrent holds (even
-/// from several sidecars on one PostgreSQL) can never overspend.
-/// Returns None when the balance is too low.
+/// Reserves `amount` on a wallet if its available balance covers it (see
+/// `debit_if_available`). Returns None when the balance is too low.
 pub async fn reserve(
     tx: &mut Tx,
     wallet: &str,
@@ -198,15 +211,7 @@ pub async fn reserve(
     amount: i64,
     meta: &TransferMeta<'_>,
 ) -> LedgerResult<Option<String>> {
-    let done = sqlx::query(
-        "UPDATE accounts SET debits_pending = debits_pending + $1
-         WHERE id = $2 AND credits_posted - debits_posted - debits_pending >= $1",
-    )
-    .bind(amount)
-    .bind(wallet)
-    .execute(&mut **tx)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !debit_if_available(tx, wallet, "debits_pending", amount).await? {
         return Ok(None);
     }
     add(tx, revenue, "credits_pending", amount).await?;
