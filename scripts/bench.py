@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -113,6 +114,23 @@ def stream_timings(stack: Stack, key: str) -> dict:
             "events": sum(events_per_stream) / len(events_per_stream)}
 
 
+def envoy_memory(stack: Stack) -> int:
+    """Envoy's resident memory in bytes (VmRSS) after start-up: it includes the
+    wasm VMs' linear memories, which V8 maps outside Envoy's allocator."""
+    for line in Path(f"/proc/{stack.procs['envoy'].pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def wasm_vms(stack: Stack) -> int:
+    """Live wasm VMs in Envoy (the base VM, the main thread's and one per worker)."""
+    url = f"http://127.0.0.1:{stack.ports.admin}/stats?filter=wasm.envoy.wasm.runtime.v8.active"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        line = r.read().decode().strip().splitlines()[0]
+    return int(line.rsplit(":", 1)[1])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -149,6 +167,7 @@ def main() -> int:
         tmp = Path(tmp)
         paywall = Stack(state_dir=tmp / "tollgate", ports=Ports.free(), profile="release")
         paywall.start()
+        tollgate_memory, vms = envoy_memory(paywall), wasm_vms(paywall)
         try:
             funded = subprocess.run(
                 ["curl", "-sf", f"{paywall.base_url}/user/balance/deposit",
@@ -171,6 +190,7 @@ def main() -> int:
         base.state_dir.mkdir(parents=True)
         base.start_mock()
         base.start_envoy()
+        baseline_memory = envoy_memory(base)
         try:
             print("measuring plain Envoy …", flush=True)
             baseline = measure(base, "ignored-by-baseline")
@@ -181,6 +201,7 @@ def main() -> int:
     print("measuring the ledger (SQLite and PostgreSQL) …", flush=True)
     ledger = subprocess.run(["cargo", "bench", "-p", "tollgate-ledger", "--bench", "ledger_ops"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout
+    with_filter["memory"], baseline["memory"], with_filter["vms"] = tollgate_memory, baseline_memory, vms
     write_report(with_filter, baseline, charges, ledger)
     return 0
 
@@ -230,6 +251,12 @@ Requests answered 200 by Tollgate in the two runs above: {m_tg['ok'] + f_tg['ok'
 after the stack stopped (it waits for queued settlements): {charges}. The charges also include the
 {STREAMS} streams below, and the requests the load generator abandons when a run ends (charged as
 client aborts).
+
+## Memory
+
+Envoy's resident memory after start-up: {base['memory'] / 2**20:.1f} MiB plain, {tg['memory'] / 2**20:.1f} MiB with
+the filter: **{(tg['memory'] - base['memory']) / 2**20 / tg['vms']:.1f} MiB per wasm VM** ({tg['vms']} VMs with `--concurrency 2`;
+each holds the module and both tokenizers, o200k_base and cl100k_base, built once at configure).
 
 ## Streaming transparency ({STREAMS} streams of ~{tg['streams']['events']:.0f} events, {CHUNK_DELAY_MS} ms apart at the mock)
 
