@@ -21,17 +21,7 @@ pub async fn create_link(
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Link> {
-    let link = links::create(tx, settings, Purpose::Consent, paywall_id, user_id).await?;
-    events::record(
-        tx,
-        events::AUTHORIZATION_REQUESTED,
-        None,
-        paywall_id,
-        user_id,
-        json!({"expires_at": link.expires_at}),
-    )
-    .await?;
-    Ok(link)
+    links::create(tx, settings, Purpose::Consent, paywall_id, user_id).await
 }
 
 pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {

@@ -64,17 +64,7 @@ pub async fn create_topup_link(
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Link> {
-    let link = links::create(tx, settings, Purpose::Topup, paywall_id, user_id).await?;
-    events::record(
-        tx,
-        events::TOPUP_LINK_CREATED,
-        None,
-        paywall_id,
-        user_id,
-        json!({"expires_at": link.expires_at}),
-    )
-    .await?;
-    Ok(link)
+    links::create(tx, settings, Purpose::Topup, paywall_id, user_id).await
 }
 
 pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {

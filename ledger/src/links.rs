@@ -2,13 +2,15 @@
 //! checkout or a shared-mode consent page. A link carries an unguessable
 //! token (256 random bits; only its SHA-256 is stored), expires, works once,
 //! and is bound to one paywall and one user: a used, expired or foreign token
-//! opens nothing and changes nothing.
+//! opens nothing and changes nothing. Issuing one records its event
+//! (`topup_link.created` or `authorization.requested`).
 
 use sqlx::Row;
 
 use crate::book::Tx;
 use crate::db::Db;
 use crate::error::LedgerResult;
+use crate::events;
 use crate::keys::{new_token, now_ms, sha256_hex};
 use crate::settings::Settings;
 
@@ -23,6 +25,14 @@ impl Purpose {
         match self {
             Purpose::Topup => "topup",
             Purpose::Consent => "consent",
+        }
+    }
+
+    /// The event recorded when a link is issued.
+    fn created_event(self) -> &'static str {
+        match self {
+            Purpose::Topup => events::TOPUP_LINK_CREATED,
+            Purpose::Consent => events::AUTHORIZATION_REQUESTED,
         }
     }
 
@@ -68,6 +78,16 @@ pub async fn create(
     .bind(expires_at)
     .bind(now)
     .execute(&mut **tx)
+    .await?;
+    let payload = serde_json::json!({"expires_at": expires_at});
+    events::record(
+        tx,
+        purpose.created_event(),
+        None,
+        paywall_id,
+        user_id,
+        payload,
+    )
     .await?;
     Ok(Link {
         url: format!("{}/pay/{}/{token}", settings.public_url, purpose.page()),

@@ -207,15 +207,7 @@ async fn refusal(
         } => {
             let mut tx = db.pool.begin().await?;
             let payload = json!({"reason": "spend_cap", "period": period, "cap": format_micros(cap), "resets_at": resets_at});
-            events::record(
-                &mut tx,
-                events::REQUEST_BLOCKED,
-                Some(&req.request_id),
-                &paywall.id,
-                &req.user,
-                payload,
-            )
-            .await?;
+            blocked(&mut tx, paywall, req, payload).await?;
             tx.commit().await?;
             AuthorizeResponse::Action {
                 action: Action::SpendCap,
@@ -229,6 +221,24 @@ async fn refusal(
             }
         }
     })
+}
+
+/// Records why a request was not let through (the outbox's `request.blocked`).
+async fn blocked(
+    tx: &mut Tx,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    payload: serde_json::Value,
+) -> LedgerResult<()> {
+    events::record(
+        tx,
+        events::REQUEST_BLOCKED,
+        Some(&req.request_id),
+        &paywall.id,
+        &req.user,
+        payload,
+    )
+    .await
 }
 
 struct NewHold<'a> {
@@ -290,15 +300,7 @@ async fn consent_needed(
     let mut tx = db.pool.begin().await?;
     let link = consent::create_link(&mut tx, settings, &paywall.id, &req.user).await?;
     let payload = json!({"model": req.model, "reason": "authorization_required"});
-    events::record(
-        &mut tx,
-        events::REQUEST_BLOCKED,
-        Some(&req.request_id),
-        &paywall.id,
-        &req.user,
-        payload,
-    )
-    .await?;
+    blocked(&mut tx, paywall, req, payload).await?;
     tx.commit().await?;
     Ok(AuthorizeResponse::Action {
         action: Action::Authorize,
@@ -320,15 +322,7 @@ async fn topup_needed(
     let mut tx = db.pool.begin().await?;
     let link = create_topup_link(&mut tx, settings, &paywall.id, &req.user).await?;
     let payload = json!({"model": req.model, "needed": format_micros(needed), "reason": "insufficient_balance"});
-    events::record(
-        &mut tx,
-        events::REQUEST_BLOCKED,
-        Some(&req.request_id),
-        &paywall.id,
-        &req.user,
-        payload,
-    )
-    .await?;
+    blocked(&mut tx, paywall, req, payload).await?;
     tx.commit().await?;
     tracing::info!(request_id = %req.request_id, paywall = %paywall.id, "insufficient balance: top-up link issued");
     Ok(AuthorizeResponse::Action {
