@@ -30,6 +30,8 @@ pub struct ChatRequest {
     pub tools_json: Option<String>,
 }
 
+const MAX_CHOICES: u32 = 128;
+
 fn bad(code: &str, param: &str, message: &str) -> ApiError {
     ApiError::invalid_request(code, message).with_param(param)
 }
@@ -107,8 +109,13 @@ impl ChatRequest {
             None => optional_u32(obj, "max_tokens")?,
         };
         let n = optional_u32(obj, "n")?.unwrap_or(1);
-        if n == 0 {
-            return Err(bad("invalid_value", "n", "`n` must be at least 1."));
+        // OpenAI's own bound; a huge n would ask the sidecar to hold n × the output.
+        if !(1..=MAX_CHOICES).contains(&n) {
+            return Err(bad(
+                "invalid_value",
+                "n",
+                &format!("`n` must be between 1 and {MAX_CHOICES}."),
+            ));
         }
         let tools_json = match obj.get("tools") {
             None | Some(Value::Null) => None,

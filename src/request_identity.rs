@@ -105,7 +105,9 @@ pub fn resolve_user(
         )
         .with_param("user"));
     }
-    if first.is_empty() || first.len() > MAX_USER_LEN || first.chars().any(char::is_control) {
+    // U+FFFD stands for bytes that were not UTF-8 in a header.
+    let unprintable = |c: char| c.is_control() || c == char::REPLACEMENT_CHARACTER;
+    if first.is_empty() || first.len() > MAX_USER_LEN || first.chars().any(unprintable) {
         return Err(ApiError::invalid_request(
             "invalid_user",
             format!("The user id must be 1 to {MAX_USER_LEN} printable characters."),
@@ -142,6 +144,12 @@ mod tests {
         assert!(bearer_key(None).is_err());
         assert!(bearer_key(Some("Basic abc")).is_err());
         assert!(bearer_key(Some("Bearer   ")).is_err());
+    }
+
+    #[test]
+    fn users_with_undecodable_bytes_are_invalid() {
+        let e = resolve_user(None, Some("al\u{FFFD}ce"), None).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("invalid_user"));
     }
 
     #[test]

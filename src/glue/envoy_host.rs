@@ -27,6 +27,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A header value; bytes that are not UTF-8 become U+FFFD. Envoy passes
+/// header values as bytes, and the SDK's string getter panics on invalid
+/// UTF-8, which would take the VM down with a single crafted header.
+fn map_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
 fn report<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) {
     if let Err(e) = r {
         log(LogLevel::Warn, &format!("host call {what} failed: {e:?}"));
@@ -35,9 +45,7 @@ fn report<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) {
 
 impl StreamHost for EnvoyHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        map_value(MapType::HttpRequestHeaders, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: Option<&str>) {
@@ -68,9 +76,7 @@ impl StreamHost for EnvoyHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+        map_value(MapType::HttpResponseHeaders, name)
     }
 
     fn set_response_header(&mut self, name: &str, value: Option<&str>) {
@@ -139,10 +145,7 @@ pub fn dispatch(callout: &Callout) -> Result<u32, String> {
 
 /// `:status` of the current callout response; None when the call failed or timed out.
 pub fn callout_status() -> Option<u16> {
-    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
+    map_value(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok())
 }
 
 pub fn callout_body(size: usize) -> Vec<u8> {

@@ -374,8 +374,15 @@ impl Vm {
         self.host_mut().callout_response = Some(response);
         self.enter(callout.context);
         let context = callout.context as i32;
+        let label = match answer {
+            CalloutAnswer::Status(status, body) => {
+                format!("{status}, {:?}", String::from_utf8_lossy(body))
+            }
+            CalloutAnswer::NoStatus(_) => "no :status".into(),
+            CalloutAnswer::Failure => "failure".into(),
+        };
         let result = self.call(
-            &format!("proxy_on_http_call_response({context}, token={token}, {answer:?})"),
+            &format!("proxy_on_http_call_response({context}, token={token}, {label})"),
             |s, e| e.http_call_response.call(s, (context, token as i32, n, len, 0)),
         );
         self.host_mut().callout_response = None;
