@@ -156,8 +156,13 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
 impl FilterConfig {
     /// Parses and validates the raw plugin configuration bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let dto: FilterConfigDto = serde_json::from_slice(bytes)
-            .map_err(|e| format!("invalid plugin configuration: {e}"))?;
+        // The error names the field at fault (`callout_timeout_ms: invalid value…`).
+        let mut json = serde_json::Deserializer::from_slice(bytes);
+        let dto: FilterConfigDto = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            let path = e.path().to_string();
+            let at = if path == "." { String::new() } else { format!("{path}: ") };
+            format!("invalid plugin configuration: {at}{}", e.inner())
+        })?;
         FilterConfig::try_from(dto)
     }
 }
@@ -223,6 +228,10 @@ mod tests {
                 "typo",
             ),
             ("not json", "invalid plugin configuration"),
+            (
+                r#"{"sidecar_cluster":"l","internal_secret":"0123456789abcdef","callout_timeout_ms":-5}"#,
+                "callout_timeout_ms: invalid value",
+            ),
         ];
         for (json, needle) in cases {
             let err = FilterConfig::from_json(json.as_bytes()).unwrap_err();

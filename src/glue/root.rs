@@ -25,6 +25,8 @@ pub struct PaywallRoot {
     config: Option<Rc<FilterConfig>>,
     tokenizers: Option<Rc<Tokenizers>>,
     queue: Rc<RefCell<SettlementQueue>>,
+    /// Envoy is stopping this VM: deliver everything, then say `proxy_done`.
+    draining: bool,
 }
 
 impl PaywallRoot {
@@ -38,10 +40,16 @@ impl PaywallRoot {
                 std::time::Duration::from_secs(30),
                 10_000,
             ))),
+            draining: false,
         }
     }
 
     fn deliver_due(&mut self) {
+        self.deliver(now_ms(), SETTLEMENTS_PER_TICK);
+    }
+
+    /// Dispatches up to `limit` settlements whose next attempt is due at `due_ms`.
+    fn deliver(&mut self, due_ms: u64, limit: usize) {
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -49,7 +57,7 @@ impl PaywallRoot {
             return;
         };
         let now = now_ms();
-        for entry in queue.take_due(now, SETTLEMENTS_PER_TICK) {
+        for entry in queue.take_due(due_ms, limit) {
             let body = match serde_json::to_vec(&entry.request) {
                 Ok(b) => b,
                 Err(e) => {
@@ -136,6 +144,27 @@ impl Context for PaywallRoot {
                 queue.failed(token, now_ms());
             }
         }
+        if self.draining && queue.backlog() == 0 {
+            log(LogLevel::Info, "tollgate: every settlement delivered; VM done");
+            let _ = hostcalls::done();
+        }
+    }
+
+    /// Envoy is about to stop the VM (configuration change, drain, shutdown).
+    /// Settlements still queued would be lost with it, so they all go out now
+    /// and the VM reports done only once the sidecar has acknowledged them.
+    fn on_done(&mut self) -> bool {
+        self.draining = true;
+        self.deliver(u64::MAX, usize::MAX);
+        let backlog = self.queue.try_borrow().map_or(0, |q| q.backlog());
+        if backlog == 0 {
+            return true;
+        }
+        log(
+            LogLevel::Info,
+            &format!("tollgate: VM stopping; delivering {backlog} queued settlements first"),
+        );
+        false
     }
 }
 

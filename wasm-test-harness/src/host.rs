@@ -143,6 +143,8 @@ pub struct Host {
     /// for an unknown cluster), as Envoy does.
     pub refuse_callouts: Option<u32>,
     pub trace: Vec<String>,
+    /// The module called `proxy_done` (a root context finished draining).
+    pub done: bool,
     pub rng_state: u64,
     pub limits: wasmtime::StoreLimits,
 }

@@ -517,7 +517,9 @@ fn proxy_call_foreign_function(mut c: C, np: i32, nl: i32, _ap: i32, _al: i32, p
 }
 
 fn proxy_done(mut c: C) -> Result<i32> {
-    c.data_mut().trace("  proxy_done()");
+    let host = c.data_mut();
+    host.trace("  proxy_done()");
+    host.done = true;
     Ok(OK)
 }
 

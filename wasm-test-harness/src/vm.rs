@@ -330,6 +330,13 @@ impl Vm {
         Ok(())
     }
 
+    /// Envoy stops the VM: `proxy_on_done` on the root context. False means
+    /// the filter asked for time and will call `proxy_done` itself.
+    pub fn shutdown(&mut self) -> Result<bool> {
+        self.enter(1);
+        Ok(self.call("proxy_on_done(root)", |s, e| e.done.call(s, 1))? != 0)
+    }
+
     // ---- callouts ------------------------------------------------------
 
     /// Callouts waiting for an answer, oldest first.
