@@ -160,7 +160,11 @@ impl FilterConfig {
         let mut json = serde_json::Deserializer::from_slice(bytes);
         let dto: FilterConfigDto = serde_path_to_error::deserialize(&mut json).map_err(|e| {
             let path = e.path().to_string();
-            let at = if path == "." { String::new() } else { format!("{path}: ") };
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
             format!("invalid plugin configuration: {at}{}", e.inner())
         })?;
         FilterConfig::try_from(dto)

@@ -145,7 +145,10 @@ impl Context for PaywallRoot {
             }
         }
         if self.draining && queue.backlog() == 0 {
-            log(LogLevel::Info, "tollgate: every settlement delivered; VM done");
+            log(
+                LogLevel::Info,
+                "tollgate: every settlement delivered; VM done",
+            );
             let _ = hostcalls::done();
         }
     }

@@ -32,7 +32,11 @@ impl<'a, 'c> Guest<'a, 'c> {
         let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
         memory
             .data(&*self.caller)
-            .get(ptr..ptr.checked_add(len).ok_or_else(|| format_err!("pointer overflow"))?)
+            .get(
+                ptr..ptr
+                    .checked_add(len)
+                    .ok_or_else(|| format_err!("pointer overflow"))?,
+            )
             .map(<[u8]>::to_vec)
             .ok_or_else(|| format_err!("read of {len} bytes at {ptr:#x} is outside memory"))
     }
@@ -45,7 +49,12 @@ impl<'a, 'c> Guest<'a, 'c> {
         let memory = self.memory()?;
         memory
             .write(&mut *self.caller, ptr as u32 as usize, bytes)
-            .map_err(|_| format_err!("write of {} bytes at {ptr:#x} is outside memory", bytes.len()))
+            .map_err(|_| {
+                format_err!(
+                    "write of {} bytes at {ptr:#x} is outside memory",
+                    bytes.len()
+                )
+            })
     }
 
     pub fn write_u32(&mut self, ptr: i32, value: u32) -> Result<()> {

@@ -14,8 +14,8 @@ mod guest;
 pub mod host;
 pub mod module;
 mod proxy_abi;
-mod wasi;
 pub mod vm;
+mod wasi;
 
 pub use abi::{missing_exports, read_abi, unknown_imports, ModuleAbi};
 pub use host::{CalloutRecord, LocalReply, LogLine, StreamView};

@@ -63,7 +63,10 @@ fn buffer_of(host: &mut Host, t: i32) -> Option<&mut Vec<u8>> {
 fn show(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     if text.len() > 120 {
-        let cut = (0..=120).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=120)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         format!("{:?}… ({} bytes)", &text[..cut], bytes.len())
     } else {
         format!("{text:?}")
@@ -130,7 +133,14 @@ fn proxy_get_buffer_bytes(
     Ok(OK)
 }
 
-fn proxy_set_buffer_bytes(mut c: C, t: i32, start: i32, size: i32, ptr: i32, len: i32) -> Result<i32> {
+fn proxy_set_buffer_bytes(
+    mut c: C,
+    t: i32,
+    start: i32,
+    size: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let data = g.read(ptr, len)?;
     let host = g.host();
@@ -148,7 +158,9 @@ fn proxy_set_buffer_bytes(mut c: C, t: i32, start: i32, size: i32, ptr: i32, len
 
 fn proxy_get_header_map_pairs(mut c: C, t: i32, ptr_out: i32, size_out: i32) -> Result<i32> {
     let mut g = Guest::new(&mut c);
-    let bytes = map_of(g.host(), t).map(|m| serialize_map(m)).unwrap_or_default();
+    let bytes = map_of(g.host(), t)
+        .map(|m| serialize_map(m))
+        .unwrap_or_default();
     g.host()
         .trace(format!("  proxy_get_header_map_pairs({})", map_name(t)));
     g.give(&bytes, ptr_out, size_out)?;
@@ -182,8 +194,8 @@ fn proxy_get_header_map_value(
 ) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let key = g.read_string(key_ptr, key_len)?;
-    let value = map_of(g.host(), t)
-        .and_then(|m| crate::host::lookup_raw(m, &key).map(<[u8]>::to_vec));
+    let value =
+        map_of(g.host(), t).and_then(|m| crate::host::lookup_raw(m, &key).map(<[u8]>::to_vec));
     g.host().trace(format!(
         "  proxy_get_header_map_value({}, {key:?}) -> {}",
         map_name(t),
@@ -199,7 +211,14 @@ fn proxy_get_header_map_value(
 }
 
 /// Sets, adds or removes one header (`value` None removes).
-fn edit_header(c: &mut C, what: &str, t: i32, key: (i32, i32), value: Option<(i32, i32)>, add: bool) -> Result<i32> {
+fn edit_header(
+    c: &mut C,
+    what: &str,
+    t: i32,
+    key: (i32, i32),
+    value: Option<(i32, i32)>,
+    add: bool,
+) -> Result<i32> {
     let mut g = Guest::new(c);
     let name = g.read_string(key.0, key.1)?.to_ascii_lowercase();
     let value = match value {
@@ -210,7 +229,9 @@ fn edit_header(c: &mut C, what: &str, t: i32, key: (i32, i32), value: Option<(i3
     host.trace(format!(
         "  {what}({}, {name:?}{})",
         map_name(t),
-        value.as_deref().map_or(String::new(), |v| format!(", {}", show(v)))
+        value
+            .as_deref()
+            .map_or(String::new(), |v| format!(", {}", show(v)))
     ));
     let Some(map) = map_of(host, t).filter(|_| t != CALLOUT_RESPONSE_HEADERS) else {
         return Ok(BAD_ARGUMENT);
@@ -226,19 +247,53 @@ fn edit_header(c: &mut C, what: &str, t: i32, key: (i32, i32), value: Option<(i3
     Ok(OK)
 }
 
-fn proxy_replace_header_map_value(mut c: C, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
-    edit_header(&mut c, "proxy_replace_header_map_value", t, (kp, kl), Some((vp, vl)), false)
+fn proxy_replace_header_map_value(
+    mut c: C,
+    t: i32,
+    kp: i32,
+    kl: i32,
+    vp: i32,
+    vl: i32,
+) -> Result<i32> {
+    edit_header(
+        &mut c,
+        "proxy_replace_header_map_value",
+        t,
+        (kp, kl),
+        Some((vp, vl)),
+        false,
+    )
 }
 
 fn proxy_add_header_map_value(mut c: C, t: i32, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<i32> {
-    edit_header(&mut c, "proxy_add_header_map_value", t, (kp, kl), Some((vp, vl)), true)
+    edit_header(
+        &mut c,
+        "proxy_add_header_map_value",
+        t,
+        (kp, kl),
+        Some((vp, vl)),
+        true,
+    )
 }
 
 fn proxy_remove_header_map_value(mut c: C, t: i32, kp: i32, kl: i32) -> Result<i32> {
-    edit_header(&mut c, "proxy_remove_header_map_value", t, (kp, kl), None, false)
+    edit_header(
+        &mut c,
+        "proxy_remove_header_map_value",
+        t,
+        (kp, kl),
+        None,
+        false,
+    )
 }
 
-fn proxy_get_property(mut c: C, path_ptr: i32, path_len: i32, ptr_out: i32, size_out: i32) -> Result<i32> {
+fn proxy_get_property(
+    mut c: C,
+    path_ptr: i32,
+    path_len: i32,
+    ptr_out: i32,
+    size_out: i32,
+) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let path = g.read(path_ptr, path_len)?;
     let value = g.host().properties.get(&path).cloned();
@@ -261,17 +316,30 @@ fn proxy_set_property(mut c: C, path_ptr: i32, path_len: i32, ptr: i32, len: i32
     let path = g.read(path_ptr, path_len)?;
     let value = g.read(ptr, len)?;
     let host = g.host();
-    host.trace(format!("  proxy_set_property({}, {})", show(&path), show(&value)));
+    host.trace(format!(
+        "  proxy_set_property({}, {})",
+        show(&path),
+        show(&value)
+    ));
     host.properties.insert(path, value);
     Ok(OK)
 }
 
-fn proxy_get_shared_data(mut c: C, kp: i32, kl: i32, ptr_out: i32, size_out: i32, cas_out: i32) -> Result<i32> {
+fn proxy_get_shared_data(
+    mut c: C,
+    kp: i32,
+    kl: i32,
+    ptr_out: i32,
+    size_out: i32,
+    cas_out: i32,
+) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let key = g.read_string(kp, kl)?;
     let entry = g.host().shared_data.get(&key).cloned();
-    g.host()
-        .trace(format!("  proxy_get_shared_data({key:?}) -> {}", entry.is_some()));
+    g.host().trace(format!(
+        "  proxy_get_shared_data({key:?}) -> {}",
+        entry.is_some()
+    ));
     match entry {
         Some((value, cas)) => {
             g.give(&value, ptr_out, size_out)?;
@@ -287,12 +355,16 @@ fn proxy_set_shared_data(mut c: C, kp: i32, kl: i32, vp: i32, vl: i32, cas: i32)
     let key = g.read_string(kp, kl)?;
     let value = g.read(vp, vl)?;
     let host = g.host();
-    host.trace(format!("  proxy_set_shared_data({key:?}, {}, cas={cas})", show(&value)));
+    host.trace(format!(
+        "  proxy_set_shared_data({key:?}, {}, cas={cas})",
+        show(&value)
+    ));
     let current = host.shared_data.get(&key).map_or(0, |(_, c)| *c);
     if cas != 0 && cas as u32 != current {
         return Ok(CAS_MISMATCH);
     }
-    host.shared_data.insert(key, (value, current.wrapping_add(1).max(1)));
+    host.shared_data
+        .insert(key, (value, current.wrapping_add(1).max(1)));
     Ok(OK)
 }
 
@@ -307,17 +379,28 @@ fn proxy_register_shared_queue(mut c: C, np: i32, nl: i32, id_out: i32) -> Resul
             host.queues.len() - 1
         }
     };
-    host.trace(format!("  proxy_register_shared_queue({name:?}) -> {}", index + 1));
+    host.trace(format!(
+        "  proxy_register_shared_queue({name:?}) -> {}",
+        index + 1
+    ));
     g.write_u32(id_out, index as u32 + 1)?;
     Ok(OK)
 }
 
-fn proxy_resolve_shared_queue(mut c: C, _vp: i32, _vl: i32, np: i32, nl: i32, id_out: i32) -> Result<i32> {
+fn proxy_resolve_shared_queue(
+    mut c: C,
+    _vp: i32,
+    _vl: i32,
+    np: i32,
+    nl: i32,
+    id_out: i32,
+) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let name = g.read_string(np, nl)?;
     let found = g.host().queues.iter().position(|(n, _)| *n == name);
-    g.host()
-        .trace(format!("  proxy_resolve_shared_queue({name:?}) -> {found:?}"));
+    g.host().trace(format!(
+        "  proxy_resolve_shared_queue({name:?}) -> {found:?}"
+    ));
     match found {
         Some(i) => {
             g.write_u32(id_out, i as u32 + 1)?;
@@ -338,8 +421,10 @@ fn proxy_dequeue_shared_queue(mut c: C, id: i32, ptr_out: i32, size_out: i32) ->
         None => return Ok(NOT_FOUND),
         Some(q) => q.pop_front(),
     };
-    g.host()
-        .trace(format!("  proxy_dequeue_shared_queue({id}) -> {}", item.is_some()));
+    g.host().trace(format!(
+        "  proxy_dequeue_shared_queue({id}) -> {}",
+        item.is_some()
+    ));
     match item {
         Some(v) => {
             g.give(&v, ptr_out, size_out)?;
@@ -353,7 +438,10 @@ fn proxy_enqueue_shared_queue(mut c: C, id: i32, ptr: i32, len: i32) -> Result<i
     let mut g = Guest::new(&mut c);
     let value = g.read(ptr, len)?;
     let host = g.host();
-    host.trace(format!("  proxy_enqueue_shared_queue({id}, {})", show(&value)));
+    host.trace(format!(
+        "  proxy_enqueue_shared_queue({id}, {})",
+        show(&value)
+    ));
     match queue_mut(host, id) {
         Some(q) => {
             q.push_back(value);
@@ -411,7 +499,10 @@ fn proxy_send_local_response(
         bail!("proxy_send_local_response: malformed header map");
     };
     let host = g.host();
-    host.trace(format!("  proxy_send_local_response({status}, {})", show(&body)));
+    host.trace(format!(
+        "  proxy_send_local_response({status}, {})",
+        show(&body)
+    ));
     let reply = LocalReply {
         status: status as u32,
         headers: headers
@@ -496,14 +587,24 @@ fn proxy_set_effective_context(mut c: C, id: i32) -> Result<i32> {
     let host = c.data_mut();
     let id = id as u32;
     if id != host.root && !host.streams.contains_key(&id) {
-        host.trace(format!("  proxy_set_effective_context({id}) -> BadArgument"));
+        host.trace(format!(
+            "  proxy_set_effective_context({id}) -> BadArgument"
+        ));
         return Ok(BAD_ARGUMENT);
     }
     host.current = id;
     Ok(OK)
 }
 
-fn proxy_call_foreign_function(mut c: C, np: i32, nl: i32, _ap: i32, _al: i32, ptr_out: i32, size_out: i32) -> Result<i32> {
+fn proxy_call_foreign_function(
+    mut c: C,
+    np: i32,
+    nl: i32,
+    _ap: i32,
+    _al: i32,
+    ptr_out: i32,
+    size_out: i32,
+) -> Result<i32> {
     let mut g = Guest::new(&mut c);
     let name = g.read_string(np, nl)?;
     let host = g.host();
@@ -538,7 +639,10 @@ fn proxy_define_metric(mut c: C, kind: i32, np: i32, nl: i32, id_out: i32) -> Re
             host.metrics.len() - 1
         }
     };
-    host.trace(format!("  proxy_define_metric({kind}, {name:?}) -> {}", index + 1));
+    host.trace(format!(
+        "  proxy_define_metric({kind}, {name:?}) -> {}",
+        index + 1
+    ));
     g.write_u32(id_out, index as u32 + 1)?;
     Ok(OK)
 }
@@ -592,31 +696,87 @@ pub fn link(linker: &mut Linker<Host>) -> Result<()> {
     let env = "env";
     linker.func_wrap(env, "proxy_log", proxy_log)?;
     linker.func_wrap(env, "proxy_get_log_level", proxy_get_log_level)?;
-    linker.func_wrap(env, "proxy_get_current_time_nanoseconds", proxy_get_current_time_nanoseconds)?;
-    linker.func_wrap(env, "proxy_set_tick_period_milliseconds", proxy_set_tick_period_milliseconds)?;
+    linker.func_wrap(
+        env,
+        "proxy_get_current_time_nanoseconds",
+        proxy_get_current_time_nanoseconds,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_set_tick_period_milliseconds",
+        proxy_set_tick_period_milliseconds,
+    )?;
     linker.func_wrap(env, "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
     linker.func_wrap(env, "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
-    linker.func_wrap(env, "proxy_get_header_map_pairs", proxy_get_header_map_pairs)?;
-    linker.func_wrap(env, "proxy_set_header_map_pairs", proxy_set_header_map_pairs)?;
-    linker.func_wrap(env, "proxy_get_header_map_value", proxy_get_header_map_value)?;
-    linker.func_wrap(env, "proxy_replace_header_map_value", proxy_replace_header_map_value)?;
-    linker.func_wrap(env, "proxy_remove_header_map_value", proxy_remove_header_map_value)?;
-    linker.func_wrap(env, "proxy_add_header_map_value", proxy_add_header_map_value)?;
+    linker.func_wrap(
+        env,
+        "proxy_get_header_map_pairs",
+        proxy_get_header_map_pairs,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_set_header_map_pairs",
+        proxy_set_header_map_pairs,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_get_header_map_value",
+        proxy_get_header_map_value,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_replace_header_map_value",
+        proxy_replace_header_map_value,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_remove_header_map_value",
+        proxy_remove_header_map_value,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_add_header_map_value",
+        proxy_add_header_map_value,
+    )?;
     linker.func_wrap(env, "proxy_get_property", proxy_get_property)?;
     linker.func_wrap(env, "proxy_set_property", proxy_set_property)?;
     linker.func_wrap(env, "proxy_get_shared_data", proxy_get_shared_data)?;
     linker.func_wrap(env, "proxy_set_shared_data", proxy_set_shared_data)?;
-    linker.func_wrap(env, "proxy_register_shared_queue", proxy_register_shared_queue)?;
-    linker.func_wrap(env, "proxy_resolve_shared_queue", proxy_resolve_shared_queue)?;
-    linker.func_wrap(env, "proxy_dequeue_shared_queue", proxy_dequeue_shared_queue)?;
-    linker.func_wrap(env, "proxy_enqueue_shared_queue", proxy_enqueue_shared_queue)?;
+    linker.func_wrap(
+        env,
+        "proxy_register_shared_queue",
+        proxy_register_shared_queue,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_resolve_shared_queue",
+        proxy_resolve_shared_queue,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_dequeue_shared_queue",
+        proxy_dequeue_shared_queue,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_enqueue_shared_queue",
+        proxy_enqueue_shared_queue,
+    )?;
     linker.func_wrap(env, "proxy_continue_stream", proxy_continue_stream)?;
     linker.func_wrap(env, "proxy_close_stream", proxy_close_stream)?;
     linker.func_wrap(env, "proxy_send_local_response", proxy_send_local_response)?;
     linker.func_wrap(env, "proxy_http_call", proxy_http_call)?;
     linker.func_wrap(env, "proxy_get_status", proxy_get_status)?;
-    linker.func_wrap(env, "proxy_set_effective_context", proxy_set_effective_context)?;
-    linker.func_wrap(env, "proxy_call_foreign_function", proxy_call_foreign_function)?;
+    linker.func_wrap(
+        env,
+        "proxy_set_effective_context",
+        proxy_set_effective_context,
+    )?;
+    linker.func_wrap(
+        env,
+        "proxy_call_foreign_function",
+        proxy_call_foreign_function,
+    )?;
     linker.func_wrap(env, "proxy_done", proxy_done)?;
     linker.func_wrap(env, "proxy_define_metric", proxy_define_metric)?;
     linker.func_wrap(env, "proxy_get_metric", proxy_get_metric)?;
@@ -624,11 +784,37 @@ pub fn link(linker: &mut Linker<Host>) -> Result<()> {
     linker.func_wrap(env, "proxy_increment_metric", proxy_increment_metric)?;
     // gRPC signatures, typed as the ABI declares them.
     let call = grpc("proxy_grpc_call");
-    linker.func_wrap(env, "proxy_grpc_call", move |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| call())?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_call",
+        move |_: C,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32,
+              _: i32| call(),
+    )?;
     let stream = grpc("proxy_grpc_stream");
-    linker.func_wrap(env, "proxy_grpc_stream", move |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| stream())?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_stream",
+        move |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
+            stream()
+        },
+    )?;
     let send = grpc("proxy_grpc_send");
-    linker.func_wrap(env, "proxy_grpc_send", move |_: C, _: i32, _: i32, _: i32, _: i32| send())?;
+    linker.func_wrap(
+        env,
+        "proxy_grpc_send",
+        move |_: C, _: i32, _: i32, _: i32, _: i32| send(),
+    )?;
     let cancel = grpc("proxy_grpc_cancel");
     linker.func_wrap(env, "proxy_grpc_cancel", move |_: C, _: i32| cancel())?;
     let close = grpc("proxy_grpc_close");

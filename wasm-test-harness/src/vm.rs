@@ -192,7 +192,8 @@ impl Vm {
             Ok(v) => Ok(v),
             Err(e) => {
                 let message = format!("{e:?}");
-                self.host_mut().trace(format!("✗ trap in {what}: {message}"));
+                self.host_mut()
+                    .trace(format!("✗ trap in {what}: {message}"));
                 self.failed = Some(message.clone());
                 Err(anyhow!("trap in {what}: {message}"))
             }
@@ -236,25 +237,39 @@ impl Vm {
 
     fn ensure_unanswered(&mut self, id: StreamId) -> Result<()> {
         if let Some(reply) = &self.view_mut(id)?.local_reply {
-            bail!("stream {id} was already answered locally ({})", reply.status);
+            bail!(
+                "stream {id} was already answered locally ({})",
+                reply.status
+            );
         }
         Ok(())
     }
 
-    pub fn request_headers(&mut self, id: StreamId, pairs: &[(&str, &str)], end: bool) -> Result<Action> {
+    pub fn request_headers(
+        &mut self,
+        id: StreamId,
+        pairs: &[(&str, &str)],
+        end: bool,
+    ) -> Result<Action> {
         self.request_headers_raw(id, headers(pairs), end)
     }
 
     /// Request headers with raw values (Envoy passes bytes, not always UTF-8).
-    pub fn request_headers_raw(&mut self, id: StreamId, map: HeaderMap, end: bool) -> Result<Action> {
+    pub fn request_headers_raw(
+        &mut self,
+        id: StreamId,
+        map: HeaderMap,
+        end: bool,
+    ) -> Result<Action> {
         let n = map.len() as i32;
         let view = self.view_mut(id)?;
         view.request_headers = map;
         view.request_ended = end;
         self.enter(id);
-        let code = self.call(&format!("proxy_on_request_headers({id}, end={end})"), |s, e| {
-            e.request_headers.call(s, (id as i32, n, end as i32))
-        })?;
+        let code = self.call(
+            &format!("proxy_on_request_headers({id}, end={end})"),
+            |s, e| e.request_headers.call(s, (id as i32, n, end as i32)),
+        )?;
         let a = action(code)?;
         if a == Action::Continue {
             self.view_mut(id)?.request_released = true;
@@ -284,13 +299,22 @@ impl Vm {
         Ok(a)
     }
 
-    pub fn response_headers(&mut self, id: StreamId, pairs: &[(&str, &str)], end: bool) -> Result<Action> {
+    pub fn response_headers(
+        &mut self,
+        id: StreamId,
+        pairs: &[(&str, &str)],
+        end: bool,
+    ) -> Result<Action> {
         let view = self.view_mut(id)?;
         view.response_headers = headers(pairs);
         self.enter(id);
-        let code = self.call(&format!("proxy_on_response_headers({id}, end={end})"), |s, e| {
-            e.response_headers.call(s, (id as i32, pairs.len() as i32, end as i32))
-        })?;
+        let code = self.call(
+            &format!("proxy_on_response_headers({id}, end={end})"),
+            |s, e| {
+                e.response_headers
+                    .call(s, (id as i32, pairs.len() as i32, end as i32))
+            },
+        )?;
         action(code)
     }
 
@@ -320,7 +344,9 @@ impl Vm {
         let raw = id as i32;
         self.call(&format!("proxy_on_log({id})"), |s, e| e.log.call(s, raw))?;
         self.call(&format!("proxy_on_done({id})"), |s, e| e.done.call(s, raw))?;
-        self.call(&format!("proxy_on_delete({id})"), |s, e| e.delete.call(s, raw))?;
+        self.call(&format!("proxy_on_delete({id})"), |s, e| {
+            e.delete.call(s, raw)
+        })?;
         let host = self.host_mut();
         host.callouts.retain(|_, c| c.context != id);
         if let Some(view) = host.streams.remove(&id) {
@@ -390,7 +416,10 @@ impl Vm {
         };
         let result = self.call(
             &format!("proxy_on_http_call_response({context}, token={token}, {label})"),
-            |s, e| e.http_call_response.call(s, (context, token as i32, n, len, 0)),
+            |s, e| {
+                e.http_call_response
+                    .call(s, (context, token as i32, n, len, 0))
+            },
         );
         self.host_mut().callout_response = None;
         result

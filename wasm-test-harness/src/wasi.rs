@@ -99,14 +99,22 @@ pub fn link(linker: &mut Linker<Host>) -> Result<()> {
     linker.func_wrap(m, "fd_write", fd_write)?;
     linker.func_wrap(m, "fd_fdstat_get", fd_fdstat_get)?;
     linker.func_wrap(m, "fd_close", |_: C, _: i32| Ok(EBADF))?;
-    linker.func_wrap(m, "fd_seek", |_: C, _: i32, _: i64, _: i32, _: i32| Ok(EBADF))?;
-    linker.func_wrap(m, "fd_read", |_: C, _: i32, _: i32, _: i32, _: i32| Ok(EBADF))?;
+    linker.func_wrap(m, "fd_seek", |_: C, _: i32, _: i64, _: i32, _: i32| {
+        Ok(EBADF)
+    })?;
+    linker.func_wrap(m, "fd_read", |_: C, _: i32, _: i32, _: i32, _: i32| {
+        Ok(EBADF)
+    })?;
     // No preopened directories: the module has no file system.
     linker.func_wrap(m, "fd_prestat_get", |_: C, _: i32, _: i32| Ok(EBADF))?;
-    linker.func_wrap(m, "fd_prestat_dir_name", |_: C, _: i32, _: i32, _: i32| Ok(EBADF))?;
+    linker.func_wrap(m, "fd_prestat_dir_name", |_: C, _: i32, _: i32, _: i32| {
+        Ok(EBADF)
+    })?;
     linker.func_wrap(m, "random_get", random_get)?;
     linker.func_wrap(m, "sched_yield", |_: C| Ok(SUCCESS))?;
-    linker.func_wrap(m, "poll_oneoff", |_: C, _: i32, _: i32, _: i32, _: i32| Ok(ENOSYS))?;
+    linker.func_wrap(m, "poll_oneoff", |_: C, _: i32, _: i32, _: i32, _: i32| {
+        Ok(ENOSYS)
+    })?;
     linker.func_wrap(m, "proc_exit", proc_exit)?;
     Ok(())
 }

@@ -30,13 +30,22 @@ fn each_invalid_field_is_refused_with_a_log_line_naming_it() {
         (with("callout_timeout_ms", json!(-5)), "callout_timeout_ms"),
         (with("max_body_bytes", json!(0)), "max_body_bytes"),
         (with("route_header", json!("Not A Header")), "route_header"),
-        (with("settle_retry_initial_ms", json!(0)), "settle_retry_initial_ms"),
-        (with("settle_retry_max_ms", json!(1)), "settle_retry_initial_ms"),
+        (
+            with("settle_retry_initial_ms", json!(0)),
+            "settle_retry_initial_ms",
+        ),
+        (
+            with("settle_retry_max_ms", json!(1)),
+            "settle_retry_initial_ms",
+        ),
         (with("settle_backlog_max", json!(0)), "settle_backlog_max"),
         (with("tick_ms", json!(1)), "tick_ms"),
         (with("default_encoding", json!("rot13")), "default_encoding"),
         (
-            with("model_encodings", json!([{"prefix": "gpt", "encoding": "nope"}])),
+            with(
+                "model_encodings",
+                json!([{"prefix": "gpt", "encoding": "nope"}]),
+            ),
             "encoding",
         ),
         (with("sidecar_clustr", json!("typo")), "sidecar_clustr"),
@@ -69,12 +78,19 @@ fn an_unconfigured_vm_fails_closed_then_recovers_on_a_good_configuration() {
     assert!(!vm.configure(b"{}").unwrap());
     let s = vm.open().unwrap();
     let body = chat_body(false);
-    let a = vm.request_headers(s, &pairs(&chat_headers(body.len())), false).unwrap();
+    let a = vm
+        .request_headers(s, &pairs(&chat_headers(body.len())), false)
+        .unwrap();
     assert_eq!(a, Action::Pause);
     let (status, error) = error_of(&vm, s);
-    assert_eq!((status, error["code"].as_str()), (503, Some("paywall_unavailable")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("paywall_unavailable"))
+    );
     vm.close(s).unwrap();
 
-    assert!(vm.configure(Vm::default_config().to_string().as_bytes()).unwrap());
+    assert!(vm
+        .configure(Vm::default_config().to_string().as_bytes())
+        .unwrap());
     allowed(&mut vm, false, "h-recovered");
 }

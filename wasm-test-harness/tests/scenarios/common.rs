@@ -44,14 +44,20 @@ pub fn chat_headers(len: usize) -> Vec<(String, String)> {
 }
 
 pub fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
-    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// Opens a stream and sends a chat request; the filter must be waiting for the sidecar.
 pub fn ask(vm: &mut Vm, body: &[u8]) -> StreamId {
     let s = vm.open().unwrap();
     let h = chat_headers(body.len());
-    assert_eq!(vm.request_headers(s, &pairs(&h), false).unwrap(), Action::Pause);
+    assert_eq!(
+        vm.request_headers(s, &pairs(&h), false).unwrap(),
+        Action::Pause
+    );
     assert_eq!(vm.request_body(s, body, true).unwrap(), Action::Pause);
     assert!(
         vm.pending_to(AUTHORIZE_PATH).is_some(),
@@ -105,8 +111,11 @@ pub fn deliver_settlements(vm: &mut Vm) -> Vec<Value> {
         while let Some(c) = vm.pending_to(SETTLE_PATH) {
             let ack = json!({"hold_id": c.json()["hold_id"], "state": "settled",
                 "charge_id": "c1", "amount_micros": 1, "replayed": false});
-            vm.answer(c.token, CalloutAnswer::Status(200, ack.to_string().as_bytes()))
-                .unwrap();
+            vm.answer(
+                c.token,
+                CalloutAnswer::Status(200, ack.to_string().as_bytes()),
+            )
+            .unwrap();
             delivered.push(c.json());
         }
         if vm.metric("tollgate_settlement_backlog") == Some(0) && !delivered.is_empty() {
@@ -147,4 +156,5 @@ pub fn sse_usage(prompt: u32, completion: u32) -> String {
     format!("data: {chunk}\n\n")
 }
 
-pub const SSE_HEADERS: &[(&str, &str)] = &[(":status", "200"), ("content-type", "text/event-stream")];
+pub const SSE_HEADERS: &[(&str, &str)] =
+    &[(":status", "200"), ("content-type", "text/event-stream")];

@@ -22,8 +22,15 @@ fn send(vm: &mut Vm, headers: &[(&str, &str)], body: &[u8]) -> u32 {
 /// The request was refused with `status` and `code`, before any callout.
 fn refused(vm: &Vm, s: u32, status: u32, code: &str) {
     let (got, error) = error_of(vm, s);
-    assert_eq!((got, error["code"].as_str()), (status, Some(code)), "{error}");
-    assert!(vm.dispatched().is_empty(), "a bad request reached the sidecar");
+    assert_eq!(
+        (got, error["code"].as_str()),
+        (status, Some(code)),
+        "{error}"
+    );
+    assert!(
+        vm.dispatched().is_empty(),
+        "a bad request reached the sidecar"
+    );
     assert!(vm.stream(s).upstream_body.is_empty());
     assert!(vm.failed().is_none());
 }
@@ -33,13 +40,22 @@ fn a_body_in_many_small_chunks_is_read_whole_once() {
     let mut vm = vm();
     let body = chat_body(false);
     let s = vm.open().unwrap();
-    vm.request_headers(s, &pairs(&chat_headers(body.len())), false).unwrap();
+    vm.request_headers(s, &pairs(&chat_headers(body.len())), false)
+        .unwrap();
     for (i, chunk) in body.chunks(1).enumerate() {
         let end = i == body.len() - 1;
         assert_eq!(vm.request_body(s, chunk, end).unwrap(), Action::Pause);
-        assert_eq!(vm.dispatched().len(), usize::from(end), "asked before the body ended");
+        assert_eq!(
+            vm.dispatched().len(),
+            usize::from(end),
+            "asked before the body ended"
+        );
     }
-    vm.answer_path(AUTHORIZE_PATH, CalloutAnswer::Status(200, &allow("h-chunks"))).unwrap();
+    vm.answer_path(
+        AUTHORIZE_PATH,
+        CalloutAnswer::Status(200, &allow("h-chunks")),
+    )
+    .unwrap();
     assert_eq!(vm.stream(s).upstream_body, body);
 }
 
@@ -47,7 +63,8 @@ fn a_body_in_many_small_chunks_is_read_whole_once() {
 fn oversized_bodies_are_refused_declared_or_not() {
     let mut vm = vm_with(json!({"max_body_bytes": 4096}));
     let big = json!({"model": "gpt-4o-mini", "user": "u",
-        "messages": [{"role": "user", "content": "x".repeat(10_000)}]}).to_string();
+        "messages": [{"role": "user", "content": "x".repeat(10_000)}]})
+    .to_string();
     // Declared by content-length: refused at the headers.
     let s = send(&mut vm, &pairs(&chat_headers(big.len())), big.as_bytes());
     refused(&vm, s, 413, "request_too_large");
@@ -79,7 +96,13 @@ fn invalid_utf8_in_the_body_is_a_400() {
 
 #[test]
 fn invalid_utf8_in_header_values_does_not_trap_the_vm() {
-    for header in ["authorization", "x-paywall-user", "x-request-id", ":path", ":method"] {
+    for header in [
+        "authorization",
+        "x-paywall-user",
+        "x-request-id",
+        ":path",
+        ":method",
+    ] {
         let mut vm = vm();
         let body = chat_body(false);
         let mut map: Vec<(String, Vec<u8>)> = chat_headers(body.len())
@@ -155,8 +178,13 @@ fn conflicting_user_ids_are_refused() {
     refused(&vm, s, 400, "conflicting_user");
 
     let anonymous = json!({"model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let s = send(&mut vm, &pairs(&chat_headers(anonymous.len())), anonymous.as_bytes());
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let s = send(
+        &mut vm,
+        &pairs(&chat_headers(anonymous.len())),
+        anonymous.as_bytes(),
+    );
     let (status, _) = error_of(&vm, s);
     assert_eq!(status, 400, "a request without a user must be refused");
 }
@@ -170,7 +198,10 @@ fn missing_headers() {
     h.retain(|(k, _)| k != "authorization");
     let s = send(&mut vm, &pairs(&h), &body);
     let (status, error) = error_of(&vm, s);
-    assert_eq!((status, error["type"].as_str()), (401, Some("authentication_error")));
+    assert_eq!(
+        (status, error["type"].as_str()),
+        (401, Some("authentication_error"))
+    );
     // Not a bearer key.
     let mut h = chat_headers(body.len());
     h.retain(|(k, _)| k != "authorization");
@@ -182,7 +213,9 @@ fn missing_headers() {
     h.retain(|(k, _)| k != "x-request-id" && k != "authorization");
     let s = send(&mut vm, &pairs(&h), &body);
     let reply = vm.stream(s).local_reply.clone().unwrap();
-    assert!(reply.header("x-request-id").is_some_and(|id| id.starts_with("tollgate-")));
+    assert!(reply
+        .header("x-request-id")
+        .is_some_and(|id| id.starts_with("tollgate-")));
     // No body at all.
     let s = send(&mut vm, &pairs(&chat_headers(0)), b"");
     assert_eq!(error_of(&vm, s).1["code"], "missing_body");
@@ -192,7 +225,10 @@ fn missing_headers() {
     h.push((":method".into(), "GET".into()));
     let s = send(&mut vm, &pairs(&h), b"");
     assert_eq!(error_of(&vm, s).0, 405);
-    assert_eq!(vm.stream(s).local_reply.as_ref().unwrap().header("allow"), Some("POST"));
+    assert_eq!(
+        vm.stream(s).local_reply.as_ref().unwrap().header("allow"),
+        Some("POST")
+    );
     assert!(vm.dispatched().is_empty());
 }
 
@@ -208,7 +244,15 @@ fn a_client_cannot_pick_the_provider_route() {
     // Other paths pass through, still without a client-chosen route.
     let s = vm.open().unwrap();
     let a = vm
-        .request_headers(s, &[(":method", "GET"), (":path", "/v1/models"), ("x-tollgate-route", "x")], true)
+        .request_headers(
+            s,
+            &[
+                (":method", "GET"),
+                (":path", "/v1/models"),
+                ("x-tollgate-route", "x"),
+            ],
+            true,
+        )
         .unwrap();
     assert_eq!(a, Action::Continue);
     assert_eq!(vm.stream(s).request_header("x-tollgate-route"), None);

@@ -35,7 +35,8 @@ fn settlement_of(delivered: &[Value], hold: &str) -> Value {
 fn feed(vm: &mut Vm, s: u32, chunks: &[&[u8]], end: bool) {
     vm.response_headers(s, SSE_HEADERS, false).unwrap();
     for (i, chunk) in chunks.iter().enumerate() {
-        vm.response_body(s, chunk, end && i == chunks.len() - 1).unwrap();
+        vm.response_body(s, chunk, end && i == chunks.len() - 1)
+            .unwrap();
     }
 }
 
@@ -49,9 +50,16 @@ fn a_stream_split_byte_by_byte_reaches_the_client_intact_and_settles_once() {
     feed(&mut vm, s, &chunks, true);
     vm.close(s).unwrap();
     // The client did not ask for usage: it gets everything but the usage event.
-    let expected: String = events.iter().filter(|e| !e.contains("\"usage\"")).cloned().collect();
+    let expected: String = events
+        .iter()
+        .filter(|e| !e.contains("\"usage\""))
+        .cloned()
+        .collect();
     assert_eq!(String::from_utf8_lossy(&vm.stream(s).client_body), expected);
-    assert_eq!(vm.stream(s).response_header("x-request-id"), Some("req-harness"));
+    assert_eq!(
+        vm.stream(s).response_header("x-request-id"),
+        Some("req-harness")
+    );
 
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-bytes");
     assert_eq!(settled["outcome"], "completed");
@@ -68,10 +76,14 @@ fn a_client_that_asked_for_usage_gets_it() {
     let mut vm = vm();
     let body = json!({"model": "gpt-4o-mini", "user": "alice", "stream": true,
         "stream_options": {"include_usage": true},
-        "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
     let s = ask(&mut vm, body.as_bytes());
-    vm.answer_path(tollgate_protocol::AUTHORIZE_PATH,
-        tollgate_wasm_test_harness::CalloutAnswer::Status(200, &allow("h-usage"))).unwrap();
+    vm.answer_path(
+        tollgate_protocol::AUTHORIZE_PATH,
+        tollgate_wasm_test_harness::CalloutAnswer::Status(200, &allow("h-usage")),
+    )
+    .unwrap();
     let all = provider_stream(true).concat();
     feed(&mut vm, s, &[all.as_bytes()], true);
     assert_eq!(String::from_utf8_lossy(&vm.stream(s).client_body), all);
@@ -87,9 +99,15 @@ fn a_missing_usage_chunk_is_billed_from_the_local_count() {
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-nousage");
     assert_eq!(settled["outcome"], "completed");
     assert_eq!(settled["usage_source"], "local");
-    assert_eq!(settled["usage"]["completion_tokens"], settled["local_completion_tokens"]);
+    assert_eq!(
+        settled["usage"]["completion_tokens"],
+        settled["local_completion_tokens"]
+    );
     assert!(settled["usage"]["completion_tokens"].as_u64().unwrap() >= 6);
-    assert!(settled["usage"]["prompt_tokens"].as_u64().unwrap() > 5, "the prompt estimate");
+    assert!(
+        settled["usage"]["prompt_tokens"].as_u64().unwrap() > 5,
+        "the prompt estimate"
+    );
 }
 
 #[test]
@@ -97,11 +115,17 @@ fn malformed_event_lines_pass_through_without_harm() {
     let mut vm = vm();
     let s = allowed(&mut vm, true, "h-garbage");
     let mut events = provider_stream(true);
-    events.insert(2, "data: {\"choices\": [{\"delta\": {\"content\": \n\n".into());
+    events.insert(
+        2,
+        "data: {\"choices\": [{\"delta\": {\"content\": \n\n".into(),
+    );
     events.insert(3, ": keep-alive comment\n\n".into());
     events.insert(4, "event: mystery\nid: 7\nretry: 10\n\n".into());
     events.insert(5, "a line with no colon\n\n".into());
-    events.insert(6, "data: \n\ndata: null\n\ndata: []\n\ndata: {\"choices\": 5}\n\n".into());
+    events.insert(
+        6,
+        "data: \n\ndata: null\n\ndata: []\n\ndata: {\"choices\": 5}\n\n".into(),
+    );
     events.insert(7, "data: \u{1F600}\u{FFFD}\r\n\r\n".into());
     let all = events.concat();
     feed(&mut vm, s, &[all.as_bytes()], true);
@@ -125,7 +149,10 @@ fn an_upstream_reset_mid_event_bills_what_was_streamed() {
     assert_eq!(settled["outcome"], "client_aborted");
     assert_eq!(settled["usage_source"], "local");
     let counted = settled["usage"]["completion_tokens"].as_u64().unwrap();
-    assert!((2..=4).contains(&counted), "three whole content events, got {counted}");
+    assert!(
+        (2..=4).contains(&counted),
+        "three whole content events, got {counted}"
+    );
 }
 
 #[test]
@@ -148,7 +175,11 @@ fn a_client_abort_at_every_chunk_position_settles_each_hold_once() {
     let mut last = 0;
     for (k, hold) in holds.iter().enumerate() {
         let settled = settlement_of(&delivered, hold);
-        let expected = if k == events.len() { "completed" } else { "client_aborted" };
+        let expected = if k == events.len() {
+            "completed"
+        } else {
+            "client_aborted"
+        };
         assert_eq!(settled["outcome"], expected, "abort after {k} events");
         let completion = settled["local_completion_tokens"].as_u64().unwrap();
         assert!(completion >= last, "the local count went down at {k}");
@@ -165,10 +196,18 @@ fn a_client_abort_at_every_chunk_position_settles_each_hold_once() {
 fn a_provider_error_before_any_token_voids_the_hold() {
     let mut vm = vm();
     let s = allowed(&mut vm, true, "h-503");
-    vm.response_headers(s, &[(":status", "503"), ("content-type", "application/json")], false)
-        .unwrap();
-    vm.response_body(s, br#"{"error":{"message":"overloaded","type":"server_error"}}"#, true)
-        .unwrap();
+    vm.response_headers(
+        s,
+        &[(":status", "503"), ("content-type", "application/json")],
+        false,
+    )
+    .unwrap();
+    vm.response_body(
+        s,
+        br#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+        true,
+    )
+    .unwrap();
     vm.close(s).unwrap();
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-503");
     assert_eq!(settled["outcome"], "upstream_failed");
@@ -184,9 +223,14 @@ fn a_json_response_in_chunks_is_billed_from_its_usage() {
     let body = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
         "choices": [{"index": 0, "finish_reason": "stop",
             "message": {"role": "assistant", "content": "Hello there, friend!"}}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}).to_string();
-    vm.response_headers(s, &[(":status", "200"), ("content-type", "application/json")], false)
-        .unwrap();
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
+    .to_string();
+    vm.response_headers(
+        s,
+        &[(":status", "200"), ("content-type", "application/json")],
+        false,
+    )
+    .unwrap();
     let chunks: Vec<&[u8]> = body.as_bytes().chunks(7).collect();
     for (i, c) in chunks.iter().enumerate() {
         vm.response_body(s, c, i == chunks.len() - 1).unwrap();
@@ -194,6 +238,12 @@ fn a_json_response_in_chunks_is_billed_from_its_usage() {
     vm.close(s).unwrap();
     assert_eq!(vm.stream(s).client_body, body.as_bytes());
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-json");
-    assert_eq!((settled["usage"]["prompt_tokens"].as_u64(), settled["usage"]["completion_tokens"].as_u64()), (Some(12), Some(5)));
+    assert_eq!(
+        (
+            settled["usage"]["prompt_tokens"].as_u64(),
+            settled["usage"]["completion_tokens"].as_u64()
+        ),
+        (Some(12), Some(5))
+    );
     assert_eq!(settled["usage_source"], "provider");
 }

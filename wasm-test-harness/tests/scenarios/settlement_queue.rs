@@ -41,7 +41,9 @@ fn sidecar_down_for(vm: &mut Vm, ms: u64, answer: CalloutAnswer) -> usize {
 fn acknowledged_per_hold(delivered: &[serde_json::Value]) -> HashMap<String, usize> {
     let mut per_hold = HashMap::new();
     for s in delivered {
-        *per_hold.entry(s["hold_id"].as_str().unwrap().to_string()).or_default() += 1;
+        *per_hold
+            .entry(s["hold_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     per_hold
 }
@@ -77,10 +79,17 @@ fn a_full_backlog_drops_with_a_metric_and_a_log_line_and_keeps_serving() {
     assert!(vm.logged("settlement backlog full"));
     assert!(vm.failed().is_none());
     let per_hold = acknowledged_per_hold(&deliver_settlements(&mut vm));
-    assert_eq!(per_hold.len(), 3, "the three queued ones arrive: {per_hold:?}");
+    assert_eq!(
+        per_hold.len(),
+        3,
+        "the three queued ones arrive: {per_hold:?}"
+    );
     // And the VM goes on serving.
     complete_requests(&mut vm, 1, "h-after");
-    assert_eq!(acknowledged_per_hold(&deliver_settlements(&mut vm)).len(), 1);
+    assert_eq!(
+        acknowledged_per_hold(&deliver_settlements(&mut vm)).len(),
+        1
+    );
 }
 
 #[test]
@@ -88,8 +97,11 @@ fn a_refused_settlement_is_not_retried_but_429_is() {
     let mut vm = vm();
     complete_requests(&mut vm, 1, "h-refused");
     vm.advance(100).unwrap();
-    vm.answer_path(SETTLE_PATH, CalloutAnswer::Status(404, br#"{"error":"unknown hold"}"#))
-        .unwrap();
+    vm.answer_path(
+        SETTLE_PATH,
+        CalloutAnswer::Status(404, br#"{"error":"unknown hold"}"#),
+    )
+    .unwrap();
     vm.advance(10_000).unwrap();
     assert_eq!(settle_calls(&vm).len(), 1, "a 404 will not change on retry");
     assert!(vm.logged("refused (404)"));
@@ -97,8 +109,12 @@ fn a_refused_settlement_is_not_retried_but_429_is() {
 
     complete_requests(&mut vm, 1, "h-busy");
     vm.advance(100).unwrap();
-    vm.answer_path(SETTLE_PATH, CalloutAnswer::Status(429, b"")).unwrap();
-    assert_eq!(acknowledged_per_hold(&deliver_settlements(&mut vm)).len(), 1);
+    vm.answer_path(SETTLE_PATH, CalloutAnswer::Status(429, b""))
+        .unwrap();
+    assert_eq!(
+        acknowledged_per_hold(&deliver_settlements(&mut vm)).len(),
+        1
+    );
 }
 
 #[test]
@@ -123,10 +139,15 @@ fn stopping_the_vm_delivers_every_queued_settlement_first() {
     let pending = vm.pending();
     assert_eq!(pending.len(), 3, "all three go out at once");
     for (i, c) in pending.iter().enumerate() {
-        assert!(!vm.host().done, "done before every settlement was acknowledged");
+        assert!(
+            !vm.host().done,
+            "done before every settlement was acknowledged"
+        );
         let ack = json!({"hold_id": c.json()["hold_id"], "state": "settled", "charge_id": "c",
-            "amount_micros": 1, "replayed": false}).to_string();
-        vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes())).unwrap();
+            "amount_micros": 1, "replayed": false})
+        .to_string();
+        vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes()))
+            .unwrap();
         assert_eq!(vm.host().done, i == 2);
     }
     // An idle VM stops at once.

@@ -13,7 +13,10 @@ fn an_allowed_request_goes_upstream_with_the_provider_key_only() {
     let s = ask(&mut vm, &chat_body(false));
     let ask_call = vm.pending_to(AUTHORIZE_PATH).unwrap();
     assert_eq!(ask_call.cluster, "tollgate_ledger");
-    assert_eq!(ask_call.header(INTERNAL_SECRET_HEADER), Some("harness-secret-0123456789"));
+    assert_eq!(
+        ask_call.header(INTERNAL_SECRET_HEADER),
+        Some("harness-secret-0123456789")
+    );
     assert_eq!(ask_call.header("x-request-id"), Some("req-harness"));
     let asked = ask_call.json();
     assert_eq!(asked["paywall_key"], KEY);
@@ -21,18 +24,35 @@ fn an_allowed_request_goes_upstream_with_the_provider_key_only() {
     assert_eq!(asked["model"], "gpt-4o-mini");
     assert!(asked["prompt_tokens"].as_u64().unwrap() > 5);
 
-    vm.answer(ask_call.token, CalloutAnswer::Status(200, &allow("h-1"))).unwrap();
+    vm.answer(ask_call.token, CalloutAnswer::Status(200, &allow("h-1")))
+        .unwrap();
     let view = vm.stream(s);
     assert!(view.local_reply.is_none());
     assert_eq!(view.resumes, 1);
-    assert_eq!(view.request_header("authorization"), Some("Bearer sk-provider"));
-    assert_eq!(view.request_header("x-tollgate-route"), Some("provider_mock"));
+    assert_eq!(
+        view.request_header("authorization"),
+        Some("Bearer sk-provider")
+    );
+    assert_eq!(
+        view.request_header("x-tollgate-route"),
+        Some("provider_mock")
+    );
     assert_eq!(view.request_header("x-paywall-user"), None);
-    assert_eq!(view.upstream_body, chat_body(false), "body must go upstream unchanged");
-    assert!(vm.host().foreign_calls.contains(&"clear_route_cache".to_string()));
+    assert_eq!(
+        view.upstream_body,
+        chat_body(false),
+        "body must go upstream unchanged"
+    );
+    assert!(vm
+        .host()
+        .foreign_calls
+        .contains(&"clear_route_cache".to_string()));
     let upstream = String::from_utf8_lossy(&view.upstream_body).to_string()
         + &format!("{:?}", view.request_headers);
-    assert!(!upstream.contains(KEY), "the paywall key reached the provider");
+    assert!(
+        !upstream.contains(KEY),
+        "the paywall key reached the provider"
+    );
 }
 
 /// Each broken answer, and what the client must get instead.
@@ -44,11 +64,20 @@ fn fails_closed(answer: CalloutAnswer) {
     assert_eq!(status, 503, "{answer:?}");
     assert_eq!(error["code"], "paywall_unavailable");
     let view = vm.stream(s);
-    assert!(view.upstream_body.is_empty() && !view.request_released, "{answer:?} forwarded the request");
-    assert_eq!(view.local_reply.as_ref().unwrap().header("x-request-id"), Some("req-harness"));
+    assert!(
+        view.upstream_body.is_empty() && !view.request_released,
+        "{answer:?} forwarded the request"
+    );
+    assert_eq!(
+        view.local_reply.as_ref().unwrap().header("x-request-id"),
+        Some("req-harness")
+    );
     vm.close(s).unwrap();
     vm.advance(1_000).unwrap();
-    assert!(vm.pending_to(SETTLE_PATH).is_none(), "nothing was held, nothing to settle");
+    assert!(
+        vm.pending_to(SETTLE_PATH).is_none(),
+        "nothing was held, nothing to settle"
+    );
     assert!(vm.failed().is_none());
 }
 
@@ -76,7 +105,10 @@ fn malformed_or_truncated_decisions_fail_closed() {
     }
     fails_closed(CalloutAnswer::Status(200, b"not json"));
     fails_closed(CalloutAnswer::Status(200, b"{\"decision\":\"maybe\"}"));
-    fails_closed(CalloutAnswer::Status(200, b"{\"decision\":\"allow\",\"hold_id\":7}"));
+    fails_closed(CalloutAnswer::Status(
+        200,
+        b"{\"decision\":\"allow\",\"hold_id\":7}",
+    ));
     fails_closed(CalloutAnswer::Status(200, &[0xff, 0xfe, 0x00]));
 }
 
@@ -87,8 +119,11 @@ fn unexpected_fields_in_a_decision_are_ignored() {
     decision["route"]["weight"] = json!(5);
     let mut vm = vm();
     let s = ask(&mut vm, &chat_body(false));
-    vm.answer_path(AUTHORIZE_PATH, CalloutAnswer::Status(200, decision.to_string().as_bytes()))
-        .unwrap();
+    vm.answer_path(
+        AUTHORIZE_PATH,
+        CalloutAnswer::Status(200, decision.to_string().as_bytes()),
+    )
+    .unwrap();
     assert!(vm.stream(s).request_released);
 }
 
@@ -97,10 +132,16 @@ fn callout_timeout_fails_closed_after_the_configured_time() {
     let mut vm = vm();
     let s = ask(&mut vm, &chat_body(false));
     vm.advance(1_900).unwrap();
-    assert!(vm.stream(s).local_reply.is_none(), "answered before the timeout");
+    assert!(
+        vm.stream(s).local_reply.is_none(),
+        "answered before the timeout"
+    );
     vm.advance(200).unwrap();
     let (status, error) = error_of(&vm, s);
-    assert_eq!((status, error["code"].as_str()), (503, Some("paywall_unavailable")));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("paywall_unavailable"))
+    );
     assert!(vm.logged("failing closed"));
 }
 
@@ -110,7 +151,8 @@ fn refused_dispatch_fails_closed() {
     vm.refuse_callouts(Some(2)); // BadArgument: e.g. an unknown cluster.
     let s = vm.open().unwrap();
     let body = chat_body(false);
-    vm.request_headers(s, &pairs(&chat_headers(body.len())), false).unwrap();
+    vm.request_headers(s, &pairs(&chat_headers(body.len())), false)
+        .unwrap();
     vm.request_body(s, &body, true).unwrap();
     let (status, _) = error_of(&vm, s);
     assert_eq!(status, 503);
@@ -124,9 +166,14 @@ fn a_slow_answer_after_the_client_left_is_never_delivered_and_holds_nothing() {
     let token = vm.pending_to(AUTHORIZE_PATH).unwrap().token;
     vm.close(s).unwrap();
     // Envoy cancels a destroyed context's callouts: the late answer has nowhere to go.
-    assert!(vm.answer(token, CalloutAnswer::Status(200, &allow("h-late"))).is_err());
+    assert!(vm
+        .answer(token, CalloutAnswer::Status(200, &allow("h-late")))
+        .is_err());
     vm.advance(5_000).unwrap();
-    assert!(settle_calls(&vm).is_empty(), "settled a request that never ran");
+    assert!(
+        settle_calls(&vm).is_empty(),
+        "settled a request that never ran"
+    );
     // The VM still serves.
     let s2 = allowed(&mut vm, false, "h-next");
     assert!(vm.stream(s2).request_released);
@@ -139,8 +186,11 @@ fn denials_come_back_as_an_assistant_message_with_the_link() {
     for stream in [false, true] {
         let mut vm = vm();
         let s = ask(&mut vm, &chat_body(stream));
-        vm.answer_path(AUTHORIZE_PATH, CalloutAnswer::Status(200, decision.to_string().as_bytes()))
-            .unwrap();
+        vm.answer_path(
+            AUTHORIZE_PATH,
+            CalloutAnswer::Status(200, decision.to_string().as_bytes()),
+        )
+        .unwrap();
         let reply = vm.stream(s).local_reply.clone().unwrap();
         assert_eq!(reply.status, 200);
         let text = String::from_utf8(reply.body.clone()).unwrap();
@@ -161,9 +211,22 @@ fn sidecar_rejections_keep_their_status_and_retry_after() {
                   "param": null, "code": "rate_limited"}});
     let mut vm = vm();
     let s = ask(&mut vm, &chat_body(false));
-    vm.answer_path(AUTHORIZE_PATH, CalloutAnswer::Status(200, decision.to_string().as_bytes()))
-        .unwrap();
+    vm.answer_path(
+        AUTHORIZE_PATH,
+        CalloutAnswer::Status(200, decision.to_string().as_bytes()),
+    )
+    .unwrap();
     let (status, error) = error_of(&vm, s);
-    assert_eq!((status, error["code"].as_str()), (429, Some("rate_limited")));
-    assert_eq!(vm.stream(s).local_reply.as_ref().unwrap().header("retry-after"), Some("7"));
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(
+        vm.stream(s)
+            .local_reply
+            .as_ref()
+            .unwrap()
+            .header("retry-after"),
+        Some("7")
+    );
 }
