@@ -201,12 +201,15 @@ def main() -> int:
     print("measuring the ledger (SQLite and PostgreSQL) …", flush=True)
     ledger = subprocess.run(["cargo", "bench", "-p", "tollgate-ledger", "--bench", "ledger_ops"], cwd=ROOT,
                             check=True, capture_output=True, text=True).stdout
+    print("measuring token counting, wasm against native …", flush=True)
+    tokens = subprocess.run(["cargo", "bench", "-p", "tollgate-wasm-test-harness", "--bench", "wasm_vs_native"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
     with_filter["memory"], baseline["memory"], with_filter["vms"] = tollgate_memory, baseline_memory, vms
-    write_report(with_filter, baseline, charges, ledger)
+    write_report(with_filter, baseline, charges, ledger, tokens)
     return 0
 
 
-def write_report(tg: dict, base: dict, charges: str, ledger: str) -> None:
+def write_report(tg: dict, base: dict, charges: str, ledger: str, tokens: str) -> None:
     m_tg, m_base = tg["max"], base["max"]
 
     def cpu(run: dict) -> str:
@@ -269,6 +272,8 @@ Added by Tollgate: first byte p50 **+{tg['streams']['ttfb_p50'] - base['streams'
 (the authorize callout), inter-event gap p50 **{tg['streams']['gap_p50'] - base['streams']['gap_p50']:+.2f} ms**,
 p99 **{tg['streams']['gap_p99'] - base['streams']['gap_p99']:+.2f} ms** (events pass as they arrive; the filter
 parses and meters each chunk, and hides the usage chunk it asked for).
+
+{tokens.strip()}
 
 {ledger.strip()}
 
