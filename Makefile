@@ -8,12 +8,13 @@ WASM      := target/wasm32-wasip1/release/tollgate_filter.wasm
 CARGO     ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help bootstrap build wasm run test test-rust test-e2e lint fmt bench clean
+.PHONY: help bootstrap build wasm run test test-rust test-e2e test-fuzz fuzz fuzz-build lint fmt bench clean
 
 help:
 	@echo "make run    - set up, build and start the local stack (Envoy + sidecar + mock provider)"
 	@echo "make test   - set up, build and run every test (unit, ledger on SQLite+PostgreSQL, end-to-end)"
 	@echo "make bench  - measure the filter's overhead against plain Envoy (writes BENCHMARKS.md)"
+	@echo "make fuzz   - fuzz the parsers and the price arithmetic (FUZZ_SECONDS per target, default 300)"
 
 ## Setup: the wasm target and a project-local venv with Envoy, the OpenAI SDK, tiktoken and pytest.
 bootstrap: $(VENV)/.installed
@@ -35,7 +36,7 @@ run: build
 	$(PY) scripts/stack.py run
 
 ## Tests. TOLLGATE_REQUIRE_POSTGRES=1 turns a missing PostgreSQL into a failure (CI sets it).
-test: lint test-rust test-e2e
+test: lint test-rust test-e2e test-fuzz
 
 test-rust: build
 	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || echo "NOTE: PostgreSQL is not reachable on 127.0.0.1:5432: the ledger's PostgreSQL tests will be skipped (TOLLGATE_REQUIRE_POSTGRES=1 turns that into a failure)."
@@ -44,8 +45,43 @@ test-rust: build
 test-e2e: build
 	$(PY) -m pytest tests/e2e tests/reference -q
 
+## Fuzzing (cargo fuzz on the stable toolchain: coverage-guided, no sanitizer, with
+## overflow checks). Crashes land in fuzz/artifacts/<target>/; once fixed, the input
+## moves to fuzz/regressions/<target>/, which every run replays.
+FUZZ_TARGETS       := sse_parser request_body usage_extraction price_arithmetic
+CARGO_FUZZ         := .tollgate/tools/bin/cargo-fuzz
+FUZZ_RUN           := CARGO_TARGET_DIR=target/fuzz $(CARGO_FUZZ)
+FUZZ_FLAGS         := --fuzz-dir fuzz --sanitizer none --debug-assertions
+FUZZ_SECONDS       ?= 300
+FUZZ_SMOKE_SECONDS ?= 10
+
+$(CARGO_FUZZ):
+	$(CARGO) install cargo-fuzz --version 0.13.2 --locked --root .tollgate/tools
+
+fuzz-build: $(CARGO_FUZZ)
+	$(FUZZ_RUN) build $(FUZZ_FLAGS)
+
+# In `make test`: replay the seeds and regressions, then a short fixed-seed run per target.
+test-fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf .tollgate/fuzz-smoke/$$t; mkdir -p .tollgate/fuzz-smoke/$$t fuzz/regressions/$$t; \
+	  log=.tollgate/fuzz-smoke/$$t.log; \
+	  if $(FUZZ_RUN) run $(FUZZ_FLAGS) $$t .tollgate/fuzz-smoke/$$t fuzz/seeds/$$t fuzz/regressions/$$t \
+	       -- -seed=1 -max_total_time=$(FUZZ_SMOKE_SECONDS) > $$log 2>&1; then \
+	    echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs.*' $$log)"; \
+	  else tail -40 $$log; echo "fuzz $$t FAILED (input in fuzz/artifacts/$$t/)"; exit 1; fi; \
+	done
+
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .tollgate/fuzz-corpus/$$t fuzz/regressions/$$t; \
+	  $(FUZZ_RUN) run $(FUZZ_FLAGS) $$t .tollgate/fuzz-corpus/$$t fuzz/seeds/$$t fuzz/regressions/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 lint: bootstrap
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --release --target wasm32-wasip1 -p tollgate-filter -- -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

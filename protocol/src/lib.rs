@@ -1,11 +1,13 @@
 //! Wire types shared by the Tollgate filter and the ledger sidecar.
 //!
-//! Everything here is plain serde data: no proxy-wasm, no tokio, so both the
+//! Everything here is plain serde data and integer arithmetic (prices): no
+//! proxy-wasm, no tokio, so both the
 //! wasm32 filter and the native sidecar compile it unchanged.
 
 pub mod api_error;
 pub mod authorize;
 pub mod money;
+pub mod pricing;
 pub mod settle;
 
 pub use api_error::ApiError;

@@ -36,13 +36,21 @@ impl PriceRule {
     ) -> i64 {
         let cached = cached_prompt_tokens.min(prompt_tokens);
         let uncached = prompt_tokens - cached;
-        let raw: i128 = i128::from(uncached) * i128::from(self.input_per_m)
-            + i128::from(cached) * i128::from(self.cached_input_per_m)
-            + i128::from(completion_tokens) * i128::from(self.output_per_m);
-        let scaled = raw * (BPS + i128::from(self.markup_bps));
+        // Prices and markups are never negative (configuration and the admin
+        // API refuse them); a stored negative one is read as zero.
+        let term =
+            |tokens: u64, price: i64| i128::from(tokens).checked_mul(i128::from(price.max(0)));
         let denom = TOKENS_PER_PRICE_UNIT * BPS;
-        let amount = (scaled + denom - 1) / denom;
-        i64::try_from(amount)
+        let amount = term(uncached, self.input_per_m)
+            .and_then(|a| a.checked_add(term(cached, self.cached_input_per_m)?))
+            .and_then(|a| a.checked_add(term(completion_tokens, self.output_per_m)?))
+            .and_then(|raw| raw.checked_mul(BPS + i128::from(self.markup_bps.max(0))))
+            .and_then(|scaled| scaled.checked_add(denom - 1))
+            .map(|scaled| scaled / denom);
+        // Beyond i64 (absurd prices × absurd counts) the cost saturates: such a
+        // request can never be afforded, rather than wrapping to a small price.
+        amount
+            .and_then(|a| i64::try_from(a).ok())
             .unwrap_or(i64::MAX)
             .max(self.min_charge)
     }
@@ -94,6 +102,16 @@ mod tests {
             markup_bps,
             min_charge: 0,
         }
+    }
+
+    #[test]
+    fn extreme_inputs_saturate_instead_of_wrapping() {
+        let mut r = rule(i64::MAX, i64::MAX, 0);
+        r.markup_bps = i64::from(u32::MAX);
+        assert_eq!(r.cost(u64::MAX, 0, u64::MAX), i64::MAX);
+        assert_eq!(r.cost(0, 0, 0), 0);
+        let negative = rule(-5, -5, -20_000);
+        assert_eq!(negative.cost(1_000_000, 0, 1_000_000), 0);
     }
 
     #[test]
