@@ -214,6 +214,17 @@ fn parse_messages(ms: &[Value]) -> Result<Vec<PromptMessage>, ApiError> {
                 ))
             }
         };
+        if !ROLES.contains(&role.as_str()) {
+            return Err(bad(
+                "invalid_value",
+                &format!("{param}.role"),
+                &format!(
+                    "Unknown role {role:?}; expected one of {}.",
+                    ROLES.join(", ")
+                ),
+            ));
+        }
+        check_content(obj, &role, &param)?;
         let name = obj.get("name").and_then(Value::as_str).map(str::to_string);
         let mut text = content_text(obj.get("content"));
         if let Some(calls) = obj.get("tool_calls") {
@@ -222,6 +233,43 @@ fn parse_messages(ms: &[Value]) -> Result<Vec<PromptMessage>, ApiError> {
         out.push(PromptMessage { role, name, text });
     }
     Ok(out)
+}
+
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Content is a string or an array of parts; only an assistant message that
+/// calls tools (or refuses) may leave it out, as OpenAI's API does.
+fn check_content(msg: &Map<String, Value>, role: &str, param: &str) -> Result<(), ApiError> {
+    let param = format!("{param}.content");
+    match msg.get("content") {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(parts)) if parts.iter().all(Value::is_object) => Ok(()),
+        None | Some(Value::Null)
+            if role == "assistant"
+                && ["tool_calls", "function_call", "refusal"]
+                    .iter()
+                    .any(|k| msg.get(*k).is_some_and(|v| !v.is_null())) =>
+        {
+            Ok(())
+        }
+        None | Some(Value::Null) => Err(bad(
+            "missing_required_parameter",
+            &param,
+            "Each message needs `content` (a string or an array of content parts).",
+        )),
+        Some(_) => Err(bad(
+            "invalid_type",
+            &param,
+            "`content` must be a string or an array of content parts.",
+        )),
+    }
 }
 
 /// Text of a message's content: a string, or the `text` of each part of an array.
@@ -262,6 +310,17 @@ mod tests {
     }
 
     #[test]
+    fn an_assistant_tool_call_needs_no_content() {
+        let r = ChatRequest::parse(
+            br#"{"model":"m","messages":[{"role":"assistant","content":null,
+                 "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+                 {"role":"tool","tool_call_id":"c","content":"42"}]}"#,
+        )
+        .unwrap();
+        assert!(r.messages[0].text.contains("\"f\""));
+    }
+
+    #[test]
     fn max_completion_tokens_wins_over_max_tokens() {
         let r = ChatRequest::parse(
             br#"{"model":"m","max_tokens":10,"max_completion_tokens":20,"messages":[{"role":"user","content":"x"}]}"#,
@@ -291,7 +350,27 @@ mod tests {
                 Some("messages"),
             ),
             (
-                br#"{"model":"","messages":[{"role":"user"}]}"#,
+                br#"{"model":"m","messages":[{"role":"user"}]}"#,
+                "missing_required_parameter",
+                Some("messages.[0].content"),
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+                "invalid_type",
+                Some("messages.[0].content"),
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":["hi"]}]}"#,
+                "invalid_type",
+                Some("messages.[0].content"),
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "invalid_value",
+                Some("messages.[0].role"),
+            ),
+            (
+                br#"{"model":"","messages":[{"role":"user","content":"x"}]}"#,
                 "invalid_type",
                 Some("model"),
             ),
@@ -301,17 +380,17 @@ mod tests {
                 Some("messages.[0].role"),
             ),
             (
-                br#"{"model":"m","user":5,"messages":[{"role":"user"}]}"#,
+                br#"{"model":"m","user":5,"messages":[{"role":"user","content":"x"}]}"#,
                 "invalid_type",
                 Some("user"),
             ),
             (
-                br#"{"model":"m","max_tokens":-1,"messages":[{"role":"user"}]}"#,
+                br#"{"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#,
                 "invalid_value",
                 Some("max_tokens"),
             ),
             (
-                br#"{"model":"m","stream":"yes","messages":[{"role":"user"}]}"#,
+                br#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]}"#,
                 "invalid_type",
                 Some("stream"),
             ),

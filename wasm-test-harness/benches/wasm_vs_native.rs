@@ -214,7 +214,7 @@ fn main() {
         "## Token counting: wasm against native (same corpus, same run)
 
 Corpus: tests/fixtures/token-corpus.json (prose, code, CJK, emoji) repeated to {kib} KiB,
-{tok} tokens in o200k_base. The wasm column is the release `.wasm` run by wasmtime {wt}
+{tok} tokens in o200k_base. The wasm column is the release `.wasm` run by wasmtime 48
 (Cranelift) through the test harness; Envoy runs it on V8, so read the ratio, not the
 absolute figure. Medians of {ROUNDS} rounds.
 
@@ -231,7 +231,6 @@ instantiating the module {inst:.1} ms and `proxy_on_configure` (both tokenizers 
 ",
         kib = n / 1024,
         tok = native_tokens,
-        wt = "48",
         raw = mb_per_s(n, t_raw),
         np = mb_per_s(n, t_native_prompt),
         wp = mb_per_s(n, t_wasm_prompt),
