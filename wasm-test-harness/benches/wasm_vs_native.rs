@@ -12,7 +12,7 @@ use tollgate_filter::tokens::{EncodingName, ModelEncodings, Tokenizers};
 use tollgate_wasm_test_harness::{CalloutAnswer, Vm};
 
 const TEXT_BYTES: usize = 256 * 1024;
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 15;
 const VMS: usize = 5;
 
 /// The reference-test corpus (prose, code, CJK, emoji), repeated to TEXT_BYTES.
@@ -98,17 +98,7 @@ fn main() {
     let events = sse_stream(&text);
     let n = text.len();
 
-    // --- native -------------------------------------------------------
-    let raw = tiktoken_rs::o200k_base().expect("o200k");
-    let t_raw = median(
-        (0..ROUNDS)
-            .map(|_| {
-                let t = Instant::now();
-                std::hint::black_box(raw.encode_ordinary(&text).len());
-                t.elapsed()
-            })
-            .collect(),
-    );
+    // Set-up, once per VM.
     let build_native = median(
         (0..VMS)
             .map(|_| {
@@ -121,33 +111,6 @@ fn main() {
             })
             .collect(),
     );
-    let tokenizers =
-        Tokenizers::build(ModelEncodings::builtin(EncodingName::O200kBase)).expect("build");
-    let t_native_prompt = median(
-        (0..ROUNDS)
-            .map(|_| {
-                let t = Instant::now();
-                let chat = ChatRequest::parse(&body).expect("parse");
-                std::hint::black_box(tokenizers.count_prompt(&chat));
-                t.elapsed()
-            })
-            .collect(),
-    );
-    let t_native_stream = median(
-        (0..ROUNDS)
-            .map(|_| {
-                let t = Instant::now();
-                let mut reader = ResponseReader::sse(false);
-                for (i, e) in events.iter().enumerate() {
-                    std::hint::black_box(reader.feed(e, i == events.len() - 1));
-                }
-                std::hint::black_box(reader.reading(|s| tokenizers.count_text("gpt-4o-mini", s)));
-                t.elapsed()
-            })
-            .collect(),
-    );
-
-    // --- wasm ---------------------------------------------------------
     let mut instantiate = Vec::new();
     let mut configure = Vec::new();
     let mut memory = 0;
@@ -162,13 +125,36 @@ fn main() {
         configure.push(t.elapsed());
         memory = vm.memory_bytes();
     }
+
+    // Throughput: every round measures all five paths back to back, so a
+    // noisy moment on the machine hits native and wasm alike.
+    let raw = tiktoken_rs::o200k_base().expect("o200k");
+    let tokenizers =
+        Tokenizers::build(ModelEncodings::builtin(EncodingName::O200kBase)).expect("build");
     let mut vm = Vm::start(&config()).expect("vm");
     let h = headers(body.len());
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut prompt = Vec::new();
-    let mut stream = Vec::new();
+    let (mut raw_t, mut native_prompt, mut native_stream) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut prompt, mut stream) = (Vec::new(), Vec::new());
     let mut tokens = 0;
     for round in 0..ROUNDS + 1 {
+        let t = Instant::now();
+        std::hint::black_box(raw.encode_ordinary(&text).len());
+        let t_raw = t.elapsed();
+
+        let t = Instant::now();
+        let chat = ChatRequest::parse(&body).expect("parse");
+        std::hint::black_box(tokenizers.count_prompt(&chat));
+        let t_native_prompt = t.elapsed();
+
+        let t = Instant::now();
+        let mut reader = ResponseReader::sse(false);
+        for (i, e) in events.iter().enumerate() {
+            std::hint::black_box(reader.feed(e, i == events.len() - 1));
+        }
+        std::hint::black_box(reader.reading(|s| tokenizers.count_text("gpt-4o-mini", s)));
+        let t_native_stream = t.elapsed();
+
         let s = vm.open().expect("open");
         vm.request_headers(s, &h, false).expect("headers");
         let t = Instant::now();
@@ -198,10 +184,15 @@ fn main() {
         }
         if round > 0 {
             // The first round warms caches; it is not counted.
+            raw_t.push(t_raw);
+            native_prompt.push(t_native_prompt);
+            native_stream.push(t_native_stream);
             prompt.push(took);
             stream.push(streamed);
         }
     }
+    let (t_raw, t_native_prompt, t_native_stream) =
+        (median(raw_t), median(native_prompt), median(native_stream));
     let (t_wasm_prompt, t_wasm_stream) = (median(prompt), median(stream));
     let native_tokens = tokenizers.count_prompt(&ChatRequest::parse(&body).expect("parse"));
     assert_eq!(

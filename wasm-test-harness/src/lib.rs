@@ -21,3 +21,5 @@ pub use abi::{missing_exports, read_abi, unknown_imports, ModuleAbi};
 pub use host::{CalloutRecord, LocalReply, LogLine, StreamView};
 pub use module::{release_module, release_wasm};
 pub use vm::{Action, CalloutAnswer, StreamId, Vm};
+// Tests that build their own modules need the same wasmtime.
+pub use wasmtime;

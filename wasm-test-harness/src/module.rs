@@ -16,7 +16,8 @@ pub fn release_wasm() -> PathBuf {
         .join("target/wasm32-wasip1/release/tollgate_filter.wasm")
 }
 
-fn engine() -> anyhow::Result<Engine> {
+/// The engine every harness VM runs on.
+pub fn engine() -> anyhow::Result<Engine> {
     Ok(Engine::new(&Config::new())?)
 }
 

@@ -4,7 +4,7 @@
 //! the filter did. When a test panics, the VM prints its host-call trace.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use wasmtime::{Instance, Linker, Memory, Store, StoreLimitsBuilder, TypedFunc};
+use wasmtime::{Engine, Instance, Linker, Memory, Module, Store, StoreLimitsBuilder, TypedFunc};
 
 use crate::host::{CalloutRecord, CalloutResponse, HeaderMap, Host, LogLine, StreamView};
 use crate::module::release_module;
@@ -104,11 +104,16 @@ impl Vm {
     /// Instantiates the release module and starts the VM (no configuration yet).
     pub fn new() -> Result<Vm> {
         let (engine, module) = release_module()?;
+        Vm::with_module(&engine, &module)
+    }
+
+    /// Instantiates any proxy-wasm module and starts its VM.
+    pub fn with_module(engine: &Engine, module: &Module) -> Result<Vm> {
         let mut host = Host::new();
         host.limits = StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).build();
-        let mut store = Store::new(&engine, host);
+        let mut store = Store::new(engine, host);
         store.limiter(|h| &mut h.limits);
-        let mut linker = Linker::new(&engine);
+        let mut linker = Linker::new(engine);
         proxy_abi::link(&mut linker)?;
         wasi::link(&mut linker)?;
         for import in module.imports() {
@@ -120,7 +125,7 @@ impl Vm {
                 );
             }
         }
-        let instance = linker.instantiate(&mut store, &module)?;
+        let instance = linker.instantiate(&mut store, module)?;
         let memory = instance
             .get_memory(&mut store, "memory")
             .ok_or_else(|| anyhow!("the module exports no memory"))?;

@@ -40,3 +40,37 @@ fn release_wasm_matches_the_proxy_wasm_abi() {
         abi.exports.len()
     );
 }
+
+/// The harness itself: a module importing what no proxy-wasm host provides, or
+/// a WASI function the harness leaves out, is refused by name, never linked to
+/// a silent stub.
+#[test]
+fn an_import_the_harness_does_not_provide_fails_by_name() {
+    use tollgate_wasm_test_harness::module::engine;
+    use tollgate_wasm_test_harness::wasmtime::Module;
+    use tollgate_wasm_test_harness::Vm;
+
+    let engine = engine().unwrap();
+    for (import, name) in [
+        (
+            r#"(import "env" "proxy_teleport" (func (param i32) (result i32)))"#,
+            "env.proxy_teleport",
+        ),
+        (
+            r#"(import "wasi_snapshot_preview1" "path_open" (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))"#,
+            "wasi_snapshot_preview1.path_open",
+        ),
+    ] {
+        let wat = format!(
+            r#"(module
+                 (import "env" "proxy_log" (func (param i32 i32 i32) (result i32)))
+                 {import}
+                 (memory (export "memory") 1))"#
+        );
+        let module = Module::new(&engine, wat::parse_str(&wat).unwrap()).unwrap();
+        let err = Vm::with_module(&engine, &module)
+            .err()
+            .expect("instantiated anyway");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
