@@ -6,6 +6,7 @@
 
 mod completion;
 mod faults;
+mod flavor;
 mod server;
 
 use clap::Parser;
@@ -15,9 +16,30 @@ use clap::Parser;
 pub struct Args {
     #[arg(long, env = "MOCK_PROVIDER_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: String,
-    /// The key clients must send as `Authorization: Bearer <key>`.
-    #[arg(long, env = "MOCK_PROVIDER_KEY")]
+    /// The key clients must send, in the flavor's header (`Authorization:
+    /// Bearer <key>` for most, `api-key` for Azure).
+    #[arg(long, env = "MOCK_PROVIDER_KEY", default_value = "")]
     pub api_key: String,
+    /// The provider to imitate: its chat path and how it expects the key.
+    #[arg(
+        long,
+        env = "MOCK_PROVIDER_FLAVOR",
+        value_enum,
+        default_value = "openai"
+    )]
+    pub flavor: flavor::Flavor,
+    /// Model names it serves (comma-separated); others get a 404 like a real provider's.
+    #[arg(
+        long,
+        env = "MOCK_PROVIDER_MODELS",
+        value_delimiter = ',',
+        default_value = "mock-gpt"
+    )]
+    pub models: Vec<String>,
+    /// Answer every chat request with this status: a provider that is down or
+    /// rate limiting, for fallback tests.
+    #[arg(long, env = "MOCK_PROVIDER_FAIL_STATUS")]
+    pub fail_status: Option<u16>,
     /// Pause between streamed chunks.
     #[arg(long, env = "MOCK_PROVIDER_CHUNK_DELAY_MS", default_value_t = 5)]
     pub chunk_delay_ms: u64,

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,6 +31,7 @@ type Shared = Arc<Mock>;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let bpe = tiktoken_rs::o200k_base()?;
     let listen = args.listen.clone();
+    let flavor = args.flavor;
     let state = Arc::new(Mock {
         args,
         bpe,
@@ -39,7 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         last_headers: Mutex::new(Vec::new()),
     });
     let app = Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route(flavor.chat_route(), post(chat))
         .route("/v1/models", get(models))
         .route("/_mock/stats", get(stats))
         .route("/healthz", get(|| async { "ok" }))
@@ -81,15 +82,26 @@ async fn models(State(m): State<Shared>, headers: HeaderMap) -> Response {
             "Incorrect API key provided.",
         );
     }
-    Json(json!({"object": "list", "data": [{"id": "mock-gpt", "object": "model", "created": 0, "owned_by": "mock"}]})).into_response()
+    let data: Vec<Value> = m
+        .args
+        .models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "mock"}))
+        .collect();
+    Json(json!({"object": "list", "data": data})).into_response()
 }
 
 fn authorized(m: &Mock, headers: &HeaderMap) -> bool {
-    let expected = format!("Bearer {}", m.args.api_key);
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+    m.args.flavor.authorized(&m.args.api_key, headers)
 }
 
-async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(m): State<Shared>,
+    deployment: Option<Path<String>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     m.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut last) = m.last_headers.lock() {
         *last = headers
@@ -103,6 +115,23 @@ async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
             "invalid_request_error",
             "invalid_api_key",
             "Incorrect API key provided.",
+        );
+    }
+    if let Some(problem) = m.args.flavor.url_problem(&uri) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_url",
+            &problem,
+        );
+    }
+    if let Some(status) = m.args.fail_status {
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(
+            s,
+            "server_error",
+            "unavailable",
+            "The provider is unavailable.",
         );
     }
     let faults = Faults::from_headers(&headers);
@@ -124,12 +153,25 @@ async fn chat(State(m): State<Shared>, headers: HeaderMap, body: Bytes) -> Respo
             )
         }
     };
-    if !req["messages"].is_array() || !req["model"].is_string() {
+    // Azure names the model by the deployment in the path; the body's is ignored.
+    let model = match &deployment {
+        Some(Path(d)) => Some(d.as_str()),
+        None => req["model"].as_str(),
+    };
+    let Some(model) = model.filter(|_| req["messages"].is_array()) else {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "invalid_request",
             "model and messages are required",
+        );
+    };
+    if !m.args.models.iter().any(|known| known == model) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+            &format!("The model `{model}` does not exist or you do not have access to it."),
         );
     }
     m.completions.fetch_add(1, Ordering::SeqCst);
