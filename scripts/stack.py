@@ -199,6 +199,7 @@ class Stack:
             TOLLGATE_LEDGER_LISTEN=f"127.0.0.1:{self.ports.ledger}",
             TOLLGATE_PUBLIC_URL=self.public_url,
             TOLLGATE_DATABASE_URL=self.database_url or f"sqlite://{self.state_dir / 'ledger.db'}",
+            MOCK_PROVIDER_PORT=str(self.ports.mock),  # the demo config's mock base_url
         )
         self._spawn("ledger", [str(binary("tollgate-ledger", self.profile)), "serve", "--config", str(self.ledger_config)], env)
         self._wait("ledger", f"http://127.0.0.1:{self.ports.ledger}/healthz")

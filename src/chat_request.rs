@@ -160,6 +160,15 @@ pub fn limit_output(body: &[u8], max: u32) -> Option<Vec<u8>> {
 
 /// The body with `stream_options.include_usage` set to true, every other
 /// field kept. None if the body is not a JSON object (already rejected).
+/// The body with `model` replaced by the provider's name for it (an alias or a
+/// provider-specific id such as OpenRouter's `openai/gpt-4o`).
+pub fn set_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(body).ok()?;
+    v.as_object_mut()?
+        .insert("model".into(), Value::String(model.into()));
+    serde_json::to_vec(&v).ok()
+}
+
 pub fn force_include_usage(body: &[u8]) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object_mut()?;
@@ -318,6 +327,16 @@ mod tests {
         )
         .unwrap();
         assert!(r.messages[0].text.contains("\"f\""));
+    }
+
+    #[test]
+    fn set_model_replaces_only_the_model() {
+        let body = br#"{"model":"fast","messages":[{"role":"user","content":"x"}],"x_extra":1}"#;
+        let out: Value =
+            serde_json::from_slice(&set_model(body, "openai/gpt-4o").unwrap()).unwrap();
+        assert_eq!(out["model"], "openai/gpt-4o");
+        assert_eq!(out["x_extra"], 1);
+        assert_eq!(out["messages"][0]["content"], "x");
     }
 
     #[test]

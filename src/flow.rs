@@ -11,16 +11,13 @@ use tollgate_protocol::{
     UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
 };
 
-use crate::chat_request::{force_include_usage, limit_output, ChatRequest};
+use crate::chat_request::{force_include_usage, limit_output, set_model, ChatRequest};
 use crate::config::FilterConfig;
 use crate::host::{Callout, Flow, LogLevel, StreamHost};
 use crate::replies::{action_reply, LocalReply};
 use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
 use crate::response_reader::ResponseReader;
 use crate::tokens::Tokenizers;
-
-/// The provider's path once the paywall has done its work.
-const UPSTREAM_CHAT_PATH: &str = "/v1/chat/completions";
 
 /// What the request headers told us, kept until the body arrives.
 #[derive(Debug, Clone)]
@@ -300,22 +297,35 @@ impl PaywallStream {
                 max_output_tokens,
                 ..
             } => {
-                // The balance covers less output than asked: lower the limit.
-                let clamped_to = match max_output_tokens {
-                    Some(max) => {
-                        let body = host.request_body(pending.body_size).unwrap_or_default();
-                        limit_output(&body, max).map(|rewritten| {
-                            self.replace_body(host, pending.body_size, &rewritten);
-                            max
-                        })
-                    }
-                    None => None,
-                };
+                // The body as the provider gets it: its name for the model, and
+                // the output limit lowered when the balance covers less.
+                let original = host.request_body(pending.body_size).unwrap_or_default();
+                let mut body = None;
+                let rename = route
+                    .upstream_model
+                    .as_deref()
+                    .filter(|m| *m != pending.model);
+                if let Some(model) = rename {
+                    body = set_model(&original, model);
+                }
+                let clamped_to = max_output_tokens.and_then(|max| {
+                    let limited = limit_output(body.as_deref().unwrap_or(&original), max)?;
+                    body = Some(limited);
+                    Some(max)
+                });
+                if let Some(rewritten) = &body {
+                    self.replace_body(host, pending.body_size, rewritten);
+                }
                 host.set_request_header("authorization", None);
                 host.set_request_header(USER_HEADER, None);
-                host.set_request_header(&route.auth_header, Some(&route.auth_value));
+                if !route.auth_value.is_empty() {
+                    host.set_request_header(&route.auth_header, Some(&route.auth_value));
+                }
                 host.set_request_header(&self.config.route_header, Some(&route.cluster));
-                host.set_request_header(":path", Some(UPSTREAM_CHAT_PATH));
+                host.set_request_header(":path", Some(&route.path));
+                if let Some(authority) = &route.host {
+                    host.set_request_header(":authority", Some(authority));
+                }
                 host.clear_route_cache();
                 host.log(
                     LogLevel::Info,

@@ -27,7 +27,11 @@ pub struct ModelRoute {
     pub cluster: String,
     pub auth_header: String,
     pub auth_scheme: String,
+    /// Empty: the provider has no built-in key.
     pub api_key_env: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    pub api_version: Option<String>,
     pub upstream_model: Option<String>,
     pub default_max_output_tokens: i64,
     pub price: PriceRule,
@@ -132,7 +136,8 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
     let sql = format!(
         "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens,
-                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, {PRICE_COLUMNS}
+                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.kind, pr.base_url,
+                pr.api_version, {PRICE_COLUMNS}
          FROM models m
          JOIN providers pr ON pr.id = m.provider_id
          JOIN price_rules p ON p.model = m.name
@@ -150,6 +155,9 @@ async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRou
         auth_header: r.get("auth_header"),
         auth_scheme: r.get("auth_scheme"),
         api_key_env: r.get("api_key_env"),
+        kind: r.get("kind"),
+        base_url: r.get("base_url"),
+        api_version: r.get("api_version"),
         upstream_model: r.get("upstream_model"),
         default_max_output_tokens: r.get("default_max_output_tokens"),
         price: price_from_row(&r),
@@ -218,16 +226,22 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         seed_limits(&mut tx, &p.id, p.limits.as_ref()).await?;
     }
     for p in &cfg.providers {
+        let r = p.resolve()?;
         sqlx::query(
-            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env, kind, base_url, api_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, auth_header = excluded.auth_header,
-                auth_scheme = excluded.auth_scheme, api_key_env = excluded.api_key_env",
+                auth_scheme = excluded.auth_scheme, api_key_env = excluded.api_key_env, kind = excluded.kind,
+                base_url = excluded.base_url, api_version = excluded.api_version",
         )
         .bind(&p.id)
         .bind(&p.cluster)
-        .bind(&p.auth_header)
-        .bind(&p.auth_scheme)
-        .bind(&p.api_key_env)
+        .bind(&r.auth_header)
+        .bind(&r.auth_scheme)
+        .bind(&r.api_key_env)
+        .bind(r.kind.as_str())
+        .bind(&r.base_url)
+        .bind(&r.api_version)
         .execute(&mut *tx)
         .await?;
     }

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::providers::{BaseUrl, ProviderKind};
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -116,19 +118,93 @@ pub struct ProviderSeed {
     pub id: String,
     /// Value of the filter's route header; Envoy maps it to the provider's cluster.
     pub cluster: String,
-    #[serde(default = "default_auth_header")]
-    pub auth_header: String,
-    #[serde(default = "default_auth_scheme")]
-    pub auth_scheme: String,
-    /// Environment variable holding the provider key (built-in provider).
-    pub api_key_env: String,
+    /// openai, azure, openrouter, groq, together, mistral, anthropic, vllm or ollama.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The provider's OpenAI-compatible API root (`https://api.openai.com/v1`);
+    /// public kinds have a default, Azure and self-hosted ones need it.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Azure's `api-version` (default: the GA version in `providers`).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Overrides the kind's key header (`authorization`, Azure's `api-key`).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// Overrides the text before the key (`Bearer `; empty for Azure).
+    #[serde(default)]
+    pub auth_scheme: Option<String>,
+    /// Environment variable holding the operator's key (a built-in provider).
+    /// Left out for a self-hosted provider that needs no key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
-fn default_auth_header() -> String {
-    "authorization".into()
+fn default_kind() -> String {
+    "openai".into()
 }
-fn default_auth_scheme() -> String {
-    "Bearer ".into()
+
+impl ProviderSeed {
+    /// Checks the entry and fills in what its kind implies.
+    pub fn resolve(&self) -> anyhow::Result<ResolvedProvider> {
+        let kind = ProviderKind::parse(&self.kind).ok_or_else(|| {
+            let kinds: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+            anyhow::anyhow!(
+                "provider {}: unknown kind {:?} (one of {})",
+                self.id,
+                self.kind,
+                kinds.join(", ")
+            )
+        })?;
+        let base_url = match (&self.base_url, kind.default_base_url()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(url)) => url.to_string(),
+            (None, None) => anyhow::bail!("provider {}: kind {kind} needs a base_url", self.id),
+        };
+        BaseUrl::parse(&base_url).map_err(|e| anyhow::anyhow!("provider {}: {e}", self.id))?;
+        if self.api_version.is_some() && kind != ProviderKind::Azure {
+            anyhow::bail!(
+                "provider {}: api_version applies to kind azure only",
+                self.id
+            );
+        }
+        let api_key_env = self.api_key_env.clone().unwrap_or_default();
+        if api_key_env.is_empty() && kind.requires_key() {
+            anyhow::bail!("provider {}: kind {kind} needs api_key_env", self.id);
+        }
+        let (header, scheme) = kind.default_auth();
+        let auth_header = self.auth_header.clone().unwrap_or_else(|| header.into());
+        if auth_header.is_empty()
+            || !auth_header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            anyhow::bail!(
+                "provider {}: auth_header must be a lowercase header name",
+                self.id
+            );
+        }
+        Ok(ResolvedProvider {
+            kind,
+            base_url,
+            api_version: self.api_version.clone(),
+            auth_header,
+            auth_scheme: self.auth_scheme.clone().unwrap_or_else(|| scheme.into()),
+            api_key_env,
+        })
+    }
+}
+
+/// A provider entry with its kind's defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedProvider {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_version: Option<String>,
+    pub auth_header: String,
+    pub auth_scheme: String,
+    /// Empty: no built-in key.
+    pub api_key_env: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -165,11 +241,14 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text)?;
+        let cfg: Config = toml::from_str(&expand_env(text)?)?;
         for p in &cfg.paywalls {
             if p.mode != "isolated" && p.mode != "shared" {
                 anyhow::bail!("paywall {}: mode must be \"isolated\" or \"shared\"", p.id);
             }
+        }
+        for p in &cfg.providers {
+            p.resolve()?;
         }
         for m in &cfg.models {
             if m.name.is_empty() {
@@ -180,5 +259,61 @@ impl Config {
             }
         }
         Ok(cfg)
+    }
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` with the environment's values, so
+/// one file serves several deployments (`base_url = "http://127.0.0.1:${MOCK_PROVIDER_PORT:-8082}/v1"`).
+/// Comment lines are left alone. Secrets belong in the `*_env` settings, which
+/// are read when used and never copied into the configuration.
+pub fn expand_env(text: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| anyhow::anyhow!("unclosed ${{ in {:?}", line.trim()))?;
+            let (name, default) = match after[..end].split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (&after[..end], None),
+            };
+            match (std::env::var(name), default) {
+                (Ok(v), _) => out.push_str(&v),
+                (Err(_), Some(d)) => out.push_str(d),
+                (Err(_), None) => {
+                    anyhow::bail!("environment variable {name} is not set (used as ${{{name}}})")
+                }
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::expand_env;
+
+    #[test]
+    fn expands_variables_with_defaults_and_names_missing_ones() {
+        std::env::set_var("CONFIG_TEST_PORT", "9999");
+        let text = "a = \"${CONFIG_TEST_PORT}\"\nb = \"${CONFIG_TEST_UNSET:-8082}\"\n# ${CONFIG_TEST_UNSET}\n";
+        assert_eq!(
+            expand_env(text).unwrap(),
+            "a = \"9999\"\nb = \"8082\"\n# ${CONFIG_TEST_UNSET}\n"
+        );
+        let err = expand_env("x = \"${CONFIG_TEST_UNSET}\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONFIG_TEST_UNSET"), "{err}");
+        assert!(expand_env("x = \"${OPEN").is_err());
     }
 }

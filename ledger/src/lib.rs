@@ -22,6 +22,7 @@ pub mod links;
 pub mod manual_charges;
 pub mod payments;
 pub mod paywall_keys;
+pub mod providers;
 pub use tollgate_protocol::pricing;
 pub mod server;
 pub mod settings;

@@ -55,10 +55,22 @@ pub struct ProviderRoute {
     pub cluster: String,
     /// Header that carries the provider credential (`authorization`, or `api-key` for Azure).
     pub auth_header: String,
-    /// Full header value, e.g. `Bearer sk-…`. Never logged.
+    /// Full header value, e.g. `Bearer sk-…`; empty when the provider takes no
+    /// key (a self-hosted server). Never logged.
     pub auth_value: String,
     /// Upstream model name when the route maps an alias; `None` keeps the client's.
     pub upstream_model: Option<String>,
+    /// Path and query of the chat endpoint at the provider (Azure's carries
+    /// the deployment and `api-version`).
+    #[serde(default = "default_chat_path")]
+    pub path: String,
+    /// `:authority` the provider expects (its host), when the filter should set it.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_chat_path() -> String {
+    "/v1/chat/completions".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +117,8 @@ mod tests {
                 auth_header: "authorization".into(),
                 auth_value: "Bearer k".into(),
                 upstream_model: None,
+                path: "/v1/chat/completions".into(),
+                host: None,
             },
         };
         let s = serde_json::to_string(&allow).unwrap();

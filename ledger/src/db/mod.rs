@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("0001_initial.sql")),
     (2, include_str!("0002_limits.sql")),
     (3, include_str!("0003_shared_mode.sql")),
+    (4, include_str!("0004_provider_kinds.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

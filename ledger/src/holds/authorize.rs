@@ -15,6 +15,7 @@ use crate::error::LedgerResult;
 use crate::events;
 use crate::keys::{new_id, now_ms};
 use crate::limits::{self, Counted, Refusal};
+use crate::providers::{chat_path, BaseUrl, ProviderKind};
 use crate::settings::Settings;
 use crate::wallets::{self, WalletFor};
 
@@ -54,8 +55,7 @@ pub async fn authorize(
             None,
         ));
     };
-    let Ok(provider_key) = std::env::var(&route.api_key_env) else {
-        tracing::error!(provider = %route.provider_id, env = %route.api_key_env, "provider key not set");
+    let Some(upstream) = upstream_request(&route, &req.model) else {
         let err = ApiError::new(
             "server_error",
             "provider_unavailable",
@@ -163,13 +163,40 @@ pub async fn authorize(
         hold_id,
         held_micros: amount,
         max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
-        route: ProviderRoute {
-            provider: route.provider_id,
-            cluster: route.cluster,
-            auth_header: route.auth_header,
-            auth_value: format!("{}{}", route.auth_scheme, provider_key),
-            upstream_model: route.upstream_model,
-        },
+        route: upstream,
+    })
+}
+
+/// Where and how the filter sends an allowed request: the provider's cluster,
+/// path, host and key header, and the model name the provider knows. None when
+/// the provider cannot be used (its key is not set, its URL is broken).
+fn upstream_request(route: &ModelRoute, requested_model: &str) -> Option<ProviderRoute> {
+    let kind = ProviderKind::parse(&route.kind)?;
+    let base_url = route
+        .base_url
+        .clone()
+        .or_else(|| kind.default_base_url().map(str::to_string))?;
+    let base = BaseUrl::parse(&base_url).ok()?;
+    let auth_value = if route.api_key_env.is_empty() {
+        String::new()
+    } else {
+        match std::env::var(&route.api_key_env) {
+            Ok(key) if !key.is_empty() => format!("{}{key}", route.auth_scheme),
+            _ => {
+                tracing::error!(provider = %route.provider_id, env = %route.api_key_env, "provider key not set");
+                return None;
+            }
+        }
+    };
+    let model = route.upstream_model.as_deref().unwrap_or(requested_model);
+    Some(ProviderRoute {
+        provider: route.provider_id.clone(),
+        cluster: route.cluster.clone(),
+        auth_header: route.auth_header.clone(),
+        auth_value,
+        upstream_model: route.upstream_model.clone(),
+        path: chat_path(kind, &base, route.api_version.as_deref(), model),
+        host: Some(base.authority()),
     })
 }
 

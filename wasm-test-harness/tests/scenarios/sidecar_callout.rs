@@ -230,3 +230,60 @@ fn sidecar_rejections_keep_their_status_and_retry_after() {
         Some("7")
     );
 }
+
+#[test]
+fn the_route_decides_path_host_key_header_and_model_name() {
+    let azure = json!({"decision": "allow", "hold_id": "h-az", "held_micros": 5,
+        "route": {"provider": "azure", "cluster": "azure_east", "auth_header": "api-key",
+                  "auth_value": "az-secret", "upstream_model": "gpt4o-prod",
+                  "path": "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21",
+                  "host": "contoso.openai.azure.com"}});
+    let mut vm = vm();
+    let s = ask(&mut vm, &chat_body(false));
+    vm.answer_path(
+        AUTHORIZE_PATH,
+        CalloutAnswer::Status(200, azure.to_string().as_bytes()),
+    )
+    .unwrap();
+    let view = vm.stream(s);
+    assert_eq!(
+        view.request_header(":path"),
+        Some("/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21")
+    );
+    assert_eq!(
+        view.request_header(":authority"),
+        Some("contoso.openai.azure.com")
+    );
+    assert_eq!(view.request_header("api-key"), Some("az-secret"));
+    assert_eq!(
+        view.request_header("authorization"),
+        None,
+        "the paywall key must not go upstream"
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&view.upstream_body).unwrap();
+    assert_eq!(sent["model"], "gpt4o-prod");
+    assert_eq!(sent["messages"][0]["content"], "Say hello in three words.");
+    assert_eq!(
+        view.request_header("content-length"),
+        Some(view.upstream_body.len().to_string().as_str())
+    );
+
+    // A keyless self-hosted provider: no key header at all.
+    let ollama = json!({"decision": "allow", "hold_id": "h-local", "held_micros": 5,
+        "route": {"provider": "local", "cluster": "local", "auth_header": "authorization",
+                  "auth_value": "", "upstream_model": null, "path": "/v1/chat/completions",
+                  "host": "127.0.0.1:11434"}});
+    let s = ask(&mut vm, &chat_body(false));
+    vm.answer_path(
+        AUTHORIZE_PATH,
+        CalloutAnswer::Status(200, ollama.to_string().as_bytes()),
+    )
+    .unwrap();
+    let view = vm.stream(s);
+    assert_eq!(view.request_header("authorization"), None);
+    assert_eq!(
+        view.upstream_body,
+        chat_body(false),
+        "no rename, no rewrite"
+    );
+}
