@@ -143,9 +143,22 @@ class Stack:
         env.update(self.secrets.env())
         return env
 
+    def provider_resources(self) -> dict:
+        """Envoy clusters and routes for the ledger config's providers."""
+        env = self.env()
+        env["MOCK_PROVIDER_PORT"] = str(self.ports.mock)
+        out = subprocess.run([str(binary("tollgate-ledger", self.profile)), "envoy-providers",
+                              "--config", str(self.ledger_config)],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
     def render_envoy_config(self) -> Path:
         template = string.Template(self.envoy_template.read_text())
+        providers = self.provider_resources() if "TOLLGATE_PROVIDER_ROUTES" in template.template else None
+        as_items = lambda items, indent: "\n".join(" " * indent + "- " + json.dumps(i) for i in items)  # noqa: E731
         text = template.substitute(
+            TOLLGATE_PROVIDER_ROUTES=as_items(providers["routes"], 24) if providers else "",
+            TOLLGATE_PROVIDER_CLUSTERS=as_items(providers["clusters"], 4) if providers else "",
             ENVOY_ADMIN_PORT=self.ports.admin,
             TOLLGATE_PORT=self.ports.public,
             TOLLGATE_LEDGER_PORT=self.ports.ledger,
@@ -192,6 +205,17 @@ class Stack:
         env["MOCK_PROVIDER_LISTEN"] = f"127.0.0.1:{self.ports.mock}"
         self._spawn("mock-provider", [str(binary("tollgate-mock-provider", self.profile))], env)
         self._wait("mock-provider", f"http://127.0.0.1:{self.ports.mock}/healthz")
+
+    def start_provider_mock(self, name: str, port: int, flavor: str, key: str, models: list[str],
+                            fail_status: int | None = None) -> None:
+        """Another mock provider, imitating `flavor` (its path and key header)."""
+        env = self.env()
+        env.update(MOCK_PROVIDER_LISTEN=f"127.0.0.1:{port}", MOCK_PROVIDER_FLAVOR=flavor,
+                   MOCK_PROVIDER_KEY=key, MOCK_PROVIDER_MODELS=",".join(models))
+        if fail_status:
+            env["MOCK_PROVIDER_FAIL_STATUS"] = str(fail_status)
+        self._spawn(name, [str(binary("tollgate-mock-provider", self.profile))], env)
+        self._wait(name, f"http://127.0.0.1:{port}/healthz")
 
     def start_ledger(self) -> None:
         env = self.env()
@@ -264,7 +288,7 @@ class Stack:
     def stop(self) -> None:
         # Envoy first, so no request arrives at a stopped sidecar.
         self.quiesce_envoy()
-        for name in ("envoy", "ledger", "mock-provider"):
+        for name in ["envoy", "ledger"] + [n for n in self.procs if n not in ("envoy", "ledger")]:
             self.stop_one(name)
 
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consent;
 pub mod db;
 pub mod deposits;
+pub mod envoy_providers;
 pub mod error;
 pub mod events;
 pub mod faults;

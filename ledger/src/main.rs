@@ -60,6 +60,20 @@ enum Command {
         #[command(flatten)]
         store: Store,
     },
+    /// Print the Envoy clusters and routes for the configured providers (JSON,
+    /// which is also YAML): paste them into `clusters:` and the virtual host's
+    /// `routes:`, before any catch-all route.
+    EnvoyProviders {
+        /// TOML configuration.
+        #[arg(long, env = "TOLLGATE_LEDGER_CONFIG")]
+        config: PathBuf,
+        /// The filter's `route_header` setting.
+        #[arg(long, default_value = "x-tollgate-route")]
+        route_header: String,
+        /// CA bundle Envoy verifies providers' certificates with.
+        #[arg(long, default_value = tollgate_ledger::envoy_providers::DEFAULT_CA_BUNDLE)]
+        ca_bundle: String,
+    },
     /// Operator commands on the database (the same operations as the admin API).
     Admin {
         #[command(flatten)]
@@ -125,6 +139,16 @@ fn main() -> anyhow::Result<()> {
             runtime(true)?.block_on(tollgate_ledger::server::run(cfg))
         }
         Command::Verify { store } => verify(store),
+        Command::EnvoyProviders {
+            config,
+            route_header,
+            ca_bundle,
+        } => {
+            let cfg = Config::load(&config)?;
+            let out = tollgate_ledger::envoy_providers::resources(&cfg, &route_header, &ca_bundle)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
         Command::Admin { store, op } => {
             init_logs(false);
             let cfg = store.config()?;
