@@ -98,3 +98,26 @@ def test_a_provider_refusing_the_operators_key_voids_the_hold(providers_stack):
     assert r.status == 401, r.body
     hold = Ledger(stack.state_dir / "ledger.db").hold_for(r.headers["x-request-id"], state="voided")
     assert hold["provider_id"] == "groq-wrong-key"
+
+
+def test_generated_clusters_for_public_providers_pass_envoys_validation(tmp_path, monkeypatch):
+    """TLS with SNI and certificate checks for every public kind, as Envoy itself parses it."""
+    import subprocess
+
+    from stack import ENVOY
+
+    config = (ROOT / "ledger" / "demo.toml").read_text()
+    for kind in ["openai", "openrouter", "groq", "together", "mistral", "anthropic"]:
+        monkeypatch.setenv(f"VALIDATE_{kind.upper()}_KEY", "k")
+        config += f'\n[[providers]]\nid = "{kind}"\nkind = "{kind}"\ncluster = "{kind}"\napi_key_env = "VALIDATE_{kind.upper()}_KEY"\n'
+    config += '\n[[providers]]\nid = "az"\nkind = "azure"\ncluster = "az"\nbase_url = "https://contoso.openai.azure.com"\napi_key_env = "VALIDATE_OPENAI_KEY"\n'
+    (tmp_path / "ledger.toml").write_text(config)
+    s = Stack(state_dir=tmp_path, ports=Ports.free(), ledger_config=tmp_path / "ledger.toml")
+    resources = s.provider_resources()
+    tls = [c for c in resources["clusters"] if "transport_socket" in c]
+    assert {c["transport_socket"]["typed_config"]["sni"] for c in tls} == {
+        "api.openai.com", "openrouter.ai", "api.groq.com", "api.together.xyz", "api.mistral.ai",
+        "api.anthropic.com", "contoso.openai.azure.com"}
+    rendered = s.render_envoy_config()
+    check = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(rendered)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
