@@ -10,6 +10,7 @@ use crate::keys::{constant_time_eq, now_ms, sha256_hex};
 use crate::limits::{self, Limits};
 use crate::paywall_keys;
 use crate::pricing::PriceRule;
+use crate::providers;
 use tollgate_protocol::parse_decimal;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,16 +173,20 @@ pub async fn price_rule(tx: &mut Transaction<'static, Any>, id: &str) -> LedgerR
 }
 
 /// Every sold model with its current price, for `GET /v1/models`.
+/// The models requests can use now, with their current prices: a model whose
+/// provider has no key available is left out (it would answer 503).
 pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule)>> {
     let sql = format!(
-        "SELECT m.name, m.provider_id, {PRICE_COLUMNS}
+        "SELECT m.name, m.provider_id, pr.api_key_env, {PRICE_COLUMNS}
          FROM models m JOIN price_rules p ON p.model = m.name
+         JOIN providers pr ON pr.id = m.provider_id
          WHERE p.version = (SELECT MAX(version) FROM price_rules q WHERE q.model = m.name)
          ORDER BY m.name"
     );
     let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
     Ok(rows
         .iter()
+        .filter(|r| providers::key_available(&r.get::<String, _>("api_key_env")))
         .map(|r| (r.get("name"), r.get("provider_id"), price_from_row(r)))
         .collect())
 }

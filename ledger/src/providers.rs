@@ -90,6 +90,23 @@ impl fmt::Display for ProviderKind {
     }
 }
 
+/// The operator's key for a provider, read from `api_key_env` when used (never
+/// stored). `Ok(None)`: the provider takes no key; `Err`: the variable is not set.
+pub fn built_in_key(api_key_env: &str) -> Result<Option<String>, String> {
+    if api_key_env.is_empty() {
+        return Ok(None);
+    }
+    match std::env::var(api_key_env) {
+        Ok(key) if !key.is_empty() => Ok(Some(key)),
+        _ => Err(format!("environment variable {api_key_env} is not set")),
+    }
+}
+
+/// Whether requests to a provider can be sent now.
+pub fn key_available(api_key_env: &str) -> bool {
+    built_in_key(api_key_env).is_ok()
+}
+
 /// A base URL taken apart: what an Envoy cluster needs (host, port, TLS) and
 /// the path prefix requests go under.
 #[derive(Debug, Clone, PartialEq, Eq)]

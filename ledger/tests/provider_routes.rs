@@ -132,6 +132,15 @@ async fn each_kind_gets_its_path_host_and_key_header(db: &Db) {
         }
         other => panic!("expected 503, got {other:?}"),
     }
+    // …and `GET /v1/models` does not offer it.
+    let listed: Vec<String> = catalog::list_models(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    assert!(listed.contains(&"llama3".to_string()) && listed.contains(&"gpt-4o".to_string()));
+    assert!(!listed.contains(&"unkeyed-model".to_string()), "{listed:?}");
 }
 
 #[test]

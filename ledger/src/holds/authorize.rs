@@ -15,7 +15,7 @@ use crate::error::LedgerResult;
 use crate::events;
 use crate::keys::{new_id, now_ms};
 use crate::limits::{self, Counted, Refusal};
-use crate::providers::{chat_path, BaseUrl, ProviderKind};
+use crate::providers::{built_in_key, chat_path, BaseUrl, ProviderKind};
 use crate::settings::Settings;
 use crate::wallets::{self, WalletFor};
 
@@ -177,15 +177,12 @@ fn upstream_request(route: &ModelRoute, requested_model: &str) -> Option<Provide
         .clone()
         .or_else(|| kind.default_base_url().map(str::to_string))?;
     let base = BaseUrl::parse(&base_url).ok()?;
-    let auth_value = if route.api_key_env.is_empty() {
-        String::new()
-    } else {
-        match std::env::var(&route.api_key_env) {
-            Ok(key) if !key.is_empty() => format!("{}{key}", route.auth_scheme),
-            _ => {
-                tracing::error!(provider = %route.provider_id, env = %route.api_key_env, "provider key not set");
-                return None;
-            }
+    let auth_value = match built_in_key(&route.api_key_env) {
+        Ok(Some(key)) => format!("{}{key}", route.auth_scheme),
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::error!(provider = %route.provider_id, "provider key unavailable: {e}");
+            return None;
         }
     };
     let model = route.upstream_model.as_deref().unwrap_or(requested_model);
