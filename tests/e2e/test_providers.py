@@ -121,3 +121,27 @@ def test_generated_clusters_for_public_providers_pass_envoys_validation(tmp_path
     rendered = s.render_envoy_config()
     check = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(rendered)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_provider_keys_never_leave_the_provider_path(providers_stack):
+    """Canary keys: after the requests above, no provider key appears in a
+    response, in Envoy's or the sidecar's log, or anywhere in the database."""
+    stack, ports = providers_stack
+    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
+    keys = [p[4] for p in PROVIDERS if p[4]] + [stack.secrets.provider_key]
+    assert deposit(stack, auth, "prov-canary", "5.00").status == 200
+    replies = []
+    for _, _, _, _, _, model, _ in PROVIDERS:
+        for stream in (False, True):
+            body = json.dumps({"model": model, "user": "prov-canary", "stream": stream,
+                               "messages": [{"role": "user", "content": "Hello!"}]})
+            r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, body)
+            replies.append(json.dumps(r.headers).encode() + r.body)
+    stack.quiesce_envoy()
+    places = {f"reply {i}": blob for i, blob in enumerate(replies)}
+    for name in ("envoy", "ledger"):
+        places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
+    for path in stack.state_dir.glob("ledger.db*"):
+        places[path.name] = path.read_bytes()
+    leaks = [(key, where) for key in keys for where, blob in places.items() if key.encode() in blob]
+    assert not leaks, f"provider keys found: {leaks}"
