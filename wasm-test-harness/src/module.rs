@@ -1,5 +1,9 @@
 //! Compiling the release artifact once per process, with an on-disk cache of
-//! the compiled code so each test binary does not pay Cranelift again.
+//! the compiled code so later runs do not pay Cranelift again. Cranelift is
+//! built unoptimised in the dev profile: compiling the module then takes
+//! about 13 s once per clean build, against about 2 more minutes to build an
+//! optimised Cranelift on two cores (measured); the code it generates is the
+//! same either way.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
