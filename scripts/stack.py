@@ -109,6 +109,11 @@ WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 
 
+def yaml_items(items: list, indent: int) -> str:
+    """YAML list items, one JSON object per line (JSON is YAML), at `indent`."""
+    return "\n".join(" " * indent + "- " + json.dumps(item) for item in items)
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -155,10 +160,9 @@ class Stack:
     def render_envoy_config(self) -> Path:
         template = string.Template(self.envoy_template.read_text())
         providers = self.provider_resources() if "TOLLGATE_PROVIDER_ROUTES" in template.template else None
-        as_items = lambda items, indent: "\n".join(" " * indent + "- " + json.dumps(i) for i in items)  # noqa: E731
         text = template.substitute(
-            TOLLGATE_PROVIDER_ROUTES=as_items(providers["routes"], 24) if providers else "",
-            TOLLGATE_PROVIDER_CLUSTERS=as_items(providers["clusters"], 4) if providers else "",
+            TOLLGATE_PROVIDER_ROUTES=yaml_items(providers["routes"], 24) if providers else "",
+            TOLLGATE_PROVIDER_CLUSTERS=yaml_items(providers["clusters"], 4) if providers else "",
             ENVOY_ADMIN_PORT=self.ports.admin,
             TOLLGATE_PORT=self.ports.public,
             TOLLGATE_LEDGER_PORT=self.ports.ledger,
