@@ -171,12 +171,17 @@ pub async fn authorize(
 /// path, host and key header, and the model name the provider knows. None when
 /// the provider cannot be used (its key is not set, its URL is broken).
 fn upstream_request(route: &ModelRoute, requested_model: &str) -> Option<ProviderRoute> {
-    let kind = ProviderKind::parse(&route.kind)?;
+    // Kind and URL were checked when the configuration was loaded; a stored
+    // row that no longer parses is logged, not guessed at.
+    let kind = ProviderKind::parse(&route.kind);
     let base_url = route
         .base_url
         .clone()
-        .or_else(|| kind.default_base_url().map(str::to_string))?;
-    let base = BaseUrl::parse(&base_url).ok()?;
+        .or_else(|| kind.and_then(|k| k.default_base_url()).map(str::to_string));
+    let (Some(kind), Some(Ok(base))) = (kind, base_url.as_deref().map(BaseUrl::parse)) else {
+        tracing::error!(provider = %route.provider_id, kind = %route.kind, "provider kind or base_url unusable");
+        return None;
+    };
     let auth_value = match built_in_key(&route.api_key_env) {
         Ok(Some(key)) => format!("{}{key}", route.auth_scheme),
         Ok(None) => String::new(),
