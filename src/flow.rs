@@ -298,23 +298,27 @@ impl PaywallStream {
                 ..
             } => {
                 // The body as the provider gets it: its name for the model, and
-                // the output limit lowered when the balance covers less.
-                let original = host.request_body(pending.body_size).unwrap_or_default();
-                let mut body = None;
+                // the output limit lowered when the balance covers less. Most
+                // requests need neither, and the body is not copied out for them.
                 let rename = route
                     .upstream_model
                     .as_deref()
                     .filter(|m| *m != pending.model);
-                if let Some(model) = rename {
-                    body = set_model(&original, model);
-                }
-                let clamped_to = max_output_tokens.and_then(|max| {
-                    let limited = limit_output(body.as_deref().unwrap_or(&original), max)?;
-                    body = Some(limited);
-                    Some(max)
-                });
-                if let Some(rewritten) = &body {
-                    self.replace_body(host, pending.body_size, rewritten);
+                let mut clamped_to = None;
+                if rename.is_some() || max_output_tokens.is_some() {
+                    let original = host.request_body(pending.body_size).unwrap_or_default();
+                    let mut body = rename.and_then(|model| set_model(&original, model));
+                    if let Some(max) = max_output_tokens {
+                        if let Some(limited) =
+                            limit_output(body.as_deref().unwrap_or(&original), max)
+                        {
+                            body = Some(limited);
+                            clamped_to = Some(max);
+                        }
+                    }
+                    if let Some(rewritten) = &body {
+                        self.replace_body(host, pending.body_size, rewritten);
+                    }
                 }
                 host.set_request_header("authorization", None);
                 host.set_request_header(USER_HEADER, None);
