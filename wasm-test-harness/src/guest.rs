@@ -89,4 +89,21 @@ impl<'a, 'c> Guest<'a, 'c> {
         self.write_u32(ptr_out, ptr as u32)?;
         self.write_u32(size_out, bytes.len() as u32)
     }
+
+    /// [`Self::give`] for a lookup: status 0 (Ok) with the value, `missing` without it.
+    pub fn give_found(
+        &mut self,
+        value: Option<&[u8]>,
+        ptr_out: i32,
+        size_out: i32,
+        missing: i32,
+    ) -> Result<i32> {
+        match value {
+            Some(v) => {
+                self.give(v, ptr_out, size_out)?;
+                Ok(0)
+            }
+            None => Ok(missing),
+        }
+    }
 }

@@ -446,6 +446,7 @@ impl Vm {
 
     // ---- time ----------------------------------------------------------
 
+    /// The next tick is one period from now (after configure or a tick).
     fn sync_tick(&mut self) {
         let period = self.host().tick_period_ms;
         self.next_tick_ms = (period > 0).then(|| self.host().now_ms + period);
@@ -485,8 +486,7 @@ impl Vm {
     pub fn tick(&mut self) -> Result<()> {
         self.enter(1);
         self.call("proxy_on_tick", |s, e| e.tick.call(s, 1))?;
-        let period = self.host().tick_period_ms;
-        self.next_tick_ms = (period > 0).then(|| self.host().now_ms + period);
+        self.sync_tick();
         Ok(())
     }
 

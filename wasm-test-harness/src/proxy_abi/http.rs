@@ -154,13 +154,7 @@ pub(super) fn proxy_get_header_map_value(
         map_name(t),
         value.as_deref().map_or("NotFound".into(), show)
     ));
-    match value {
-        Some(v) => {
-            g.give(&v, ptr_out, size_out)?;
-            Ok(OK)
-        }
-        None => Ok(NOT_FOUND),
-    }
+    g.give_found(value.as_deref(), ptr_out, size_out, NOT_FOUND)
 }
 
 /// Sets, adds or removes one header (`value` None removes).

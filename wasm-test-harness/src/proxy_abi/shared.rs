@@ -22,13 +22,7 @@ pub(super) fn proxy_get_property(
         show(&path),
         value.as_deref().map_or("NotFound".into(), show)
     ));
-    match value {
-        Some(v) => {
-            g.give(&v, ptr_out, size_out)?;
-            Ok(OK)
-        }
-        None => Ok(NOT_FOUND),
-    }
+    g.give_found(value.as_deref(), ptr_out, size_out, NOT_FOUND)
 }
 
 pub(super) fn proxy_set_property(
@@ -163,13 +157,7 @@ pub(super) fn proxy_dequeue_shared_queue(
         "  proxy_dequeue_shared_queue({id}) -> {}",
         item.is_some()
     ));
-    match item {
-        Some(v) => {
-            g.give(&v, ptr_out, size_out)?;
-            Ok(OK)
-        }
-        None => Ok(EMPTY),
-    }
+    g.give_found(item.as_deref(), ptr_out, size_out, EMPTY)
 }
 
 pub(super) fn proxy_enqueue_shared_queue(mut c: C, id: i32, ptr: i32, len: i32) -> Result<i32> {
