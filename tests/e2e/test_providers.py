@@ -7,13 +7,14 @@ under that provider; a provider that refuses the operator's key voids the hold."
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from helpers import Ledger, call, deposit
-from stack import ROOT, Ports, Stack, free_port
+from stack import ENVOY, ROOT, Ports, Stack, free_port
 
 PRICES = 'default_max_output_tokens = 256\ninput_per_m = "1.00"\noutput_per_m = "2.00"\n'
 
@@ -102,10 +103,6 @@ def test_a_provider_refusing_the_operators_key_voids_the_hold(providers_stack):
 
 def test_generated_clusters_for_public_providers_pass_envoys_validation(tmp_path, monkeypatch):
     """TLS with SNI and certificate checks for every public kind, as Envoy itself parses it."""
-    import subprocess
-
-    from stack import ENVOY
-
     config = (ROOT / "ledger" / "demo.toml").read_text()
     for kind in ["openai", "openrouter", "groq", "together", "mistral", "anthropic"]:
         monkeypatch.setenv(f"VALIDATE_{kind.upper()}_KEY", "k")
