@@ -164,6 +164,11 @@ pub fn price_arithmetic(data: &[u8]) {
     let (p, c, o) = (tokens(&mut d), tokens(&mut d), tokens(&mut d));
     let cost = rule.cost(p, c, o);
     assert!(cost >= 0 && cost >= rule.min_charge);
+    let provider_cost = rule.provider_cost(p, c, o);
+    assert!(
+        (0..=cost).contains(&provider_cost),
+        "the provider's share is never above the price"
+    );
     assert!(rule.cost(p, c, o.saturating_add(1)) >= cost);
     assert!(rule.cost(p.saturating_add(1), c, o) >= cost);
     if rule.cached_input_per_m <= rule.input_per_m {

@@ -76,6 +76,7 @@ fn app(db: &Db) -> Router {
         hold_expiry: holds::ExpiryPolicy::Void,
         output_floor: 16,
         payments: None,
+        keyring: Default::default(),
     };
     let state = Arc::new(AppState {
         db: db.clone(),
@@ -168,6 +169,7 @@ async fn holds_for(db: &Db, n: usize, prefix: &str) -> Vec<(String, String)> {
         hold_expiry: holds::ExpiryPolicy::Void,
         output_floor: 16,
         payments: None,
+        keyring: Default::default(),
     };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {

@@ -19,6 +19,11 @@ pub fn revenue_account(paywall_id: &str) -> String {
     format!("revenue:{paywall_id}")
 }
 
+/// What the operator owes a provider for requests sent with the operator's key.
+pub fn provider_cost_account(provider_id: &str) -> String {
+    format!("provider_cost:{provider_id}")
+}
+
 pub async fn ensure_account(
     tx: &mut Tx,
     id: &str,

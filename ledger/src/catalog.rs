@@ -28,8 +28,9 @@ pub struct ModelRoute {
     pub cluster: String,
     pub auth_header: String,
     pub auth_scheme: String,
-    /// Empty: the provider has no built-in key.
+    /// Both empty: the operator has no key for the provider.
     pub api_key_env: String,
+    pub api_key_file: String,
     pub kind: String,
     pub base_url: Option<String>,
     pub api_version: Option<String>,
@@ -137,7 +138,7 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
     let sql = format!(
         "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens,
-                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.kind, pr.base_url,
+                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.api_key_file, pr.kind, pr.base_url,
                 pr.api_version, {PRICE_COLUMNS}
          FROM models m
          JOIN providers pr ON pr.id = m.provider_id
@@ -156,6 +157,11 @@ async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRou
         auth_header: r.get("auth_header"),
         auth_scheme: r.get("auth_scheme"),
         api_key_env: r.get("api_key_env"),
+        api_key_file: r
+            .try_get::<Option<String>, _>("api_key_file")
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
         kind: r.get("kind"),
         base_url: r.get("base_url"),
         api_version: r.get("api_version"),
@@ -175,18 +181,33 @@ pub async fn price_rule(tx: &mut Transaction<'static, Any>, id: &str) -> LedgerR
 /// Every sold model with its current price, for `GET /v1/models`.
 /// The models requests can use now, with their current prices: a model whose
 /// provider has no key available is left out (it would answer 503).
-pub async fn list_models(db: &Db) -> LedgerResult<Vec<(String, String, PriceRule)>> {
+pub async fn list_models(
+    db: &Db,
+    paywall_id: &str,
+) -> LedgerResult<Vec<(String, String, PriceRule)>> {
     let sql = format!(
-        "SELECT m.name, m.provider_id, pr.api_key_env, {PRICE_COLUMNS}
+        "SELECT m.name, m.provider_id, pr.kind, pr.api_key_env, pr.api_key_file, {PRICE_COLUMNS}
          FROM models m JOIN price_rules p ON p.model = m.name
          JOIN providers pr ON pr.id = m.provider_id
          WHERE p.version = (SELECT MAX(version) FROM price_rules q WHERE q.model = m.name)
          ORDER BY m.name"
     );
     let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
+    let own_keys = crate::provider_keys::providers_with_key(db, paywall_id).await?;
     Ok(rows
         .iter()
-        .filter(|r| providers::key_available(&r.get::<String, _>("api_key_env")))
+        .filter(|r| {
+            let provider: String = r.get("provider_id");
+            let file: Option<String> = r.try_get("api_key_file").ok().flatten();
+            let Some(kind) = providers::ProviderKind::parse(&r.get::<String, _>("kind")) else {
+                return false;
+            };
+            let built_in = providers::BuiltInKeyRef {
+                env: &r.get::<String, _>("api_key_env"),
+                file: file.as_deref().unwrap_or(""),
+            };
+            providers::key_available(kind, own_keys.contains(&provider), built_in)
+        })
         .map(|r| (r.get("name"), r.get("provider_id"), price_from_row(r)))
         .collect())
 }
@@ -233,11 +254,12 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
     for p in &cfg.providers {
         let r = p.resolve()?;
         sqlx::query(
-            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env, kind, base_url, api_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env, kind, base_url, api_version,
+                api_key_file)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, auth_header = excluded.auth_header,
                 auth_scheme = excluded.auth_scheme, api_key_env = excluded.api_key_env, kind = excluded.kind,
-                base_url = excluded.base_url, api_version = excluded.api_version",
+                base_url = excluded.base_url, api_version = excluded.api_version, api_key_file = excluded.api_key_file",
         )
         .bind(&p.id)
         .bind(&p.cluster)
@@ -247,8 +269,12 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         .bind(r.kind.as_str())
         .bind(&r.base_url)
         .bind(&r.api_version)
+        .bind(&r.api_key_file)
         .execute(&mut *tx)
         .await?;
+        if r.api_key_env.is_empty() && r.api_key_file.is_empty() && r.kind.requires_key() {
+            tracing::info!(provider = %p.id, "provider has no operator key: only paywalls with their own key can use it");
+        }
     }
     for m in &cfg.models {
         put_model(&mut tx, m, now).await?;

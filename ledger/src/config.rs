@@ -135,9 +135,13 @@ pub struct ProviderSeed {
     #[serde(default)]
     pub auth_scheme: Option<String>,
     /// Environment variable holding the operator's key (a built-in provider).
-    /// Left out for a self-hosted provider that needs no key.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Or a file holding it (a mounted secret), read when used.
+    /// Neither: only paywalls that bring their own key can use the provider
+    /// (or, for vLLM and Ollama, it needs no key).
+    #[serde(default)]
+    pub api_key_file: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -169,8 +173,12 @@ impl ProviderSeed {
             );
         }
         let api_key_env = self.api_key_env.clone().unwrap_or_default();
-        if api_key_env.is_empty() && kind.requires_key() {
-            anyhow::bail!("provider {}: kind {kind} needs api_key_env", self.id);
+        let api_key_file = self.api_key_file.clone().unwrap_or_default();
+        if !api_key_env.is_empty() && !api_key_file.is_empty() {
+            anyhow::bail!(
+                "provider {}: set api_key_env or api_key_file, not both",
+                self.id
+            );
         }
         let (header, scheme) = kind.default_auth();
         let auth_header = self.auth_header.clone().unwrap_or_else(|| header.into());
@@ -191,6 +199,7 @@ impl ProviderSeed {
             auth_header,
             auth_scheme: self.auth_scheme.clone().unwrap_or_else(|| scheme.into()),
             api_key_env,
+            api_key_file,
         })
     }
 }
@@ -203,8 +212,9 @@ pub struct ResolvedProvider {
     pub api_version: Option<String>,
     pub auth_header: String,
     pub auth_scheme: String,
-    /// Empty: no built-in key.
+    /// Both empty: no built-in key.
     pub api_key_env: String,
+    pub api_key_file: String,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::{admin, paywall_keys};
+use tollgate_ledger::master_key::Keyring;
+use tollgate_ledger::{admin, paywall_keys, provider_keys};
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +118,23 @@ enum AdminOp {
     LimitsSet { paywall: String, json: String },
     /// Create or update a model and its price, given as JSON (fields of `[[models]]`).
     ModelPut { name: String, json: String },
+    /// Store or rotate a paywall's own key for a provider (BYOK), sealed with
+    /// TOLLGATE_MASTER_KEY. The key is read from standard input (never from
+    /// the command line, where other users could see it) or from --key-env.
+    ProviderKeySet {
+        paywall: String,
+        provider: String,
+        /// Environment variable to read the key from instead of standard input.
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// List the provider keys a paywall brought (fingerprints, never the keys).
+    ProviderKeyList { paywall: String },
+    /// Delete a paywall's key for a provider.
+    ProviderKeyDelete { paywall: String, provider: String },
+    /// Re-seal every stored provider key with the current master key, after
+    /// moving the old one to TOLLGATE_MASTER_KEY_PREVIOUS.
+    ProviderKeyRewrap,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -201,7 +219,40 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
             model.name = name;
             json!({"model": model.name, "price": admin::put_model(db, &model).await?})
         }
+        AdminOp::ProviderKeySet {
+            paywall,
+            provider,
+            key_env,
+        } => {
+            let key = read_secret(key_env.as_deref())?;
+            let keyring = Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            json!(provider_keys::set(db, &keyring, &paywall, &provider, &key).await?)
+        }
+        AdminOp::ProviderKeyList { paywall } => json!(provider_keys::list(db, &paywall).await?),
+        AdminOp::ProviderKeyDelete { paywall, provider } => {
+            let deleted = provider_keys::delete(db, &paywall, &provider).await?;
+            anyhow::ensure!(deleted, "paywall {paywall} has no key for {provider}");
+            json!({"paywall": paywall, "provider": provider, "deleted": true})
+        }
+        AdminOp::ProviderKeyRewrap => {
+            let keyring = Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            let n = provider_keys::rewrap(db, &keyring).await?;
+            json!({"resealed": n, "master_key_id": keyring.current_id()})
+        }
     })
+}
+
+/// A secret from an environment variable or standard input (one line).
+fn read_secret(env: Option<&str>) -> anyhow::Result<String> {
+    let raw = match env {
+        Some(var) => std::env::var(var).map_err(|_| anyhow::anyhow!("{var} is not set"))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    Ok(raw.trim().to_string())
 }
 
 fn verify(store: Store) -> anyhow::Result<()> {

@@ -90,21 +90,86 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-/// The operator's key for a provider, read from `api_key_env` when used (never
-/// stored). `Ok(None)`: the provider takes no key; `Err`: the variable is not set.
-pub fn built_in_key(api_key_env: &str) -> Result<Option<String>, String> {
-    if api_key_env.is_empty() {
-        return Ok(None);
-    }
-    match std::env::var(api_key_env) {
-        Ok(key) if !key.is_empty() => Ok(Some(key)),
-        _ => Err(format!("environment variable {api_key_env} is not set")),
+/// Whose key a request goes out with; decides the accounting (see README,
+/// "Whose key pays"): under `Byok` the provider bills the paywall's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The paywall's own key (bring your own key).
+    Byok,
+    /// The operator's key, or none for a self-hosted provider without auth.
+    BuiltIn,
+}
+
+impl KeySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::Byok => "byok",
+            KeySource::BuiltIn => "built_in",
+        }
     }
 }
 
-/// Whether requests to a provider can be sent now.
-pub fn key_available(api_key_env: &str) -> bool {
-    built_in_key(api_key_env).is_ok()
+/// Where the operator keeps a provider's key: an environment variable or a
+/// file (a mounted secret), read when used and never stored. Both empty: the
+/// operator has no key for it.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltInKeyRef<'a> {
+    pub env: &'a str,
+    pub file: &'a str,
+}
+
+/// The operator's key for a provider. `Ok(None)`: none is configured;
+/// `Err`: one is configured but cannot be read now.
+pub fn built_in_key(at: BuiltInKeyRef<'_>) -> Result<Option<String>, String> {
+    if !at.env.is_empty() {
+        return match std::env::var(at.env) {
+            Ok(key) if !key.is_empty() => Ok(Some(key)),
+            _ => Err(format!("environment variable {} is not set", at.env)),
+        };
+    }
+    if !at.file.is_empty() {
+        return match std::fs::read_to_string(at.file) {
+            Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_string())),
+            Ok(_) => Err(format!("key file {} is empty", at.file)),
+            Err(e) => Err(format!("key file {} cannot be read: {}", at.file, e.kind())),
+        };
+    }
+    Ok(None)
+}
+
+/// The key a request of a paywall uses: the paywall's own (`byok`, already
+/// opened) before the operator's. A stored paywall key that cannot be opened
+/// is an error, never a reason to bill the operator's key instead.
+pub fn choose_key(
+    kind: ProviderKind,
+    byok: Option<Result<String, String>>,
+    built_in: BuiltInKeyRef<'_>,
+) -> Result<(Option<String>, KeySource), String> {
+    match byok {
+        Some(Ok(key)) => Ok((Some(key), KeySource::Byok)),
+        Some(Err(e)) => Err(format!("the paywall's key cannot be used: {e}")),
+        None => match built_in_key(built_in)? {
+            Some(key) => Ok((Some(key), KeySource::BuiltIn)),
+            None if kind.requires_key() => {
+                Err("neither the paywall nor the operator has a key for it".into())
+            }
+            None => Ok((None, KeySource::BuiltIn)),
+        },
+    }
+}
+
+/// Whether a paywall's requests can be sent to a provider now.
+pub fn key_available(
+    kind: ProviderKind,
+    paywall_has_key: bool,
+    built_in: BuiltInKeyRef<'_>,
+) -> bool {
+    paywall_has_key
+        || match built_in_key(built_in) {
+            Ok(Some(_)) => true,
+            Ok(None) => !kind.requires_key(),
+            Err(_) => false,
+        }
 }
 
 /// A base URL taken apart: what an Envoy cluster needs (host, port, TLS) and

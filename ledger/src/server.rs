@@ -34,9 +34,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let db = Db::connect(&cfg.server.database_url).await?;
     catalog::seed(&db, &cfg).await?;
+    let keyring = crate::master_key::Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    match keyring.current_id() {
+        Some(id) => tracing::info!(master_key = id, "provider keys of paywalls (BYOK) enabled"),
+        None => tracing::info!("no master key: paywalls cannot store provider keys (BYOK)"),
+    }
+    let settings = Settings {
+        keyring: Arc::new(keyring),
+        ..Settings::from_server(&cfg.server)
+    };
     let state = Arc::new(AppState {
         db: db.clone(),
-        settings: Settings::from_server(&cfg.server),
+        settings,
         internal_secret: secret,
         admin_token_hash: admin_token_hash(&cfg.server.admin_token_env)?,
     });

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::holds::ExpiryPolicy;
+use crate::master_key::Keyring;
 use crate::payments::{DevProcessor, PaymentProcessor};
 
 #[derive(Debug, Clone)]
@@ -16,9 +17,12 @@ pub struct Settings {
     pub hold_expiry: ExpiryPolicy,
     /// Least output (tokens per choice) worth clamping a request down to.
     pub output_floor: u32,
+    /// Opens the provider keys paywalls bring; empty when no master key is set.
+    pub keyring: Arc<Keyring>,
 }
 
 impl Settings {
+    /// The settings of `s`; the keyring starts empty (see `Keyring::from_env`).
     pub fn from_server(s: &crate::config::ServerConfig) -> Self {
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Settings {
@@ -30,6 +34,7 @@ impl Settings {
             payments: s
                 .dev_payments
                 .then(|| Arc::new(DevProcessor) as Arc<dyn PaymentProcessor>),
+            keyring: Arc::new(Keyring::default()),
         }
     }
 }

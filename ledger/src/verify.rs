@@ -48,7 +48,7 @@ const CHECKS: &[(&str, &str)] = &[
         "account_sums_match_transfers",
         "SELECT a.id || ' posted debits ' || CAST(a.debits_posted AS TEXT) || ' but transfers say ' || CAST(COALESCE(t.d, 0) AS TEXT) AS detail
          FROM accounts a LEFT JOIN (
-             SELECT debit_account AS id, SUM(amount) AS d FROM transfers WHERE kind IN ('deposit', 'post', 'charge')
+             SELECT debit_account AS id, SUM(amount) AS d FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost')
              GROUP BY debit_account) t ON t.id = a.id
          WHERE a.debits_posted <> COALESCE(t.d, 0)",
     ),
@@ -56,7 +56,7 @@ const CHECKS: &[(&str, &str)] = &[
         "account_credits_match_transfers",
         "SELECT a.id || ' posted credits ' || CAST(a.credits_posted AS TEXT) || ' but transfers say ' || CAST(COALESCE(t.c, 0) AS TEXT) AS detail
          FROM accounts a LEFT JOIN (
-             SELECT credit_account AS id, SUM(amount) AS c FROM transfers WHERE kind IN ('deposit', 'post', 'charge')
+             SELECT credit_account AS id, SUM(amount) AS c FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost')
              GROUP BY credit_account) t ON t.id = a.id
          WHERE a.credits_posted <> COALESCE(t.c, 0)",
     ),
@@ -92,6 +92,14 @@ const CHECKS: &[(&str, &str)] = &[
         "charge_within_hold",
         "SELECT c.id || ' posts ' || CAST(c.amount AS TEXT) || ' above its hold of ' || CAST(h.amount AS TEXT) AS detail
          FROM charges c JOIN holds h ON h.id = c.hold_id WHERE c.amount > h.amount OR c.amount < 0",
+    ),
+    (
+        "provider_cost_matches_charge",
+        "SELECT c.id || ' records a provider cost of ' || CAST(COALESCE(c.provider_cost, 0) AS TEXT) || ' but transfers moved '
+                || CAST(COALESCE(t.s, 0) AS TEXT) AS detail
+         FROM charges c LEFT JOIN (
+             SELECT hold_id, SUM(amount) AS s FROM transfers WHERE kind = 'provider_cost' GROUP BY hold_id) t ON t.hold_id = c.hold_id
+         WHERE COALESCE(c.provider_cost, 0) <> COALESCE(t.s, 0) OR (c.key_source = 'byok' AND COALESCE(c.provider_cost, 0) <> 0)",
     ),
     (
         "posted_hold_has_charge",

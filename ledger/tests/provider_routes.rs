@@ -25,6 +25,7 @@ fn provider(id: &str, kind: &str, base_url: Option<&str>, key_env: Option<&str>)
         auth_header: None,
         auth_scheme: None,
         api_key_env: key_env.map(str::to_string),
+        api_key_file: None,
     }
 }
 
@@ -133,7 +134,7 @@ async fn each_kind_gets_its_path_host_and_key_header(db: &Db) {
         other => panic!("expected 503, got {other:?}"),
     }
     // …and `GET /v1/models` does not offer it.
-    let listed: Vec<String> = catalog::list_models(db)
+    let listed: Vec<String> = catalog::list_models(db, "app")
         .await
         .unwrap()
         .into_iter()
@@ -152,7 +153,10 @@ fn provider_entries_are_checked_at_load() {
             "kind = \"azure\"\napi_key_env = \"K\"\n",
             "needs a base_url",
         ),
-        ("kind = \"openai\"\n", "needs api_key_env"),
+        (
+            "api_key_env = \"K\"\napi_key_file = \"/run/k\"\n",
+            "not both",
+        ),
         (
             "kind = \"groq\"\napi_key_env = \"K\"\napi_version = \"x\"\n",
             "azure only",

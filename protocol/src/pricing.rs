@@ -34,6 +34,34 @@ impl PriceRule {
         cached_prompt_tokens: u64,
         completion_tokens: u64,
     ) -> i64 {
+        self.priced(
+            prompt_tokens,
+            cached_prompt_tokens,
+            completion_tokens,
+            self.markup_bps,
+        )
+        .max(self.min_charge)
+    }
+
+    /// What the provider bills for a usage: the same prices without the
+    /// markup or the minimum, rounded up the same way. Never above `cost`.
+    pub fn provider_cost(
+        &self,
+        prompt_tokens: u64,
+        cached_prompt_tokens: u64,
+        completion_tokens: u64,
+    ) -> i64 {
+        self.priced(prompt_tokens, cached_prompt_tokens, completion_tokens, 0)
+    }
+
+    /// `ceil(Σ tokens × price × (1 + markup_bps / 1e4) / 1e6)`, saturating.
+    fn priced(
+        &self,
+        prompt_tokens: u64,
+        cached_prompt_tokens: u64,
+        completion_tokens: u64,
+        markup_bps: i64,
+    ) -> i64 {
         let cached = cached_prompt_tokens.min(prompt_tokens);
         let uncached = prompt_tokens - cached;
         // Prices and markups are never negative (configuration and the admin
@@ -44,7 +72,7 @@ impl PriceRule {
         let amount = term(uncached, self.input_per_m)
             .and_then(|a| a.checked_add(term(cached, self.cached_input_per_m)?))
             .and_then(|a| a.checked_add(term(completion_tokens, self.output_per_m)?))
-            .and_then(|raw| raw.checked_mul(BPS + i128::from(self.markup_bps.max(0))))
+            .and_then(|raw| raw.checked_mul(BPS + i128::from(markup_bps.max(0))))
             .and_then(|scaled| scaled.checked_add(denom - 1))
             .map(|scaled| scaled / denom);
         // Beyond i64 (absurd prices × absurd counts) the cost saturates: such a
@@ -52,7 +80,6 @@ impl PriceRule {
         amount
             .and_then(|a| i64::try_from(a).ok())
             .unwrap_or(i64::MAX)
-            .max(self.min_charge)
     }
 
     /// The most a request can cost: the prompt estimate at the input price plus
@@ -138,6 +165,18 @@ mod tests {
         assert_eq!(r.cost(1000, 400, 100), 2880);
         // cached larger than prompt is clamped
         assert_eq!(r.cost(10, 50, 0), r.cost(10, 10, 0));
+        // The provider's share is the same usage without the markup.
+        assert_eq!(r.provider_cost(1000, 400, 100), 2400);
+    }
+
+    #[test]
+    fn provider_cost_ignores_markup_and_minimum() {
+        let mut r = rule(1_000_000, 1_000_000, 5_000);
+        r.min_charge = 100;
+        assert_eq!(r.provider_cost(3, 0, 4), 7);
+        assert_eq!(r.cost(3, 0, 4), 100);
+        assert_eq!(r.provider_cost(0, 0, 0), 0);
+        assert_eq!(r.provider_cost(1, 0, 0), 1); // rounds up like the price
     }
 
     #[test]

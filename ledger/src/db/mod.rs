@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("0002_limits.sql")),
     (3, include_str!("0003_shared_mode.sql")),
     (4, include_str!("0004_provider_kinds.sql")),
+    (5, include_str!("0005_byok_provider_cost.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@ use crate::error::LedgerResult;
 use crate::events;
 use crate::keys::{new_id, now_ms};
 use crate::limits::{self, Counted, Refusal};
-use crate::providers::{built_in_key, chat_path, BaseUrl, ProviderKind};
+use crate::provider_keys;
+use crate::providers::{chat_path, choose_key, BaseUrl, BuiltInKeyRef, KeySource, ProviderKind};
 use crate::settings::Settings;
 use crate::wallets::{self, WalletFor};
 
@@ -55,7 +56,9 @@ pub async fn authorize(
             None,
         ));
     };
-    let Some(upstream) = upstream_request(&route, &req.model) else {
+    let Some((upstream, key_source)) =
+        upstream_request(db, settings, &paywall, &route, &req.model).await?
+    else {
         let err = ApiError::new(
             "server_error",
             "provider_unavailable",
@@ -155,10 +158,12 @@ pub async fn authorize(
         amount,
         max_output,
         counted,
+        key_source,
     };
     insert_hold(&mut tx, settings, &paywall, req, &route, &hold).await?;
     tx.commit().await?;
-    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, clamped = ?clamped, "hold placed");
+    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, clamped = ?clamped,
+                   provider = %route.provider_id, key_source = key_source.as_str(), "hold placed");
     Ok(AuthorizeResponse::Allow {
         hold_id,
         held_micros: amount,
@@ -168,9 +173,16 @@ pub async fn authorize(
 }
 
 /// Where and how the filter sends an allowed request: the provider's cluster,
-/// path, host and key header, and the model name the provider knows. None when
-/// the provider cannot be used (its key is not set, its URL is broken).
-fn upstream_request(route: &ModelRoute, requested_model: &str) -> Option<ProviderRoute> {
+/// path, host and key header (the paywall's own key before the operator's),
+/// and the model name the provider knows. None when the provider cannot be
+/// used now (no usable key, a broken URL); the reason is logged, never the key.
+async fn upstream_request(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    route: &ModelRoute,
+    requested_model: &str,
+) -> LedgerResult<Option<(ProviderRoute, KeySource)>> {
     // Kind and URL were checked when the configuration was loaded; a stored
     // row that no longer parses is logged, not guessed at.
     let kind = ProviderKind::parse(&route.kind);
@@ -180,26 +192,34 @@ fn upstream_request(route: &ModelRoute, requested_model: &str) -> Option<Provide
         .or_else(|| kind.and_then(|k| k.default_base_url()).map(str::to_string));
     let (Some(kind), Some(Ok(base))) = (kind, base_url.as_deref().map(BaseUrl::parse)) else {
         tracing::error!(provider = %route.provider_id, kind = %route.kind, "provider kind or base_url unusable");
-        return None;
+        return Ok(None);
     };
-    let auth_value = match built_in_key(&route.api_key_env) {
-        Ok(Some(key)) => format!("{}{key}", route.auth_scheme),
-        Ok(None) => String::new(),
+    let byok =
+        provider_keys::lookup(db, &settings.keyring, &paywall.id, &route.provider_id).await?;
+    let built_in = BuiltInKeyRef {
+        env: &route.api_key_env,
+        file: &route.api_key_file,
+    };
+    let (key, source) = match choose_key(kind, byok, built_in) {
+        Ok(chosen) => chosen,
         Err(e) => {
-            tracing::error!(provider = %route.provider_id, "provider key unavailable: {e}");
-            return None;
+            tracing::error!(provider = %route.provider_id, paywall = %paywall.id, "provider key unavailable: {e}");
+            return Ok(None);
         }
     };
     let model = route.upstream_model.as_deref().unwrap_or(requested_model);
-    Some(ProviderRoute {
+    let upstream = ProviderRoute {
         provider: route.provider_id.clone(),
         cluster: route.cluster.clone(),
         auth_header: route.auth_header.clone(),
-        auth_value,
+        auth_value: key
+            .map(|k| format!("{}{k}", route.auth_scheme))
+            .unwrap_or_default(),
         upstream_model: route.upstream_model.clone(),
         path: chat_path(kind, &base, route.api_version.as_deref(), model),
         host: Some(base.authority()),
-    })
+    };
+    Ok(Some((upstream, source)))
 }
 
 /// The answer to a request that a limit refused.
@@ -277,6 +297,7 @@ struct NewHold<'a> {
     amount: i64,
     max_output: i64,
     counted: Counted,
+    key_source: KeySource,
 }
 
 async fn insert_hold(
@@ -291,8 +312,8 @@ async fn insert_hold(
     sqlx::query(
         "INSERT INTO holds (id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id,
             prompt_tokens_est, max_output_tokens, amount, price_rule_id, state, transfer_id, expires_at, created_at,
-            reserved_tokens, minute_window, day_window, month_window)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19)",
+            reserved_tokens, minute_window, day_window, month_window, key_source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(hold.id)
     .bind(&paywall.id)
@@ -313,6 +334,7 @@ async fn insert_hold(
     .bind(hold.counted.minute_window)
     .bind(hold.counted.day_window)
     .bind(hold.counted.month_window)
+    .bind(hold.key_source.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())

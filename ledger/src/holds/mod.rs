@@ -33,13 +33,16 @@ struct HoldRow {
     state: String,
     transfer_id: String,
     counted: Option<Counted>,
+    /// `byok` or `built_in`; None on holds from before key sources were kept.
+    key_source: Option<String>,
 }
 
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
     let row = sqlx::query(
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
                 prompt_tokens_est, max_output_tokens,
-                price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window
+                price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window,
+                key_source
          FROM holds WHERE id = $1",
     )
     .bind(hold_id)
@@ -61,6 +64,7 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
         state: r.get("state"),
         transfer_id: r.get("transfer_id"),
         counted: limits::counted_from_row(&r),
+        key_source: r.try_get::<Option<String>, _>("key_source").ok().flatten(),
     }))
 }
 

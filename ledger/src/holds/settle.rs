@@ -10,13 +10,15 @@ use tollgate_protocol::{
 };
 
 use super::{claim, load_hold, resolve, HoldRow};
-use crate::book::{self, Resolution, Tx};
+use crate::book::{self, Resolution, TransferMeta, Tx};
 use crate::catalog;
 use crate::db::{opt_i64, Db};
 use crate::error::{LedgerError, LedgerResult};
 use crate::events;
 use crate::faults;
 use crate::keys::{new_id, now_ms};
+use crate::pricing::PriceRule;
+use crate::providers::KeySource;
 
 async fn replay(tx: &mut Tx, hold_id: &str, state: String) -> LedgerResult<SettleResponse> {
     let row = sqlx::query("SELECT id, amount FROM charges WHERE hold_id = $1")
@@ -148,12 +150,13 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
     let memo = (used.source == "estimate").then_some("expired");
     let transfer_id = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo).await?;
+    let provider_cost = book_provider_cost(tx, hold, &rule, &u).await?;
     let charge_id = new_id("ch");
     sqlx::query(
         "INSERT INTO charges (id, hold_id, request_id, paywall_id, user_id, model, provider_id, prompt_tokens,
             cached_prompt_tokens, completion_tokens, local_completion_tokens, usage_source, outcome, price_rule_id,
-            price_version, cost, amount, transfer_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            price_version, cost, amount, transfer_id, created_at, key_source, provider_cost)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(&charge_id)
     .bind(&hold.id)
@@ -174,10 +177,47 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     .bind(amount)
     .bind(&transfer_id)
     .bind(now_ms())
+    .bind(hold.key_source.as_deref())
+    .bind(provider_cost)
     .execute(&mut **tx)
     .await?;
     record_charge_events(tx, hold, used, &charge_id, cost, amount).await?;
     Ok((charge_id, amount))
+}
+
+/// With the operator's key, the provider bills the operator: its share of the
+/// usage (the prices without markup) moves from the paywall's revenue to
+/// `provider_cost:{provider}`, which then holds what is owed to the provider.
+/// Under BYOK the provider bills the paywall's owner and nothing moves.
+/// Returns the provider's share (0 under BYOK or on holds that predate it).
+async fn book_provider_cost(
+    tx: &mut Tx,
+    hold: &HoldRow,
+    rule: &PriceRule,
+    u: &Usage,
+) -> LedgerResult<i64> {
+    if hold.key_source.as_deref() != Some(KeySource::BuiltIn.as_str()) {
+        return Ok(0);
+    }
+    let share = rule.provider_cost(
+        u64::from(u.prompt_tokens),
+        u64::from(u.cached_prompt_tokens),
+        u64::from(u.completion_tokens),
+    );
+    if share == 0 {
+        return Ok(0);
+    }
+    let account = book::provider_cost_account(&hold.provider_id);
+    book::ensure_account(tx, &account, "provider_cost", None, None).await?;
+    let meta = TransferMeta {
+        paywall_id: Some(&hold.paywall_id),
+        hold_id: Some(&hold.id),
+        request_id: Some(&hold.request_id),
+        memo: Some(&rule.id),
+        ..Default::default()
+    };
+    book::post(tx, "provider_cost", &hold.revenue, &account, share, &meta).await?;
+    Ok(share)
 }
 
 async fn void_claimed(

@@ -15,7 +15,7 @@ use super::{api_error, ledger_failure, parse_json, Shared};
 use crate::admin;
 use crate::config::{LimitsSeed, ModelSeed};
 use crate::keys::{constant_time_eq, sha256_hex};
-use crate::paywall_keys;
+use crate::{paywall_keys, provider_keys};
 
 fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.admin_token_hash else {
@@ -213,6 +213,69 @@ pub async fn price_history(
         Ok(_) => api_error(
             StatusCode::NOT_FOUND,
             ApiError::invalid_request("model_not_found", "No such model."),
+        ),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn list_provider_keys(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    admin_only!(state, headers);
+    match provider_keys::list(&state.db, &id).await {
+        Ok(keys) => Json(json!({"object": "list", "data": keys})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProviderKey {
+    key: String,
+}
+
+/// Stores or rotates a paywall's own key for a provider. The answer
+/// describes the stored key; the key itself is never returned.
+pub async fn put_provider_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((id, provider)): Path<(String, String)>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let body: NewProviderKey = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match provider_keys::set(
+        &state.db,
+        &state.settings.keyring,
+        &id,
+        &provider,
+        &body.key,
+    )
+    .await
+    {
+        Ok(info) => Json(info).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn delete_provider_key(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((id, provider)): Path<(String, String)>,
+) -> Response {
+    admin_only!(state, headers);
+    match provider_keys::delete(&state.db, &id, &provider).await {
+        Ok(true) => {
+            Json(json!({"paywall": id, "provider": provider, "deleted": true})).into_response()
+        }
+        Ok(false) => api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", "This paywall has no key for this provider."),
         ),
         Err(e) => ledger_failure(e),
     }

@@ -70,6 +70,14 @@ pub fn router(state: Shared) -> Router {
             delete(admin::revoke_key),
         )
         .route("/admin/v1/paywalls/{id}/limits", put(admin::put_limits))
+        .route(
+            "/admin/v1/paywalls/{id}/provider-keys",
+            get(admin::list_provider_keys),
+        )
+        .route(
+            "/admin/v1/paywalls/{id}/provider-keys/{provider}",
+            put(admin::put_provider_key).delete(admin::delete_provider_key),
+        )
         .route("/admin/v1/models/{name}", put(admin::put_model))
         .route("/admin/v1/models/{name}/prices", get(admin::price_history))
         .route("/openapi.json", get(openapi))
@@ -111,6 +119,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/admin/v1/paywalls/{id}/keys"),
     ("delete", "/admin/v1/paywalls/{id}/keys/{key_id}"),
     ("put", "/admin/v1/paywalls/{id}/limits"),
+    ("get", "/admin/v1/paywalls/{id}/provider-keys"),
+    ("put", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
+    ("delete", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
     ("put", "/admin/v1/models/{name}"),
     ("get", "/admin/v1/models/{name}/prices"),
     ("get", "/openapi.json"),

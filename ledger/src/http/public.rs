@@ -121,10 +121,11 @@ pub async fn topup(
 }
 
 pub async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = paywall_from(&state, &headers).await {
-        return r;
-    }
-    match catalog::list_models(&state.db).await {
+    let paywall = match paywall_from(&state, &headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match catalog::list_models(&state.db, &paywall.id).await {
         Ok(list) => {
             let data: Vec<_> = list
                 .into_iter()

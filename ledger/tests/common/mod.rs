@@ -68,8 +68,15 @@ pub fn settings() -> Settings {
         hold_expiry: tollgate_ledger::holds::ExpiryPolicy::Void,
         output_floor: 16,
         payments: Some(std::sync::Arc::new(tollgate_ledger::payments::DevProcessor)),
+        keyring: std::sync::Arc::new(
+            tollgate_ledger::master_key::Keyring::new(TEST_MASTER_KEY, "").unwrap(),
+        ),
     }
 }
+
+/// The master key the tests' settings seal provider keys with.
+pub const TEST_MASTER_KEY: &str =
+    "5f0c2d1e9a8b7c6d5e4f30211203f4e5d6c7b8a99a8b7c6d5e4f302112030405";
 
 /// A database of the given backend, seeded, dropped when the handle goes.
 pub struct TestDb {
