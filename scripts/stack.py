@@ -64,6 +64,7 @@ class Secrets:
     admin_token: str
     internal_secret: str
     provider_key: str
+    master_key: str
 
     ENV = {
         "demo_key": "TOLLGATE_DEMO_KEY",
@@ -71,6 +72,7 @@ class Secrets:
         "admin_token": "TOLLGATE_ADMIN_TOKEN",
         "internal_secret": "TOLLGATE_INTERNAL_SECRET",
         "provider_key": "MOCK_PROVIDER_KEY",
+        "master_key": "TOLLGATE_MASTER_KEY",
     }
 
     @classmethod
@@ -81,6 +83,7 @@ class Secrets:
             admin_token="tg_admin_" + secrets.token_hex(24),
             internal_secret=secrets.token_hex(24),
             provider_key="sk-mock-" + secrets.token_hex(16),
+            master_key=secrets.token_hex(32),
         )
 
     def env(self) -> dict[str, str]:

@@ -72,6 +72,7 @@ backend_tests!(
     paywalls_and_keys_are_created_shown_once_and_rotated,
     limits_models_and_prices_are_managed,
     a_changed_config_key_replaces_the_old_one,
+    provider_keys_are_set_listed_rotated_and_deleted,
 );
 
 async fn admin_needs_its_own_token(db: &Db) {
@@ -351,4 +352,70 @@ async fn a_changed_config_key_replaces_the_old_one(db: &Db) {
         call(db, "GET", "/v1/models", Some(KEY), None).await.0,
         StatusCode::OK
     );
+}
+
+async fn provider_keys_are_set_listed_rotated_and_deleted(db: &Db) {
+    catalog::seed(db, &config("2.00")).await.unwrap();
+    let base = "/admin/v1/paywalls/app/provider-keys";
+    const SECRET: &str = "sk-admin-api-canary-55aa";
+    let put = |key: Value| {
+        call(
+            db,
+            "PUT",
+            "/admin/v1/paywalls/app/provider-keys/mock",
+            Some(ADMIN),
+            Some(key),
+        )
+    };
+    let (status, body) = put(json!({"key": SECRET})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["provider"].as_str(), body["version"].as_i64()),
+        (Some("mock"), Some(1))
+    );
+    assert!(!body.to_string().contains(SECRET));
+    let (status, body) = put(json!({"key": SECRET})).await;
+    assert_eq!(
+        (status, body["version"].as_i64()),
+        (StatusCode::OK, Some(2))
+    );
+
+    let (status, listed) = call(db, "GET", base, Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"][0]["version"], 2);
+    assert!(!listed.to_string().contains(SECRET));
+
+    // Refusals: another token, a bad key, unknown names, extra fields.
+    let (status, _) = call(db, "GET", base, Some(KEY), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = put(json!({"key": "two words"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = put(json!({"key": SECRET, "label": "x"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        db,
+        "PUT",
+        "/admin/v1/paywalls/app/provider-keys/nope",
+        Some(ADMIN),
+        Some(json!({"key": SECRET})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(
+        db,
+        "PUT",
+        "/admin/v1/paywalls/nope/provider-keys/mock",
+        Some(ADMIN),
+        Some(json!({"key": SECRET})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let del = "/admin/v1/paywalls/app/provider-keys/mock";
+    let (status, _) = call(db, "DELETE", del, Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(db, "DELETE", del, Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (_, listed) = call(db, "GET", base, Some(ADMIN), None).await;
+    assert_eq!(listed["data"], json!([]));
 }

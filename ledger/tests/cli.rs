@@ -142,6 +142,46 @@ async fn admin_commands_manage_paywalls_keys_limits_and_prices() {
     let paywalls = admin(&["paywall-list"]);
     assert_eq!(paywalls[0]["id"], "shop");
 
+    // A paywall's own provider key: read from standard input, sealed with the
+    // master key from the environment, never printed.
+    const PROVIDER_KEY: &str = "sk-cli-canary-0a1b2c3d4e";
+    let set = |master: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate-ledger"))
+            .args(["admin", "--config"])
+            .arg(&config)
+            .args(["--database-url", &url, "provider-key-set", "shop", "p"])
+            .env("TOLLGATE_MASTER_KEY", master)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{PROVIDER_KEY}").unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let refused = set("");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("master key"));
+    let stored = set(&"ab".repeat(32));
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    let shown = String::from_utf8_lossy(&stored.stdout).to_string();
+    assert!(
+        shown.contains("\"version\": 1") && !shown.contains(PROVIDER_KEY),
+        "{shown}"
+    );
+    let listed = admin(&["provider-key-list", "shop"]);
+    assert_eq!(listed[0]["provider"], "p");
+    assert!(!listed.to_string().contains(PROVIDER_KEY));
+    admin(&["provider-key-delete", "shop", "p"]);
+    assert_eq!(admin(&["provider-key-list", "shop"]), serde_json::json!([]));
+
     // A failing command says why and exits non-zero.
     let bad = Command::new(env!("CARGO_BIN_EXE_tollgate-ledger"))
         .args(["admin", "--config"])

@@ -17,7 +17,8 @@ pub struct Args {
     #[arg(long, env = "MOCK_PROVIDER_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: String,
     /// The key clients must send, in the flavor's header (`Authorization:
-    /// Bearer <key>` for most, `api-key` for Azure).
+    /// Bearer <key>` for most, `api-key` for Azure). Several, comma-separated,
+    /// are all accepted.
     #[arg(long, env = "MOCK_PROVIDER_KEY", default_value = "")]
     pub api_key: String,
     /// The provider to imitate: its chat path and how it expects the key.

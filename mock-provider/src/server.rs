@@ -91,8 +91,12 @@ async fn models(State(m): State<Shared>, headers: HeaderMap) -> Response {
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// Any of the configured keys is accepted (an operator's and a paywall's own).
 fn authorized(m: &Mock, headers: &HeaderMap) -> bool {
-    m.args.flavor.authorized(&m.args.api_key, headers)
+    m.args
+        .api_key
+        .split(',')
+        .any(|key| m.args.flavor.authorized(key.trim(), headers))
 }
 
 async fn chat(

@@ -251,6 +251,7 @@ async fn record_charge_events(
     let payload = json!({
         "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
         "amount": format_micros(amount), "usage_source": used.source,
+        "provider": hold.provider_id, "key_source": hold.key_source,
         "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
         // The filter's own count beside the billed one, and how far apart they are.
         "local_completion_tokens": used.local_completion,
