@@ -156,7 +156,7 @@ class Stack:
         env = self.env()
         env["MOCK_PROVIDER_PORT"] = str(self.ports.mock)
         out = subprocess.run([str(binary("tollgate-ledger", self.profile)), "envoy-providers",
-                              "--config", str(self.ledger_config)],
+                              "--config", str(self.ledger_config), "--wasm", str(WASM)],
                              env=env, check=True, capture_output=True, text=True).stdout
         return json.loads(out)
 

@@ -14,6 +14,7 @@ use tollgate_protocol::{
 use crate::chat_request::{force_include_usage, limit_output, set_model, ChatRequest};
 use crate::config::FilterConfig;
 use crate::host::{Callout, Flow, LogLevel, StreamHost};
+use crate::provider_attempt::{self, point_at, PROVIDER_HEADER};
 use crate::replies::{action_reply, LocalReply};
 use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
 use crate::response_reader::ResponseReader;
@@ -50,6 +51,12 @@ struct Forwarded {
     reader: ResponseReader,
     /// The output limit the sidecar lowered the request to, if it did.
     clamped_to: Option<u32>,
+    /// The provider the request went to; on a fallback route, the one the
+    /// provider-attempt filter reports as having answered.
+    provider: String,
+    /// A fallback route's tries are registered under the request id
+    /// (forgotten at the end).
+    fallback: bool,
 }
 
 #[derive(Debug)]
@@ -295,15 +302,17 @@ impl PaywallStream {
                 hold_id,
                 route,
                 max_output_tokens,
+                fallback,
                 ..
             } => {
                 // The body as the provider gets it: its name for the model, and
                 // the output limit lowered when the balance covers less. Most
                 // requests need neither, and the body is not copied out for them.
+                // On a fallback route each try renames the model for its provider.
                 let rename = route
                     .upstream_model
                     .as_deref()
-                    .filter(|m| *m != pending.model);
+                    .filter(|m| *m != pending.model && fallback.is_none());
                 let mut clamped_to = None;
                 if rename.is_some() || max_output_tokens.is_some() {
                     let original = host.request_body(pending.body_size).unwrap_or_default();
@@ -322,13 +331,16 @@ impl PaywallStream {
                 }
                 host.set_request_header("authorization", None);
                 host.set_request_header(USER_HEADER, None);
-                if !route.auth_value.is_empty() {
-                    host.set_request_header(&route.auth_header, Some(&route.auth_value));
-                }
-                host.set_request_header(&self.config.route_header, Some(&route.cluster));
-                host.set_request_header(":path", Some(&route.path));
-                if let Some(authority) = &route.host {
-                    host.set_request_header(":authority", Some(authority));
+                // The provider-attempt filter rewrites each try of a fallback
+                // route; the tries (with their keys) stay in this VM.
+                let fallback = fallback
+                    .filter(|f| provider_attempt::register(&self.request_id, f.attempts.clone()));
+                match &fallback {
+                    None => {
+                        point_at(host, &route);
+                        host.set_request_header(&self.config.route_header, Some(&route.cluster));
+                    }
+                    Some(f) => host.set_request_header(&self.config.route_header, Some(&f.cluster)),
                 }
                 host.clear_route_cache();
                 host.log(
@@ -346,6 +358,8 @@ impl PaywallStream {
                     hide_usage: pending.hide_usage,
                     reader: ResponseReader::json(),
                     clamped_to,
+                    provider: route.provider,
+                    fallback: fallback.is_some(),
                 });
                 host.resume_request();
             }
@@ -391,6 +405,13 @@ impl PaywallStream {
         if let State::Forwarded(f) = &mut self.state {
             if let Some(max) = f.clamped_to {
                 host.set_response_header("x-tollgate-max-tokens", Some(&max.to_string()));
+            }
+            if f.fallback {
+                if let Some(answered) = host.response_header(PROVIDER_HEADER) {
+                    f.provider = answered;
+                }
+            } else {
+                host.set_response_header(PROVIDER_HEADER, Some(&f.provider));
             }
             f.status = host.response_header(":status").and_then(|s| s.parse().ok());
             let event_stream = host
@@ -440,6 +461,9 @@ impl PaywallStream {
         let State::Forwarded(f) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
+        if f.fallback {
+            provider_attempt::forget(&self.request_id);
+        }
         let status = f.status.unwrap_or(0);
         let provider_ok = (200..300).contains(&status);
         let reading = f
@@ -472,6 +496,7 @@ impl PaywallStream {
             local_completion_tokens: Some(local_completion),
             outcome,
             upstream_status: status,
+            provider: f.fallback.then_some(f.provider),
         });
     }
 

@@ -22,6 +22,14 @@ struct FakeHost {
     /// What the client received (chunks after any replacement).
     forwarded: Vec<u8>,
     replaced_chunk: Option<Vec<u8>>,
+    /// The provider cluster of an upstream try (provider-attempt role).
+    upstream_cluster: Option<String>,
+}
+
+impl crate::provider_attempt::AttemptHost for FakeHost {
+    fn upstream_cluster(&self) -> Option<String> {
+        self.upstream_cluster.clone()
+    }
 }
 
 impl StreamHost for FakeHost {
@@ -451,3 +459,6 @@ fn requests_without_an_id_get_one() {
 
 #[path = "flow_stream_tests.rs"]
 mod stream;
+
+#[path = "flow_fallback_tests.rs"]
+mod fallback;

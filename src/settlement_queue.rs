@@ -138,6 +138,7 @@ mod tests {
             local_completion_tokens: None,
             outcome: SettleOutcome::Completed,
             upstream_status: 200,
+            provider: None,
         }
     }
 

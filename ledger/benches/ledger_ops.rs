@@ -157,6 +157,7 @@ fn settle_req(hold: &str, rid: &str) -> SettleRequest {
         local_completion_tokens: Some(120),
         outcome: SettleOutcome::Completed,
         upstream_status: 200,
+        provider: None,
     }
 }
 

@@ -37,6 +37,9 @@ pub struct ModelRoute {
     pub upstream_model: Option<String>,
     pub default_max_output_tokens: i64,
     pub price: PriceRule,
+    /// Providers to try after this one, in order (same model and price; the
+    /// provider fields and `upstream_model` are the fallback's).
+    pub fallbacks: Vec<ModelRoute>,
 }
 
 /// Looks a paywall up by its key. The key is hashed first, so the database
@@ -135,23 +138,51 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+const PROVIDER_COLUMNS: &str =
+    "pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.api_key_file, pr.kind,
+    pr.base_url, pr.api_version";
+
 async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
     let sql = format!(
-        "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens,
-                pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.api_key_file, pr.kind, pr.base_url,
-                pr.api_version, {PRICE_COLUMNS}
+        "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens, {PROVIDER_COLUMNS}, {PRICE_COLUMNS}
          FROM models m
          JOIN providers pr ON pr.id = m.provider_id
          JOIN price_rules p ON p.model = m.name
          WHERE m.name = $1
          ORDER BY p.version DESC LIMIT 1"
     );
-    let row = sqlx::query(&sql)
+    let Some(row) = sqlx::query(&sql)
         .bind(model)
         .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.map(|r| ModelRoute {
-        model: r.get("name"),
+        .await?
+    else {
+        return Ok(None);
+    };
+    let route = route_from_row(&row, price_from_row(&row));
+    let sql = format!(
+        "SELECT f.provider_id, f.upstream_model, {PROVIDER_COLUMNS}
+         FROM model_fallbacks f JOIN providers pr ON pr.id = f.provider_id
+         WHERE f.model = $1 ORDER BY f.position"
+    );
+    let fallbacks = sqlx::query(&sql)
+        .bind(model)
+        .fetch_all(&db.pool)
+        .await?
+        .iter()
+        .map(|r| ModelRoute {
+            model: route.model.clone(),
+            default_max_output_tokens: route.default_max_output_tokens,
+            ..route_from_row(r, route.price.clone())
+        })
+        .collect();
+    Ok(Some(ModelRoute { fallbacks, ..route }))
+}
+
+/// The provider part of a route from a row with `provider_id`, `upstream_model`
+/// and [`PROVIDER_COLUMNS`]; model fields are read when the row has them.
+fn route_from_row(r: &sqlx::any::AnyRow, price: PriceRule) -> ModelRoute {
+    ModelRoute {
+        model: r.try_get("name").unwrap_or_default(),
         provider_id: r.get("provider_id"),
         cluster: r.get("cluster"),
         auth_header: r.get("auth_header"),
@@ -166,9 +197,10 @@ async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRou
         base_url: r.get("base_url"),
         api_version: r.get("api_version"),
         upstream_model: r.get("upstream_model"),
-        default_max_output_tokens: r.get("default_max_output_tokens"),
-        price: price_from_row(&r),
-    }))
+        default_max_output_tokens: r.try_get("default_max_output_tokens").unwrap_or(0),
+        price,
+        fallbacks: Vec::new(),
+    }
 }
 
 pub async fn price_rule(tx: &mut Transaction<'static, Any>, id: &str) -> LedgerResult<PriceRule> {
@@ -308,6 +340,7 @@ pub async fn put_model(
     .bind(i64::from(m.default_max_output_tokens))
     .execute(&mut **tx)
     .await?;
+    put_fallbacks(tx, m).await?;
     let input = price("input_per_m", &m.name, Some(&m.input_per_m))?;
     let wanted = PriceRule {
         id: String::new(),
@@ -324,6 +357,53 @@ pub async fn put_model(
     };
     upsert_price(tx, wanted, now).await
 }
+
+/// Replaces a model's fallback providers. Each must exist and sit on its own
+/// Envoy cluster (the cluster tells the tries apart), none twice.
+async fn put_fallbacks(tx: &mut Transaction<'static, Any>, m: &ModelSeed) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        m.fallbacks.len() <= MAX_FALLBACKS,
+        "model {}: at most {MAX_FALLBACKS} fallbacks",
+        m.name
+    );
+    let mut clusters = Vec::new();
+    for provider in std::iter::once(&m.provider).chain(m.fallbacks.iter().map(|f| &f.provider)) {
+        let row = sqlx::query("SELECT cluster FROM providers WHERE id = $1")
+            .bind(provider)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            anyhow::bail!("model {}: unknown provider {provider}", m.name);
+        };
+        let cluster: String = row.get("cluster");
+        anyhow::ensure!(
+            !clusters.contains(&cluster),
+            "model {}: provider {provider} repeats cluster {cluster} in the fallback chain",
+            m.name
+        );
+        clusters.push(cluster);
+    }
+    sqlx::query("DELETE FROM model_fallbacks WHERE model = $1")
+        .bind(&m.name)
+        .execute(&mut **tx)
+        .await?;
+    for (position, f) in (1i64..).zip(&m.fallbacks) {
+        sqlx::query(
+            "INSERT INTO model_fallbacks (model, position, provider_id, upstream_model) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&m.name)
+        .bind(position)
+        .bind(&f.provider)
+        .bind(&f.upstream_model)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Longest fallback chain after the model's own provider (Envoy generates an
+/// aggregate cluster per ordered sub-chain, so this stays small).
+pub const MAX_FALLBACKS: usize = 3;
 
 /// Replaces a paywall's limits with the configured ones (none when absent).
 pub async fn seed_limits(

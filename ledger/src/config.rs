@@ -237,6 +237,19 @@ pub struct ModelSeed {
     pub markup_bps: u32,
     #[serde(default)]
     pub min_charge: Option<String>,
+    /// Providers to try, in order, when the model's own answers 429 or 5xx or
+    /// cannot be reached (before any byte reaches the client).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<FallbackSeed>,
+}
+
+/// A fallback provider of a model, and the name it knows the model by.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackSeed {
+    pub provider: String,
+    #[serde(default)]
+    pub upstream_model: Option<String>,
 }
 
 fn default_max_output() -> u32 {

@@ -4,8 +4,17 @@
 //! header. `tollgate-ledger envoy-providers` prints them as JSON (which is
 //! YAML too) for an operator's Envoy configuration; `make run` and the tests
 //! render theirs from it, so adding a provider is a TOML entry, not code.
+//!
+//! A model with fallbacks also gets an aggregate cluster per ordered sub-chain
+//! of its providers (the ledger leaves out those a paywall cannot use, so any
+//! sub-chain may be asked for), a route with Envoy's retry policy (429, 5xx,
+//! reset, connect failure; each retry on the next provider), and on that
+//! cluster the filter's provider-attempt role as an upstream filter, which
+//! rewrites each try for its provider. Endpoints carry their cluster's name in
+//! metadata so that role can tell which provider a try goes to.
 
 use serde_json::{json, Value};
+use tollgate_protocol::fallback_cluster;
 
 use crate::config::Config;
 use crate::providers::BaseUrl;
@@ -13,9 +22,27 @@ use crate::providers::BaseUrl;
 /// Where Debian, Ubuntu and Alpine keep the CA bundle Envoy verifies providers with.
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Endpoint metadata namespace and key naming a provider cluster (read by the
+/// filter's provider-attempt role).
+pub const METADATA_NAMESPACE: &str = "tollgate";
+
+/// How the generated config loads the filter for fallback routes: the same
+/// `.wasm` and `vm_id` as the listener's filter, so both share one VM.
+#[derive(Debug, Clone)]
+pub struct AttemptFilter {
+    pub wasm_path: String,
+    pub vm_id: String,
+}
+
 /// `{"clusters": [...], "routes": [...]}` for `cfg`'s providers.
-/// `route_header` is the filter's `route_header` setting.
-pub fn resources(cfg: &Config, route_header: &str, ca_bundle: &str) -> anyhow::Result<Value> {
+/// `route_header` is the filter's `route_header` setting; `attempt_filter` is
+/// required when a model has fallbacks.
+pub fn resources(
+    cfg: &Config,
+    route_header: &str,
+    ca_bundle: &str,
+    attempt_filter: Option<&AttemptFilter>,
+) -> anyhow::Result<Value> {
     let mut clusters = Vec::new();
     let mut routes = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -36,7 +63,117 @@ pub fn resources(cfg: &Config, route_header: &str, ca_bundle: &str) -> anyhow::R
             "request_headers_to_remove": [route_header],
         }));
     }
+    for chain in fallback_chains(cfg)? {
+        let Some(filter) = attempt_filter else {
+            anyhow::bail!("models with fallbacks need the filter's .wasm path (--wasm)");
+        };
+        let names: Vec<&str> = chain.iter().map(String::as_str).collect();
+        let name = fallback_cluster(&names);
+        clusters.push(aggregate_cluster(&name, &names, filter));
+        routes.push(json!({
+            "match": {"prefix": "/", "headers": [
+                {"name": route_header, "string_match": {"exact": name}}
+            ]},
+            "route": {"cluster": name, "timeout": "300s", "retry_policy": retry_next_provider(names.len())},
+            "request_headers_to_remove": [route_header],
+        }));
+    }
     Ok(json!({"clusters": clusters, "routes": routes}))
+}
+
+/// Every ordered sub-chain (two providers or more) of every model's chain of
+/// clusters, each once.
+fn fallback_chains(cfg: &Config) -> anyhow::Result<Vec<Vec<String>>> {
+    let cluster_of = |provider: &str| {
+        cfg.providers
+            .iter()
+            .find(|p| p.id == provider)
+            .map(|p| p.cluster.clone())
+            .ok_or_else(|| anyhow::anyhow!("unknown provider {provider}"))
+    };
+    let mut chains = std::collections::BTreeSet::new();
+    for m in cfg.models.iter().filter(|m| !m.fallbacks.is_empty()) {
+        let full = std::iter::once(&m.provider)
+            .chain(m.fallbacks.iter().map(|f| &f.provider))
+            .map(|p| cluster_of(p))
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        for mask in 1u32..(1 << full.len()) {
+            let sub: Vec<String> = (0..full.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .filter_map(|i| full.get(i).cloned())
+                .collect();
+            if sub.len() >= 2 {
+                chains.insert(sub);
+            }
+        }
+    }
+    Ok(chains.into_iter().collect())
+}
+
+/// Tries the next provider (the next priority of the aggregate cluster) when
+/// one answers 429 or 5xx, resets or refuses the connection. Envoy retries
+/// only before the response starts, so a client never sees two answers.
+fn retry_next_provider(providers: usize) -> Value {
+    json!({
+        "retry_on": "5xx,reset,connect-failure,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": providers.saturating_sub(1),
+        "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.05s"},
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1
+            }
+        }
+    })
+}
+
+fn aggregate_cluster(name: &str, members: &[&str], filter: &AttemptFilter) -> Value {
+    json!({
+        "name": name,
+        "connect_timeout": "5s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                "clusters": members
+            }
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    {
+                        "name": "envoy.filters.http.wasm",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                            "config": {
+                                "name": "tollgate_attempt",
+                                "root_id": "tollgate_attempt",
+                                "allow_on_headers_stop_iteration": true,
+                                "vm_config": {
+                                    "vm_id": filter.vm_id,
+                                    "runtime": "envoy.wasm.runtime.v8",
+                                    "code": {"local": {"filename": filter.wasm_path}}
+                                },
+                                "configuration": {
+                                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                    "value": "{\"role\": \"provider_attempt\"}"
+                                }
+                            }
+                        }
+                    },
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}
+                    }
+                ]
+            }
+        }
+    })
 }
 
 fn cluster(name: &str, base: &BaseUrl, ca_bundle: &str) -> Value {
@@ -46,9 +183,10 @@ fn cluster(name: &str, base: &BaseUrl, ca_bundle: &str) -> Value {
         "type": if is_ip { "STATIC" } else { "LOGICAL_DNS" },
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": "5s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": base.host, "port_value": base.port}}
-        }}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{
+            "endpoint": {"address": {"socket_address": {"address": base.host, "port_value": base.port}}},
+            "metadata": {"filter_metadata": {METADATA_NAMESPACE: {"cluster": name}}}
+        }]}]},
     });
     if base.tls {
         c["transport_socket"] = json!({
@@ -94,7 +232,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let r = resources(&cfg, "x-tollgate-route", DEFAULT_CA_BUNDLE).unwrap();
+        let r = resources(&cfg, "x-tollgate-route", DEFAULT_CA_BUNDLE, None).unwrap();
         let clusters = r["clusters"].as_array().unwrap();
         assert_eq!(clusters.len(), 2, "a shared cluster is emitted once");
         let openai = &clusters[0];

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
 use tollgate_ledger::db::Db;
+use tollgate_ledger::envoy_providers::AttemptFilter;
 use tollgate_ledger::master_key::Keyring;
 use tollgate_ledger::{admin, paywall_keys, provider_keys};
 
@@ -74,6 +75,12 @@ enum Command {
         /// CA bundle Envoy verifies providers' certificates with.
         #[arg(long, default_value = tollgate_ledger::envoy_providers::DEFAULT_CA_BUNDLE)]
         ca_bundle: String,
+        /// The filter's .wasm as Envoy loads it (needed when models have fallbacks).
+        #[arg(long)]
+        wasm: Option<String>,
+        /// The listener filter's `vm_id`, so fallback routes share its VM.
+        #[arg(long, default_value = "tollgate")]
+        vm_id: String,
     },
     /// Operator commands on the database (the same operations as the admin API).
     Admin {
@@ -161,9 +168,17 @@ fn main() -> anyhow::Result<()> {
             config,
             route_header,
             ca_bundle,
+            wasm,
+            vm_id,
         } => {
             let cfg = Config::load(&config)?;
-            let out = tollgate_ledger::envoy_providers::resources(&cfg, &route_header, &ca_bundle)?;
+            let filter = wasm.map(|wasm_path| AttemptFilter { wasm_path, vm_id });
+            let out = tollgate_ledger::envoy_providers::resources(
+                &cfg,
+                &route_header,
+                &ca_bundle,
+                filter.as_ref(),
+            )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }

@@ -41,6 +41,7 @@ fn model(name: &str, provider: &str) -> ModelSeed {
         output_per_m: "4.00".into(),
         markup_bps: 2_500, // +25 %
         min_charge: None,
+        fallbacks: vec![],
     }
 }
 

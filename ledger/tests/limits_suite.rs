@@ -68,6 +68,7 @@ async fn settle(db: &Db, hold: &str, rid: &str, prompt: u32, completion: u32) ->
         local_completion_tokens: None,
         outcome: SettleOutcome::Completed,
         upstream_status: 200,
+        provider: None,
     };
     holds::settle(db, &req).await.unwrap().amount_micros
 }

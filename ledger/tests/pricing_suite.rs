@@ -258,6 +258,7 @@ async fn glob_prices_cover_model_families_and_exact_names_win(db: &Db) {
         output_per_m: out.into(),
         markup_bps: 0,
         min_charge: None,
+        fallbacks: vec![],
     };
     cfg.models.push(family("fam-*", "3.00"));
     cfg.models.push(family("fam-large-*", "30.00"));

@@ -40,6 +40,7 @@ fn model(name: &str, provider: &str, upstream: Option<&str>) -> ModelSeed {
         output_per_m: "2.00".into(),
         markup_bps: 0,
         min_charge: None,
+        fallbacks: vec![],
     }
 }
 

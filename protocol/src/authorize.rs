@@ -69,6 +69,25 @@ pub struct ProviderRoute {
     pub host: Option<String>,
 }
 
+/// A route that tries several providers in order: Envoy sends the request to
+/// an aggregate cluster and retries on the next provider when one answers 429
+/// or 5xx or cannot be reached, before any response byte reaches the client.
+/// Each try is rewritten for its provider (key, path, host, model name) by the
+/// filter's provider-attempt role, an upstream filter on that cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackRoute {
+    /// Route header value of the aggregate cluster (see `fallback_cluster`).
+    pub cluster: String,
+    /// The providers in the order they are tried; the first is the route's own.
+    pub attempts: Vec<ProviderRoute>,
+}
+
+/// Name of the aggregate cluster that tries `clusters` in order. The ledger
+/// names it in its answer and generates it for Envoy, so both agree.
+pub fn fallback_cluster(clusters: &[&str]) -> String {
+    format!("fallback+{}", clusters.join("+"))
+}
+
 fn default_chat_path() -> String {
     "/v1/chat/completions".into()
 }
@@ -86,6 +105,9 @@ pub enum AuthorizeResponse {
         /// lowers the request's maximum (per choice) to this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_output_tokens: Option<u32>,
+        /// Set when the model has fallback providers usable for this paywall.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<FallbackRoute>,
     },
     /// The user must act first; the filter answers with an assistant message carrying the link.
     Action {
@@ -106,6 +128,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fallback_cluster_names_the_chain_in_order() {
+        assert_eq!(fallback_cluster(&["a", "b", "c"]), "fallback+a+b+c");
+    }
+
+    #[test]
     fn decisions_round_trip_with_tag() {
         let allow = AuthorizeResponse::Allow {
             hold_id: "h1".into(),
@@ -120,9 +147,14 @@ mod tests {
                 path: "/v1/chat/completions".into(),
                 host: None,
             },
+            fallback: None,
         };
         let s = serde_json::to_string(&allow).unwrap();
         assert!(s.contains(r#""decision":"allow""#));
+        assert!(
+            !s.contains("fallback"),
+            "absent unless the model has fallbacks"
+        );
         assert_eq!(
             serde_json::from_str::<AuthorizeResponse>(&s).unwrap(),
             allow

@@ -11,7 +11,9 @@ pub mod pricing;
 pub mod settle;
 
 pub use api_error::ApiError;
-pub use authorize::{Action, AuthorizeRequest, AuthorizeResponse, ProviderRoute};
+pub use authorize::{
+    fallback_cluster, Action, AuthorizeRequest, AuthorizeResponse, FallbackRoute, ProviderRoute,
+};
 pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
 pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
 

@@ -54,6 +54,10 @@ pub struct SettleRequest {
     pub outcome: SettleOutcome,
     /// HTTP status the provider answered with (0 when none arrived).
     pub upstream_status: u16,
+    /// The provider that answered, when the route had fallbacks (from the
+    /// provider-attempt filter); None means the route's own provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

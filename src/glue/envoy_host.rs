@@ -5,8 +5,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel as PwLogLevel, MapType};
 
 use crate::host::{Callout, LogLevel, StreamHost};
+use crate::provider_attempt::AttemptHost;
 use crate::replies::LocalReply;
 
+#[derive(Default)]
 pub struct EnvoyHost;
 
 pub fn log(level: LogLevel, message: &str) {
@@ -153,4 +155,22 @@ pub fn callout_body(size: usize) -> Vec<u8> {
         .ok()
         .flatten()
         .unwrap_or_default()
+}
+
+impl AttemptHost for EnvoyHost {
+    /// The provider cluster of the endpoint Envoy picked for this try, from
+    /// the endpoint metadata `envoy-providers` writes (`tollgate.cluster`).
+    fn upstream_cluster(&self) -> Option<String> {
+        let path = vec![
+            "xds",
+            "upstream_host_metadata",
+            "filter_metadata",
+            "tollgate",
+            "cluster",
+        ];
+        hostcalls::get_property(path)
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
 }

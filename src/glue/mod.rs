@@ -1,6 +1,7 @@
 //! proxy-wasm glue (wasm32 only): maps host callbacks onto the host-agnostic
 //! logic. Kept thin on purpose; everything worth testing lives outside.
 
+mod attempt;
 mod envoy_host;
 mod metrics;
 mod root;

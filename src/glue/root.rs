@@ -9,11 +9,13 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use tollgate_protocol::{INTERNAL_SECRET_HEADER, SETTLE_PATH};
 
+use super::attempt::AttemptHttp;
 use super::envoy_host::{callout_body, callout_status, dispatch, log, now_ms};
 use super::metrics::Metrics;
 use super::stream::{PaywallHttp, UnconfiguredHttp};
 use crate::config::FilterConfig;
 use crate::host::{Callout, LogLevel};
+use crate::provider_attempt::is_attempt_config;
 use crate::settlement_queue::SettlementQueue;
 use crate::tokens::Tokenizers;
 
@@ -27,6 +29,9 @@ pub struct PaywallRoot {
     queue: Rc<RefCell<SettlementQueue>>,
     /// Envoy is stopping this VM: deliver everything, then say `proxy_done`.
     draining: bool,
+    /// Configured as the provider-attempt role (an upstream filter on fallback
+    /// routes) rather than the paywall.
+    attempt_role: bool,
 }
 
 impl PaywallRoot {
@@ -41,6 +46,7 @@ impl PaywallRoot {
                 10_000,
             ))),
             draining: false,
+            attempt_role: false,
         }
     }
 
@@ -177,6 +183,12 @@ impl RootContext for PaywallRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
+        if is_attempt_config(&raw) {
+            // No tokenizers, no queue: this role only rewrites provider tries.
+            self.attempt_role = true;
+            log(LogLevel::Info, "tollgate: provider-attempt role configured");
+            return true;
+        }
         let config = match FilterConfig::from_json(&raw) {
             Ok(c) => c,
             Err(e) => {
@@ -229,6 +241,9 @@ impl RootContext for PaywallRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.attempt_role {
+            return Some(Box::new(AttemptHttp::default()));
+        }
         match (&self.config, &self.tokenizers) {
             (Some(c), Some(t)) => Some(Box::new(PaywallHttp::new(
                 c.clone(),

@@ -54,7 +54,7 @@ impl PaywallHttp {
     }
 }
 
-fn action(flow: Flow) -> Action {
+pub fn action(flow: Flow) -> Action {
     match flow {
         Flow::Continue => Action::Continue,
         Flow::Pause => Action::Pause,

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("0003_shared_mode.sql")),
     (4, include_str!("0004_provider_kinds.sql")),
     (5, include_str!("0005_byok_provider_cost.sql")),
+    (6, include_str!("0006_model_fallbacks.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

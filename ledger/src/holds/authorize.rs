@@ -3,7 +3,8 @@
 
 use serde_json::json;
 use tollgate_protocol::{
-    format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse, ProviderRoute,
+    fallback_cluster, format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse,
+    FallbackRoute, ProviderRoute,
 };
 
 use crate::book::{self, revenue_account, TransferMeta, Tx};
@@ -56,9 +57,7 @@ pub async fn authorize(
             None,
         ));
     };
-    let Some((upstream, key_source)) =
-        upstream_request(db, settings, &paywall, &route, &req.model).await?
-    else {
+    let Some(plan) = upstream_plan(db, settings, &paywall, &route, &req.model).await? else {
         let err = ApiError::new(
             "server_error",
             "provider_unavailable",
@@ -158,18 +157,82 @@ pub async fn authorize(
         amount,
         max_output,
         counted,
-        key_source,
+        plan: &plan,
     };
     insert_hold(&mut tx, settings, &paywall, req, &route, &hold).await?;
     tx.commit().await?;
     tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, clamped = ?clamped,
-                   provider = %route.provider_id, key_source = key_source.as_str(), "hold placed");
+                   provider = %plan.first.provider, key_source = plan.key_source.as_str(),
+                   fallbacks = plan.fallbacks.len(), "hold placed");
+    let fallback = plan.fallback_route();
     Ok(AuthorizeResponse::Allow {
         hold_id,
         held_micros: amount,
         max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
-        route: upstream,
+        route: plan.first,
+        fallback,
     })
+}
+
+/// Where an allowed request goes: the first usable provider of the model's
+/// chain, and the usable ones after it (fallbacks).
+struct UpstreamPlan {
+    first: ProviderRoute,
+    key_source: KeySource,
+    fallbacks: Vec<(ProviderRoute, KeySource)>,
+}
+
+impl UpstreamPlan {
+    /// `provider=source,…` of the fallbacks, stored on the hold.
+    fn fallback_key_sources(&self) -> Option<String> {
+        (!self.fallbacks.is_empty()).then(|| {
+            self.fallbacks
+                .iter()
+                .map(|(r, k)| format!("{}={}", r.provider, k.as_str()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    }
+
+    fn fallback_route(&self) -> Option<FallbackRoute> {
+        if self.fallbacks.is_empty() {
+            return None;
+        }
+        let attempts: Vec<ProviderRoute> = std::iter::once(&self.first)
+            .chain(self.fallbacks.iter().map(|(r, _)| r))
+            .cloned()
+            .collect();
+        let clusters: Vec<&str> = attempts.iter().map(|a| a.cluster.as_str()).collect();
+        Some(FallbackRoute {
+            cluster: fallback_cluster(&clusters),
+            attempts,
+        })
+    }
+}
+
+/// The model's provider and its fallbacks, in order, leaving out those this
+/// paywall cannot use now (no key, broken URL). None when none is usable.
+async fn upstream_plan(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    route: &ModelRoute,
+    requested_model: &str,
+) -> LedgerResult<Option<UpstreamPlan>> {
+    let mut usable = Vec::new();
+    for candidate in std::iter::once(route).chain(&route.fallbacks) {
+        if let Some(found) =
+            upstream_request(db, settings, paywall, candidate, requested_model).await?
+        {
+            usable.push(found);
+        }
+    }
+    let mut usable = usable.into_iter();
+    Ok(usable.next().map(|(first, key_source)| UpstreamPlan {
+        first,
+        key_source,
+        fallbacks: usable.collect(),
+    }))
 }
 
 /// Where and how the filter sends an allowed request: the provider's cluster,
@@ -297,7 +360,7 @@ struct NewHold<'a> {
     amount: i64,
     max_output: i64,
     counted: Counted,
-    key_source: KeySource,
+    plan: &'a UpstreamPlan,
 }
 
 async fn insert_hold(
@@ -312,8 +375,8 @@ async fn insert_hold(
     sqlx::query(
         "INSERT INTO holds (id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id,
             prompt_tokens_est, max_output_tokens, amount, price_rule_id, state, transfer_id, expires_at, created_at,
-            reserved_tokens, minute_window, day_window, month_window, key_source)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $20)",
+            reserved_tokens, minute_window, day_window, month_window, key_source, fallback_key_sources)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(hold.id)
     .bind(&paywall.id)
@@ -322,7 +385,7 @@ async fn insert_hold(
     .bind(revenue_account(&paywall.id))
     .bind(&req.request_id)
     .bind(&route.model)
-    .bind(&route.provider_id)
+    .bind(&hold.plan.first.provider)
     .bind(i64::from(req.prompt_tokens))
     .bind(hold.max_output)
     .bind(hold.amount)
@@ -334,7 +397,8 @@ async fn insert_hold(
     .bind(hold.counted.minute_window)
     .bind(hold.counted.day_window)
     .bind(hold.counted.month_window)
-    .bind(hold.key_source.as_str())
+    .bind(hold.plan.key_source.as_str())
+    .bind(hold.plan.fallback_key_sources())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -35,6 +35,8 @@ struct HoldRow {
     counted: Option<Counted>,
     /// `byok` or `built_in`; None on holds from before key sources were kept.
     key_source: Option<String>,
+    /// `provider=source,…` of the fallback providers the hold allowed.
+    fallback_key_sources: Option<String>,
 }
 
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
@@ -42,7 +44,7 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
                 prompt_tokens_est, max_output_tokens,
                 price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window,
-                key_source
+                key_source, fallback_key_sources
          FROM holds WHERE id = $1",
     )
     .bind(hold_id)
@@ -65,6 +67,10 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
         transfer_id: r.get("transfer_id"),
         counted: limits::counted_from_row(&r),
         key_source: r.try_get::<Option<String>, _>("key_source").ok().flatten(),
+        fallback_key_sources: r
+            .try_get::<Option<String>, _>("fallback_key_sources")
+            .ok()
+            .flatten(),
     }))
 }
 

@@ -115,6 +115,7 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
         source,
         outcome: req.outcome.as_str(),
         local_completion: req.local_completion_tokens,
+        provider: req.provider.as_deref(),
     };
     let (charge_id, amount) = post_claimed(tx, &hold, &used).await?;
     Ok(SettleResponse {
@@ -133,6 +134,31 @@ struct Used<'a> {
     source: &'a str,
     outcome: &'a str,
     local_completion: Option<u32>,
+    /// The provider that answered, as the filter saw it (fallback routes).
+    provider: Option<&'a str>,
+}
+
+/// Who answered a request and with whose key: the provider the filter
+/// reports if it is one this hold allowed, else the hold's own.
+fn answered_by<'h>(hold: &'h HoldRow, reported: Option<&str>) -> (&'h str, Option<&'h str>) {
+    let own = (hold.provider_id.as_str(), hold.key_source.as_deref());
+    let Some(reported) = reported.filter(|p| *p != hold.provider_id) else {
+        return own;
+    };
+    let fallback = hold
+        .fallback_key_sources
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| entry.split_once('='))
+        .find(|(provider, _)| *provider == reported);
+    match fallback {
+        Some((provider, source)) => (provider, Some(source)),
+        None => {
+            tracing::warn!(hold = %hold.id, reported, "settlement names a provider the hold did not allow; charging the hold's own");
+            own
+        }
+    }
 }
 
 /// Posts the charge of a claimed hold (at most the hold) with its charge row
@@ -150,7 +176,8 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
     let memo = (used.source == "estimate").then_some("expired");
     let transfer_id = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo).await?;
-    let provider_cost = book_provider_cost(tx, hold, &rule, &u).await?;
+    let (provider, key_source) = answered_by(hold, used.provider);
+    let provider_cost = book_provider_cost(tx, hold, provider, key_source, &rule, &u).await?;
     let charge_id = new_id("ch");
     sqlx::query(
         "INSERT INTO charges (id, hold_id, request_id, paywall_id, user_id, model, provider_id, prompt_tokens,
@@ -164,7 +191,7 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     .bind(&hold.paywall_id)
     .bind(&hold.user_id)
     .bind(&hold.model)
-    .bind(&hold.provider_id)
+    .bind(provider)
     .bind(i64::from(u.prompt_tokens))
     .bind(i64::from(u.cached_prompt_tokens))
     .bind(i64::from(u.completion_tokens))
@@ -177,11 +204,12 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     .bind(amount)
     .bind(&transfer_id)
     .bind(now_ms())
-    .bind(hold.key_source.as_deref())
+    .bind(key_source)
     .bind(provider_cost)
     .execute(&mut **tx)
     .await?;
-    record_charge_events(tx, hold, used, &charge_id, cost, amount).await?;
+    let who = (provider, key_source);
+    record_charge_events(tx, hold, used, who, &charge_id, cost, amount).await?;
     Ok((charge_id, amount))
 }
 
@@ -193,10 +221,12 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
 async fn book_provider_cost(
     tx: &mut Tx,
     hold: &HoldRow,
+    provider: &str,
+    key_source: Option<&str>,
     rule: &PriceRule,
     u: &Usage,
 ) -> LedgerResult<i64> {
-    if hold.key_source.as_deref() != Some(KeySource::BuiltIn.as_str()) {
+    if key_source != Some(KeySource::BuiltIn.as_str()) {
         return Ok(0);
     }
     let share = rule.provider_cost(
@@ -207,7 +237,7 @@ async fn book_provider_cost(
     if share == 0 {
         return Ok(0);
     }
-    let account = book::provider_cost_account(&hold.provider_id);
+    let account = book::provider_cost_account(provider);
     book::ensure_account(tx, &account, "provider_cost", None, None).await?;
     let meta = TransferMeta {
         paywall_id: Some(&hold.paywall_id),
@@ -242,6 +272,7 @@ async fn record_charge_events(
     tx: &mut Tx,
     hold: &HoldRow,
     used: &Used<'_>,
+    (provider, key_source): (&str, Option<&str>),
     charge_id: &str,
     cost: i64,
     amount: i64,
@@ -251,7 +282,7 @@ async fn record_charge_events(
     let payload = json!({
         "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
         "amount": format_micros(amount), "usage_source": used.source,
-        "provider": hold.provider_id, "key_source": hold.key_source,
+        "provider": provider, "key_source": key_source,
         "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
         // The filter's own count beside the billed one, and how far apart they are.
         "local_completion_tokens": used.local_completion,
@@ -344,6 +375,7 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
                     source: "estimate",
                     outcome: "expired",
                     local_completion: None,
+                    provider: None,
                 };
                 post_claimed(&mut tx, &hold, &used).await?;
             }

@@ -274,6 +274,7 @@ pub fn settle_req(
         local_completion_tokens: Some(completion),
         outcome,
         upstream_status: 200,
+        provider: None,
     }
 }
 
