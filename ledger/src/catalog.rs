@@ -217,19 +217,46 @@ pub async fn list_models(
     db: &Db,
     paywall_id: &str,
 ) -> LedgerResult<Vec<(String, String, PriceRule)>> {
+    let usable = usable_providers(db, paywall_id).await?;
     let sql = format!(
-        "SELECT m.name, m.provider_id, pr.kind, pr.api_key_env, pr.api_key_file, {PRICE_COLUMNS}
+        "SELECT m.name, m.provider_id, {PRICE_COLUMNS}
          FROM models m JOIN price_rules p ON p.model = m.name
-         JOIN providers pr ON pr.id = m.provider_id
          WHERE p.version = (SELECT MAX(version) FROM price_rules q WHERE q.model = m.name)
          ORDER BY m.name"
     );
     let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
+    let fallbacks =
+        sqlx::query("SELECT model, provider_id FROM model_fallbacks ORDER BY model, position")
+            .fetch_all(&db.pool)
+            .await?;
+    let mut out = Vec::new();
+    for r in &rows {
+        let name: String = r.get("name");
+        // The first provider of the model's chain this paywall can use.
+        let chain = std::iter::once(r.get::<String, _>("provider_id")).chain(
+            fallbacks
+                .iter()
+                .filter(|f| f.get::<String, _>("model") == name)
+                .map(|f| f.get::<String, _>("provider_id")),
+        );
+        if let Some(provider) = chain.into_iter().find(|p| usable.contains(p)) {
+            out.push((name, provider, price_from_row(r)));
+        }
+    }
+    Ok(out)
+}
+
+/// The providers a paywall's requests can be sent to now (its own key, the
+/// operator's, or none needed).
+async fn usable_providers(db: &Db, paywall_id: &str) -> LedgerResult<Vec<String>> {
     let own_keys = crate::provider_keys::providers_with_key(db, paywall_id).await?;
+    let rows = sqlx::query("SELECT id, kind, api_key_env, api_key_file FROM providers")
+        .fetch_all(&db.pool)
+        .await?;
     Ok(rows
         .iter()
         .filter(|r| {
-            let provider: String = r.get("provider_id");
+            let id: String = r.get("id");
             let file: Option<String> = r.try_get("api_key_file").ok().flatten();
             let Some(kind) = providers::ProviderKind::parse(&r.get::<String, _>("kind")) else {
                 return false;
@@ -238,9 +265,9 @@ pub async fn list_models(
                 env: &r.get::<String, _>("api_key_env"),
                 file: file.as_deref().unwrap_or(""),
             };
-            providers::key_available(kind, own_keys.contains(&provider), built_in)
+            providers::key_available(kind, own_keys.contains(&id), built_in)
         })
-        .map(|r| (r.get("name"), r.get("provider_id"), price_from_row(r)))
+        .map(|r| r.get("id"))
         .collect())
 }
 

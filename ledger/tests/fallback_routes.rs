@@ -141,6 +141,10 @@ async fn authorize_offers_the_usable_chain_in_order(db: &Db) {
     .await;
     assert_eq!(sources, 1);
 
+    // `GET /v1/models` offers a model if any provider of its chain is usable.
+    let listed = catalog::list_models(db, "app").await.unwrap();
+    assert!(listed.iter().any(|(m, p, _)| m == "chain" && p == "openai"));
+
     // A model without fallbacks answers as before.
     let (_, route, fallback) = allow(db, "m", "r-3").await;
     assert_eq!((route.provider.as_str(), fallback), ("mock", None));

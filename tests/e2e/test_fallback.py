@@ -6,6 +6,7 @@ One hold, one charge, and the charge names the provider that answered."""
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -20,12 +21,12 @@ BACKUP_MODEL = "openai/gpt-4o-mini"
 
 # (provider id, kind/flavor, operator key, mock's failure status: None healthy, 0 nothing listening)
 PROVIDERS = [
-    ("down-503", "openai", "k-503", 503),
-    ("down-429", "groq", "k-429", 429),
-    ("azure-down", "azure", "k-azure", 503),
-    ("refused", "openai", "k-refused", 0),
-    ("healthy", "openai", "k-healthy", None),
-    ("backup", "openrouter", "k-backup", None),
+    ("down-503", "openai", f"fbkey-503-{secrets.token_hex(10)}", 503),
+    ("down-429", "groq", f"fbkey-429-{secrets.token_hex(10)}", 429),
+    ("azure-down", "azure", f"fbkey-azure-{secrets.token_hex(10)}", 503),
+    ("refused", "openai", f"fbkey-refused-{secrets.token_hex(10)}", 0),
+    ("healthy", "openai", f"fbkey-healthy-{secrets.token_hex(10)}", None),
+    ("backup", "openrouter", f"fbkey-backup-{secrets.token_hex(10)}", None),
 ]
 # model → its provider, then its fallbacks (each with the model name it knows)
 MODELS = {
@@ -37,6 +38,7 @@ MODELS = {
     "fb-chain": ("refused", [("down-503", "gpt-4o-mini"), ("backup", BACKUP_MODEL)]),
     "fb-all-down": ("down-503", [("down-429", "gpt-4o-mini")]),
 }
+KEY = {p[0]: p[2] for p in PROVIDERS}
 BASE_PATH = {"openai": "/v1", "groq": "/openai/v1", "openrouter": "/api/v1", "azure": ""}
 
 
@@ -111,7 +113,7 @@ def test_a_failing_provider_falls_back_to_the_next(fallback_stack, model, primar
     # The try reached the backup with the backup's key and its name for the model
     # (its mock answers 404 to any other model), and nothing of the route plumbing.
     headers = seen["last_headers"]
-    assert headers["authorization"] == "Bearer k-backup"
+    assert headers["authorization"] == f"Bearer {KEY['backup']}"
     assert not any(h.startswith("x-tollgate") for h in headers), headers
     assert "api-key" not in headers, "a key of the failed try reached the next provider"
     if primary_before is not None:
@@ -130,7 +132,7 @@ def test_a_healthy_provider_is_used_without_fallback(fallback_stack):
     r = ask(stack, "fb-healthy", "fb-healthy")
     assert r.status == 200, r.body
     assert r.headers["x-tollgate-provider"] == "healthy"
-    assert stats(ports["healthy"])["last_headers"]["authorization"] == "Bearer k-healthy"
+    assert stats(ports["healthy"])["last_headers"]["authorization"] == f"Bearer {KEY['healthy']}"
     assert stats(ports["backup"])["requests"] == backup_before
     _, charge = one_hold_one_charge(stack, r.headers["x-request-id"])
     assert charge["provider_id"] == "healthy"
@@ -170,3 +172,20 @@ def test_streaming_through_a_fallback_with_the_sdk(fallback_stack):
     assert text
     _, charge = one_hold_one_charge(stack, request_id)
     assert charge["provider_id"] == "backup" and charge["usage_source"] == "provider"
+
+
+def test_fallback_keys_stay_on_their_provider_path(fallback_stack):
+    """After the tries above (each with another provider's key), no provider key
+    shows up in a reply, in Envoy's or the sidecar's log, or in the database."""
+    stack, _ = fallback_stack
+    replies = [json.dumps(r.headers).encode() + r.body
+               for r in (ask(stack, model, "fb-canary", stream) for model in MODELS for stream in (False, True))]
+    stack.quiesce_envoy()
+    places = {f"reply {i}": blob for i, blob in enumerate(replies)}
+    for name in ("envoy", "ledger"):
+        places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
+    for path in stack.state_dir.glob("ledger.db*"):
+        places[path.name] = path.read_bytes()
+    keys = [key for _, _, key, _ in PROVIDERS]
+    leaks = [(key, where) for key in keys for where, blob in places.items() if key.encode() in blob]
+    assert not leaks, f"provider keys found: {leaks}"
