@@ -311,29 +311,7 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
         seed_limits(&mut tx, &p.id, p.limits.as_ref()).await?;
     }
     for p in &cfg.providers {
-        let r = p.resolve()?;
-        sqlx::query(
-            "INSERT INTO providers (id, cluster, auth_header, auth_scheme, api_key_env, kind, base_url, api_version,
-                api_key_file)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (id) DO UPDATE SET cluster = excluded.cluster, auth_header = excluded.auth_header,
-                auth_scheme = excluded.auth_scheme, api_key_env = excluded.api_key_env, kind = excluded.kind,
-                base_url = excluded.base_url, api_version = excluded.api_version, api_key_file = excluded.api_key_file",
-        )
-        .bind(&p.id)
-        .bind(&p.cluster)
-        .bind(&r.auth_header)
-        .bind(&r.auth_scheme)
-        .bind(&r.api_key_env)
-        .bind(r.kind.as_str())
-        .bind(&r.base_url)
-        .bind(&r.api_version)
-        .bind(&r.api_key_file)
-        .execute(&mut *tx)
-        .await?;
-        if r.api_key_env.is_empty() && r.api_key_file.is_empty() && r.kind.requires_key() {
-            tracing::info!(provider = %p.id, "provider has no operator key: only paywalls with their own key can use it");
-        }
+        crate::provider_registry::put_provider(&mut tx, p).await?;
     }
     for m in &cfg.models {
         put_model(&mut tx, m, now).await?;

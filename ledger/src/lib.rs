@@ -25,6 +25,7 @@ pub mod master_key;
 pub mod payments;
 pub mod paywall_keys;
 pub mod provider_keys;
+pub mod provider_registry;
 pub mod providers;
 pub use tollgate_protocol::pricing;
 pub mod server;

@@ -8,7 +8,7 @@ use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
 use tollgate_ledger::db::Db;
 use tollgate_ledger::envoy_providers::AttemptFilter;
 use tollgate_ledger::master_key::Keyring;
-use tollgate_ledger::{admin, paywall_keys, provider_keys};
+use tollgate_ledger::{admin, paywall_keys, provider_keys, provider_registry};
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +125,10 @@ enum AdminOp {
     LimitsSet { paywall: String, json: String },
     /// Create or update a model and its price, given as JSON (fields of `[[models]]`).
     ModelPut { name: String, json: String },
+    /// List providers (where their operator key comes from, never the key).
+    ProviderList,
+    /// Create or update a provider, given as JSON (fields of `[[providers]]`).
+    ProviderPut { id: String, json: String },
     /// Store or rotate a paywall's own key for a provider (BYOK), sealed with
     /// TOLLGATE_MASTER_KEY. The key is read from standard input (never from
     /// the command line, where other users could see it) or from --key-env.
@@ -233,6 +237,15 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
             let mut model: ModelSeed = serde_json::from_str(&json)?;
             model.name = name;
             json!({"model": model.name, "price": admin::put_model(db, &model).await?})
+        }
+        AdminOp::ProviderList => json!(provider_registry::list_providers(db).await?),
+        AdminOp::ProviderPut { id, json } => {
+            let mut fields: serde_json::Value = serde_json::from_str(&json)?;
+            if let Some(obj) = fields.as_object_mut() {
+                obj.insert("id".into(), json!(id));
+            }
+            let seed: tollgate_ledger::config::ProviderSeed = serde_json::from_value(fields)?;
+            json!(provider_registry::put(db, &seed).await?)
         }
         AdminOp::ProviderKeySet {
             paywall,

@@ -73,6 +73,7 @@ backend_tests!(
     limits_models_and_prices_are_managed,
     a_changed_config_key_replaces_the_old_one,
     provider_keys_are_set_listed_rotated_and_deleted,
+    providers_are_listed_and_changed,
 );
 
 async fn admin_needs_its_own_token(db: &Db) {
@@ -418,4 +419,65 @@ async fn provider_keys_are_set_listed_rotated_and_deleted(db: &Db) {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (_, listed) = call(db, "GET", base, Some(ADMIN), None).await;
     assert_eq!(listed["data"], json!([]));
+}
+
+async fn providers_are_listed_and_changed(db: &Db) {
+    catalog::seed(db, &config("2.00")).await.unwrap();
+    let (status, listed) = call(db, "GET", "/admin/v1/providers", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let mock = &listed["data"][0];
+    assert_eq!(
+        (mock["id"].as_str(), mock["operator_key"].as_str()),
+        (Some("mock"), Some("env:SUITE_PROVIDER_KEY"))
+    );
+    assert_eq!(mock["operator_key_available"], true);
+    assert!(!listed.to_string().contains("sk-suite"), "a key was listed");
+
+    let body = json!({"kind": "azure", "cluster": "az", "base_url": "https://contoso.openai.azure.com",
+                      "api_key_file": "/run/secrets/azure-key"});
+    let (status, az) = call(
+        db,
+        "PUT",
+        "/admin/v1/providers/azure-east",
+        Some(ADMIN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{az}");
+    assert_eq!(
+        (az["auth_header"].as_str(), az["operator_key"].as_str()),
+        (Some("api-key"), Some("file:/run/secrets/azure-key"))
+    );
+    assert_eq!(
+        az["operator_key_available"], false,
+        "the file does not exist here"
+    );
+
+    // A model can now use it.
+    let model = json!({"provider": "azure-east", "upstream_model": "prod", "input_per_m": "1", "output_per_m": "2"});
+    let (status, _) = call(
+        db,
+        "PUT",
+        "/admin/v1/models/az-model",
+        Some(ADMIN),
+        Some(model),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Invalid entries change nothing.
+    for bad in [
+        json!({"kind": "bedrock", "cluster": "x"}),
+        json!({"kind": "azure", "cluster": "x"}),
+        json!({"cluster": "x", "api_key_env": "A", "api_key_file": "/b"}),
+        json!({"cluster": "x", "surprise": 1}),
+    ] {
+        let (status, body) =
+            call(db, "PUT", "/admin/v1/providers/bad", Some(ADMIN), Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (_, listed) = call(db, "GET", "/admin/v1/providers", Some(ADMIN), None).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+    let (status, _) = call(db, "GET", "/admin/v1/providers", Some(KEY), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

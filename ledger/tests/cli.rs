@@ -141,6 +141,14 @@ async fn admin_commands_manage_paywalls_keys_limits_and_prices() {
     );
     let paywalls = admin(&["paywall-list"]);
     assert_eq!(paywalls[0]["id"], "shop");
+    let added = admin(&[
+        "provider-put",
+        "groq",
+        r#"{"kind": "groq", "cluster": "groq", "api_key_env": "GROQ_KEY"}"#,
+    ]);
+    assert_eq!(added["base_url"], "https://api.groq.com/openai/v1");
+    let providers = admin(&["provider-list"]);
+    assert_eq!(providers.as_array().unwrap().len(), 2);
 
     // A paywall's own provider key: read from standard input, sealed with the
     // master key from the environment, never printed.

@@ -192,6 +192,16 @@ async fn two_sidecars_on_one_postgres_never_overspend() {
         .unwrap();
     let a = spawn_sidecar(&t.url, None).await;
     let b = spawn_sidecar(&t.url, None).await;
+    // Warm both sidecars' connection pools (a model that is not sold moves no
+    // money), so neither starts the race seconds behind the other.
+    for port in [a.port, b.port] {
+        for i in 0..8 {
+            let mut body = authorize_body(&format!("warm-{port}-{i}"));
+            body["model"] = json!("not-sold");
+            let (status, decision) = post(port, "/internal/v1/authorize", &body).await.unwrap();
+            assert_eq!((status, decision["status"].as_u64()), (200, Some(404)));
+        }
+    }
     let ports = Arc::new([a.port, b.port]);
     let mut tasks = Vec::new();
     for i in 0..200 {

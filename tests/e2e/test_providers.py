@@ -1,7 +1,8 @@
 """Provider kinds through real Envoy, with the operator's keys (built-in) and
 with a paywall's own keys (BYOK): one mock per kind imitates the provider's
 path and key header (Azure's api-key, deployment path and api-version;
-OpenRouter's and Groq's paths; a keyless Ollama) and accepts both keys. Each
+OpenRouter's and Groq's paths; Together, Mistral, Anthropic and vLLM on OpenAI's
+path and bearer key; a keyless Ollama) and accepts both keys. Each
 request reaches its provider with the right credentials and model name and is
 charged under that provider, with the provider's cost booked only when the
 operator's key was used; a provider that refuses the operator's key voids the
@@ -28,6 +29,12 @@ PROVIDERS = [
     ("openrouter", "openrouter", "openrouter", "/api/v1", "or-key-2", "gpt-or", "openai/gpt-4o"),
     ("groq", "groq", "groq", "/openai/v1", "gq-key-3", "llama-groq", "llama-3.3-70b-versatile"),
     ("local", "ollama", "ollama", "/v1", "", "llama3", "llama3"),
+    # Kinds whose API is OpenAI's own shape under their base URL, each through a
+    # mock that checks OpenAI's path and bearer key.
+    ("together", "together", "openai", "/v1", "tg-key-4", "llama-together", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
+    ("mistral", "mistral", "openai", "/v1", "ms-key-5", "mistral-small", "mistral-small-latest"),
+    ("anthropic", "anthropic", "openai", "/v1", "an-key-6", "claude", "claude-sonnet-4-5"),
+    ("vllm", "vllm", "openai", "/v1", "vl-key-7", "qwen", "Qwen/Qwen2.5-7B-Instruct"),
     # No operator key: only paywalls that bring their own can use it.
     ("openai-byok", "openai", "openai", "/v1", "", "gpt-byok", "gpt-4o-mini"),
     ("groq-wrong-key", "groq", "groq", "/openai/v1", "not-the-key", "llama-bad", "llama-3.3-70b-versatile"),

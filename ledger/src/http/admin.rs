@@ -13,9 +13,10 @@ use tollgate_protocol::ApiError;
 
 use super::{api_error, ledger_failure, parse_json, Shared};
 use crate::admin;
+use crate::config::ProviderSeed;
 use crate::config::{LimitsSeed, ModelSeed};
 use crate::keys::{constant_time_eq, sha256_hex};
-use crate::{paywall_keys, provider_keys};
+use crate::{paywall_keys, provider_keys, provider_registry};
 
 fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.admin_token_hash else {
@@ -277,6 +278,46 @@ pub async fn delete_provider_key(
             StatusCode::NOT_FOUND,
             ApiError::invalid_request("not_found", "This paywall has no key for this provider."),
         ),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn list_providers(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    admin_only!(state, headers);
+    match provider_registry::list_providers(&state.db).await {
+        Ok(list) => Json(json!({"object": "list", "data": list})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+/// Creates or updates a provider (the fields of a `[[providers]]` entry; the
+/// id comes from the path). Requests need an Envoy cluster of that name: a
+/// new one means regenerating Envoy's provider config.
+pub async fn put_provider(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    raw: Bytes,
+) -> Response {
+    admin_only!(state, headers);
+    let mut body: serde_json::Value = match parse_json(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert("id".into(), json!(id));
+    }
+    let seed: ProviderSeed = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                ApiError::invalid_request("invalid_request", format!("Bad provider: {e}")),
+            )
+        }
+    };
+    match provider_registry::put(&state.db, &seed).await {
+        Ok(info) => Json(info).into_response(),
         Err(e) => ledger_failure(e),
     }
 }

@@ -78,6 +78,8 @@ pub fn router(state: Shared) -> Router {
             "/admin/v1/paywalls/{id}/provider-keys/{provider}",
             put(admin::put_provider_key).delete(admin::delete_provider_key),
         )
+        .route("/admin/v1/providers", get(admin::list_providers))
+        .route("/admin/v1/providers/{id}", put(admin::put_provider))
         .route("/admin/v1/models/{name}", put(admin::put_model))
         .route("/admin/v1/models/{name}/prices", get(admin::price_history))
         .route("/openapi.json", get(openapi))
@@ -122,6 +124,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/paywalls/{id}/provider-keys"),
     ("put", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
     ("delete", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
+    ("get", "/admin/v1/providers"),
+    ("put", "/admin/v1/providers/{id}"),
     ("put", "/admin/v1/models/{name}"),
     ("get", "/admin/v1/models/{name}/prices"),
     ("get", "/openapi.json"),
