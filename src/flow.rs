@@ -57,6 +57,9 @@ struct Forwarded {
     /// A fallback route's tries are registered under the request id
     /// (forgotten at the end).
     fallback: bool,
+    /// The provider refused the key it was given: the client gets a 502 of
+    /// ours instead of the provider's answer.
+    credentials_refused: bool,
 }
 
 #[derive(Debug)]
@@ -360,6 +363,7 @@ impl PaywallStream {
                     clamped_to,
                     provider: route.provider,
                     fallback: fallback.is_some(),
+                    credentials_refused: false,
                 });
                 host.resume_request();
             }
@@ -414,6 +418,22 @@ impl PaywallStream {
                 host.set_response_header(PROVIDER_HEADER, Some(&f.provider));
             }
             f.status = host.response_header(":status").and_then(|s| s.parse().ok());
+            if matches!(f.status, Some(401 | 403)) {
+                // The operator's or the paywall owner's key is wrong, not the
+                // app's: a 401 would blame the app's key, and the provider's
+                // body may quote part of the key. The hold is voided.
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "request_id={} provider={} refused its credentials (status {:?})",
+                        self.request_id, f.provider, f.status
+                    ),
+                );
+                host.set_response_header(":status", Some("502"));
+                host.set_response_header("content-type", Some("application/json"));
+                host.set_response_header("content-length", None);
+                f.credentials_refused = true;
+            }
             let event_stream = host
                 .response_header("content-type")
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
@@ -434,6 +454,18 @@ impl PaywallStream {
         end_of_stream: bool,
     ) -> Flow {
         if let State::Forwarded(f) = &mut self.state {
+            if f.credentials_refused {
+                let ours = if end_of_stream {
+                    provider_refused_credentials().to_body().into_bytes()
+                } else {
+                    Vec::new()
+                };
+                host.replace_response_body(body_size, &ours);
+                if end_of_stream {
+                    self.finish(SettleOutcome::Completed);
+                }
+                return Flow::Continue;
+            }
             let chunk = if body_size > 0 {
                 host.response_body(body_size).unwrap_or_default()
             } else {
@@ -554,6 +586,15 @@ impl PaywallStream {
         self.state = State::Replied;
         Flow::Pause
     }
+}
+
+/// What a client gets when the provider refused the key Tollgate sent.
+fn provider_refused_credentials() -> ApiError {
+    ApiError::new(
+        "server_error",
+        "provider_auth_failed",
+        "The model provider refused the credentials configured for it (this is not about your API key).",
+    )
 }
 
 #[cfg(test)]

@@ -437,6 +437,31 @@ fn upstream_error_voids_and_client_abort_charges_what_was_used() {
 }
 
 #[test]
+fn a_provider_refusing_its_key_becomes_our_502_and_voids() {
+    for status in ["401", "403"] {
+        let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
+        let mut s = forwarded(&mut h);
+        h.resp_headers.insert(":status".into(), status.into());
+        h.resp_headers.insert("content-length".into(), "80".into());
+        s.on_response_headers(&mut h, false);
+        assert_eq!(h.resp_headers[":status"], "502");
+        assert!(!h.resp_headers.contains_key("content-length"));
+        // The provider's body (which may quote the key) is dropped, chunk by chunk.
+        let leak = br#"{"error":{"message":"Incorrect API key provided: sk-up"#;
+        h.resp_chunk = leak.to_vec();
+        s.on_response_body(&mut h, leak.len(), false);
+        assert_eq!(h.replaced_chunk.take().unwrap(), b"");
+        h.resp_chunk = b"**1234\"}}".to_vec();
+        s.on_response_body(&mut h, 8, true);
+        let body = String::from_utf8(h.replaced_chunk.take().unwrap()).unwrap();
+        assert!(body.contains("provider_auth_failed") && !body.contains("sk-up"), "{body}");
+        let st = s.take_settlement().unwrap();
+        assert_eq!(st.outcome, SettleOutcome::UpstreamFailed);
+        assert_eq!(st.upstream_status.to_string(), status);
+    }
+}
+
+#[test]
 fn denied_requests_never_settle() {
     let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
     let mut s = up_to_callout(&mut h);

@@ -159,13 +159,20 @@ def test_models_list_what_each_paywall_can_use(providers_stack):
     assert {"gpt-byok", "gpt-az", "llama3"} <= listed(stack.byok_paywall_key)
 
 
-def test_a_provider_refusing_the_operators_key_voids_the_hold(providers_stack):
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_refusing_the_operators_key_is_a_502_and_voids_the_hold(providers_stack, stream):
+    """Not a 401: that would tell the app its own key is wrong. The provider's
+    body (real providers quote part of the key) does not reach the app."""
     stack, ports = providers_stack
     auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
-    assert deposit(stack, auth, "prov-wrong", "5.00").status == 200
-    body = json.dumps({"model": "llama-bad", "user": "prov-wrong", "messages": [{"role": "user", "content": "Hi"}]})
+    user = f"prov-wrong-{stream}"
+    assert deposit(stack, auth, user, "5.00").status == 200
+    body = json.dumps({"model": "llama-bad", "user": user, "stream": stream,
+                       "messages": [{"role": "user", "content": "Hi"}]})
     r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, body)
-    assert r.status == 401, r.body
+    assert r.status == 502, r.body
+    assert r.error()["code"] == "provider_auth_failed"
+    assert b"Incorrect API key" not in r.body
     hold = Ledger(stack.state_dir / "ledger.db").hold_for(r.headers["x-request-id"], state="voided")
     assert hold["provider_id"] == "groq-wrong-key"
 
