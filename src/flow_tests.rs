@@ -454,7 +454,10 @@ fn a_provider_refusing_its_key_becomes_our_502_and_voids() {
         h.resp_chunk = b"**1234\"}}".to_vec();
         s.on_response_body(&mut h, 8, true);
         let body = String::from_utf8(h.replaced_chunk.take().unwrap()).unwrap();
-        assert!(body.contains("provider_auth_failed") && !body.contains("sk-up"), "{body}");
+        assert!(
+            body.contains("provider_auth_failed") && !body.contains("sk-up"),
+            "{body}"
+        );
         let st = s.take_settlement().unwrap();
         assert_eq!(st.outcome, SettleOutcome::UpstreamFailed);
         assert_eq!(st.upstream_status.to_string(), status);
