@@ -311,7 +311,11 @@ impl PaywallStream {
                 // The body as the provider gets it: its name for the model, and
                 // the output limit lowered when the balance covers less. Most
                 // requests need neither, and the body is not copied out for them.
-                // On a fallback route each try renames the model for its provider.
+                // On a fallback route each try renames the model for its provider
+                // (the provider-attempt filter); the tries, with their keys,
+                // stay in this VM.
+                let fallback = fallback
+                    .filter(|f| provider_attempt::register(&self.request_id, f.attempts.clone()));
                 let rename = route
                     .upstream_model
                     .as_deref()
@@ -334,10 +338,6 @@ impl PaywallStream {
                 }
                 host.set_request_header("authorization", None);
                 host.set_request_header(USER_HEADER, None);
-                // The provider-attempt filter rewrites each try of a fallback
-                // route; the tries (with their keys) stay in this VM.
-                let fallback = fallback
-                    .filter(|f| provider_attempt::register(&self.request_id, f.attempts.clone()));
                 match &fallback {
                     None => {
                         point_at(host, &route);

@@ -136,6 +136,7 @@ fn a_request_id_already_in_flight_goes_to_its_first_provider_only() {
     let (_second, h) = allowed_on_fallback("rid-dup");
     assert_eq!(h.req_headers["x-tollgate-route"], "azure");
     assert_eq!(h.req_headers["api-key"], "az-secret");
+    assert!(String::from_utf8_lossy(&h.req_body).contains(r#""model":"prod-4o""#));
     provider_attempt::forget("rid-dup");
 }
 
