@@ -138,22 +138,22 @@ pub fn built_in_key(at: BuiltInKeyRef<'_>) -> Result<Option<String>, String> {
 }
 
 /// The key a request of a paywall uses: the paywall's own (`byok`, already
-/// opened) before the operator's. A stored paywall key that cannot be opened
-/// is an error, never a reason to bill the operator's key instead.
+/// opened) before the operator's. `Ok(None)`: neither has one (normal for a
+/// provider only paywalls' own keys serve). `Err`: a key is configured but
+/// cannot be used — an operator problem; a stored paywall key that cannot be
+/// opened is never a reason to bill the operator's key instead.
 pub fn choose_key(
     kind: ProviderKind,
     byok: Option<Result<String, String>>,
     built_in: BuiltInKeyRef<'_>,
-) -> Result<(Option<String>, KeySource), String> {
+) -> Result<Option<(Option<String>, KeySource)>, String> {
     match byok {
-        Some(Ok(key)) => Ok((Some(key), KeySource::Byok)),
+        Some(Ok(key)) => Ok(Some((Some(key), KeySource::Byok))),
         Some(Err(e)) => Err(format!("the paywall's key cannot be used: {e}")),
         None => match built_in_key(built_in)? {
-            Some(key) => Ok((Some(key), KeySource::BuiltIn)),
-            None if kind.requires_key() => {
-                Err("neither the paywall nor the operator has a key for it".into())
-            }
-            None => Ok((None, KeySource::BuiltIn)),
+            Some(key) => Ok(Some((Some(key), KeySource::BuiltIn))),
+            None if kind.requires_key() => Ok(None),
+            None => Ok(Some((None, KeySource::BuiltIn))),
         },
     }
 }

@@ -227,6 +227,9 @@ async fn upstream_plan(
             usable.push(found);
         }
     }
+    if usable.is_empty() {
+        tracing::warn!(model = %route.model, paywall = %paywall.id, "no provider of the model is usable for this paywall");
+    }
     let mut usable = usable.into_iter();
     Ok(usable.next().map(|(first, key_source)| UpstreamPlan {
         first,
@@ -264,7 +267,11 @@ async fn upstream_request(
         file: &route.api_key_file,
     };
     let (key, source) = match choose_key(kind, byok, built_in) {
-        Ok(chosen) => chosen,
+        Ok(Some(chosen)) => chosen,
+        Ok(None) => {
+            tracing::debug!(provider = %route.provider_id, paywall = %paywall.id, "no key for this paywall");
+            return Ok(None);
+        }
         Err(e) => {
             tracing::error!(provider = %route.provider_id, paywall = %paywall.id, "provider key unavailable: {e}");
             return Ok(None);
