@@ -126,3 +126,15 @@ def chat_body(user: str | None = "", content: str = "Hello!", **extra) -> str:
     if user:
         body["user"] = user
     return json.dumps(body)
+
+
+def secret_leaks(stack, secrets: list[str], replies: list[bytes]) -> list[tuple[str, str]]:
+    """Where any of `secrets` appears: in the replies given (headers and body),
+    Envoy's and the sidecar's logs, or the database files. Empty means none."""
+    stack.quiesce_envoy()
+    places = {f"reply {i}": blob for i, blob in enumerate(replies)}
+    for name in ("envoy", "ledger"):
+        places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
+    for path in stack.state_dir.glob("ledger.db*"):
+        places[path.name] = path.read_bytes()
+    return [(s, where) for s in secrets for where, blob in places.items() if s.encode() in blob]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from helpers import Ledger, call, deposit
+from helpers import Ledger, call, deposit, secret_leaks
 from stack import ROOT, Ports, Stack, free_port
 
 PRICES = 'default_max_output_tokens = 256\ninput_per_m = "1.00"\noutput_per_m = "2.00"\n'
@@ -180,12 +180,5 @@ def test_fallback_keys_stay_on_their_provider_path(fallback_stack):
     stack, _ = fallback_stack
     replies = [json.dumps(r.headers).encode() + r.body
                for r in (ask(stack, model, "fb-canary", stream) for model in MODELS for stream in (False, True))]
-    stack.quiesce_envoy()
-    places = {f"reply {i}": blob for i, blob in enumerate(replies)}
-    for name in ("envoy", "ledger"):
-        places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
-    for path in stack.state_dir.glob("ledger.db*"):
-        places[path.name] = path.read_bytes()
-    keys = [key for _, _, key, _ in PROVIDERS]
-    leaks = [(key, where) for key in keys for where, blob in places.items() if key.encode() in blob]
+    leaks = secret_leaks(stack, [key for _, _, key, _ in PROVIDERS], replies)
     assert not leaks, f"provider keys found: {leaks}"

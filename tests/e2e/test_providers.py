@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Ledger, call, deposit
+from helpers import Ledger, call, deposit, secret_leaks
 from stack import ENVOY, ROOT, Ports, Stack, free_port
 
 PRICES = 'default_max_output_tokens = 256\ninput_per_m = "1.00"\noutput_per_m = "2.00"\n'
@@ -214,11 +214,5 @@ def test_provider_keys_never_leave_the_provider_path(providers_stack):
                                    "messages": [{"role": "user", "content": "Hello!"}]})
                 r = call(stack.ports.public, "POST", "/v1/chat/completions", paywall_auth, body)
                 replies.append(json.dumps(r.headers).encode() + r.body)
-    stack.quiesce_envoy()
-    places = {f"reply {i}": blob for i, blob in enumerate(replies)}
-    for name in ("envoy", "ledger"):
-        places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
-    for path in stack.state_dir.glob("ledger.db*"):
-        places[path.name] = path.read_bytes()
-    leaks = [(key, where) for key in keys for where, blob in places.items() if key.encode() in blob]
+    leaks = secret_leaks(stack, keys, replies)
     assert not leaks, f"provider keys found: {leaks}"
