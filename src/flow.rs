@@ -14,6 +14,7 @@ use tollgate_protocol::{
 use crate::chat_request::{force_include_usage, limit_output, set_model, ChatRequest};
 use crate::config::FilterConfig;
 use crate::host::{Callout, Flow, LogLevel, StreamHost};
+use crate::observation::{Decision, Observation};
 use crate::provider_attempt::{self, point_at, PROVIDER_HEADER};
 use crate::replies::{action_reply, LocalReply};
 use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
@@ -84,6 +85,12 @@ pub struct PaywallStream {
     state: State,
     request_id: String,
     settlement: Option<SettleRequest>,
+    /// For the metrics, drained by the glue after each callback.
+    observations: Vec<Observation>,
+    /// A decision was observed (so a later reply is not counted again).
+    decided: bool,
+    /// Host time the authorize callout was dispatched at.
+    asked_at_ms: u64,
 }
 
 /// A request id for requests that arrive without one: host time plus a
@@ -106,12 +113,27 @@ impl PaywallStream {
             state: State::PassThrough,
             request_id: String::new(),
             settlement: None,
+            observations: Vec::new(),
+            decided: false,
+            asked_at_ms: 0,
         }
     }
 
     /// A settlement produced by the last callback, for the root context's queue.
     pub fn take_settlement(&mut self) -> Option<SettleRequest> {
         self.settlement.take()
+    }
+
+    /// What the last callbacks did, for the metrics.
+    pub fn take_observations(&mut self) -> Vec<Observation> {
+        std::mem::take(&mut self.observations)
+    }
+
+    fn decide(&mut self, decision: Decision) {
+        if !self.decided {
+            self.decided = true;
+            self.observations.push(Observation::Decision(decision));
+        }
     }
 
     pub fn on_request_headers(&mut self, host: &mut dyn StreamHost, end_of_stream: bool) -> Flow {
@@ -239,6 +261,7 @@ impl PaywallStream {
             }
         };
         let callout = self.sidecar_callout(AUTHORIZE_PATH, body);
+        self.asked_at_ms = host.now_ms();
         match host.dispatch(&callout) {
             Ok(token) => {
                 self.state = State::AwaitingDecision {
@@ -261,6 +284,11 @@ impl PaywallStream {
                         self.request_id
                     ),
                 );
+                self.observations.push(Observation::Callout {
+                    millis: 0,
+                    ok: false,
+                });
+                self.decide(Decision::FailedClosed);
                 self.reply(
                     host,
                     LocalReply::error(
@@ -288,7 +316,12 @@ impl PaywallStream {
             Some(200) => serde_json::from_slice::<AuthorizeResponse>(body).ok(),
             _ => None,
         };
+        self.observations.push(Observation::Callout {
+            millis: host.now_ms().saturating_sub(self.asked_at_ms),
+            ok: decision.is_some(),
+        });
         let Some(decision) = decision else {
+            self.decide(Decision::FailedClosed);
             host.log(
                 LogLevel::Warn,
                 &format!("request_id={} paywall sidecar gave no usable answer (status {status:?}); failing closed", self.request_id),
@@ -308,6 +341,7 @@ impl PaywallStream {
                 fallback,
                 ..
             } => {
+                self.decide(Decision::Allowed);
                 // The body as the provider gets it: its name for the model, and
                 // the output limit lowered when the balance covers less. Most
                 // requests need neither, and the body is not copied out for them.
@@ -372,6 +406,7 @@ impl PaywallStream {
                 message,
                 link,
             } => {
+                self.decide(Decision::Denied(action));
                 let created = host.now_ms() / 1000;
                 let reply = action_reply(
                     action,
@@ -393,6 +428,7 @@ impl PaywallStream {
                 error,
                 retry_after_secs,
             } => {
+                self.decide(Decision::Rejected);
                 let mut reply = LocalReply::error(u32::from(status), &error);
                 if let Some(secs) = retry_after_secs {
                     reply = reply.with_header("retry-after", &secs.to_string());
@@ -502,6 +538,10 @@ impl PaywallStream {
             .reader
             .reading(|text| self.tokenizers.count_text(&f.model, text));
         let local_completion = reading.local_completion_tokens;
+        self.observations.push(Observation::Tokens {
+            prompt: u64::from(f.prompt_tokens),
+            completion: u64::from(local_completion),
+        });
         let outcome = match outcome {
             SettleOutcome::Completed if !provider_ok => SettleOutcome::UpstreamFailed,
             // A client that left before any provider answer: the provider may
@@ -573,6 +613,13 @@ impl PaywallStream {
         if !self.request_id.is_empty() {
             reply = reply.with_header("x-request-id", &self.request_id);
         }
+        // A reply before any decision is the filter's own: bad input (4xx)
+        // or its own failure (5xx).
+        self.decide(if reply.status >= 500 {
+            Decision::FailedClosed
+        } else {
+            Decision::Invalid
+        });
         if reply.status >= 400 {
             host.log(
                 LogLevel::Info,

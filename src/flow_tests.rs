@@ -490,3 +490,63 @@ mod stream;
 
 #[path = "flow_fallback_tests.rs"]
 mod fallback;
+
+#[test]
+fn each_request_is_observed_once_for_the_metrics() {
+    use crate::observation::{Decision, Observation};
+    use tollgate_protocol::Action;
+    let decisions = |obs: &[Observation]| -> Vec<Decision> {
+        obs.iter()
+            .filter_map(|o| match o {
+                Observation::Decision(d) => Some(*d),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Allowed, forwarded, completed: one decision, one callout, the tokens.
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
+    let mut s = forwarded(&mut h);
+    h.resp_headers.insert(":status".into(), "200".into());
+    let resp = r#"{"choices":[{"message":{"content":"hi there"}}]}"#;
+    h.resp_chunk = resp.as_bytes().to_vec();
+    s.on_response_headers(&mut h, false);
+    s.on_response_body(&mut h, resp.len(), true);
+    let obs = s.take_observations();
+    assert_eq!(decisions(&obs), vec![Decision::Allowed]);
+    assert!(obs.contains(&Observation::Callout {
+        millis: 0,
+        ok: true
+    }));
+    assert!(obs
+        .iter()
+        .any(|o| matches!(o, Observation::Tokens { prompt: 9, completion } if *completion > 0)));
+    assert!(s.take_observations().is_empty(), "drained");
+
+    // A top-up answer, a sidecar failure, bad input.
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
+    let mut s = up_to_callout(&mut h);
+    let topup = r#"{"decision":"action","action":"topup","message":"m","link":"http://x"}"#;
+    s.on_callout_response(&mut h, 1, Some(200), topup.as_bytes());
+    assert_eq!(
+        decisions(&s.take_observations()),
+        vec![Decision::Denied(Action::Topup)]
+    );
+
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), BODY);
+    let mut s = up_to_callout(&mut h);
+    s.on_callout_response(&mut h, 1, Some(500), b"");
+    let obs = s.take_observations();
+    assert_eq!(decisions(&obs), vec![Decision::FailedClosed]);
+    assert!(obs.contains(&Observation::Callout {
+        millis: 0,
+        ok: false
+    }));
+
+    let mut h = host("POST", "/v1/chat/completions", Some("Bearer pk"), "{bad");
+    let mut s = stream();
+    s.on_request_headers(&mut h, false);
+    let len = h.req_body.len();
+    s.on_request_body(&mut h, len, true);
+    assert_eq!(decisions(&s.take_observations()), vec![Decision::Invalid]);
+}

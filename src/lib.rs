@@ -20,6 +20,7 @@ pub mod chat_request;
 pub mod config;
 pub mod flow;
 pub mod host;
+pub mod observation;
 pub mod provider_attempt;
 pub mod replies;
 pub mod request_identity;

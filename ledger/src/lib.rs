@@ -22,6 +22,7 @@ pub mod limits;
 pub mod links;
 pub mod manual_charges;
 pub mod master_key;
+pub mod metrics;
 pub mod payments;
 pub mod paywall_keys;
 pub mod provider_keys;

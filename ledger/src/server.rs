@@ -80,8 +80,21 @@ async fn sweep(db: Db, policy: holds::ExpiryPolicy) {
         let now = keys::now_ms();
         match holds::expire_holds(&db, now, policy).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "expired holds voided"),
-            Err(e) => tracing::warn!(error = %e, "hold sweep failed"),
+            Ok(n) => {
+                let policy = policy.as_str();
+                crate::metrics::count_by(
+                    crate::metrics::HOLD_EXPIRIES,
+                    &[policy],
+                    u64::try_from(n).unwrap_or(0),
+                );
+                tracing::info!(expired = n, policy, "expired holds resolved");
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    crate::metrics::count(crate::metrics::DATABASE_ERRORS, &["sweep"]);
+                }
+                tracing::warn!(error = %e, "hold sweep failed");
+            }
         }
         if let Err(e) = idempotency::purge_expired(&db, now).await {
             tracing::warn!(error = %e, "idempotency purge failed");

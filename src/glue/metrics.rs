@@ -5,6 +5,9 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use tollgate_protocol::Action;
+
+use crate::observation::{Decision, Observation};
 use crate::settlement_queue::SettlementQueue;
 
 #[derive(Debug, Default)]
@@ -61,5 +64,76 @@ impl Metrics {
             i64::try_from(dropped - self.last_dropped).unwrap_or(0),
         );
         self.last_dropped = dropped;
+    }
+}
+
+/// Per-request metrics (one set per VM, shared by its HTTP contexts):
+/// decisions, denials by action, tokens counted, the sidecar call.
+#[derive(Debug, Default)]
+pub struct StreamMetrics {
+    allowed: Option<u32>,
+    denied_topup: Option<u32>,
+    denied_authorize: Option<u32>,
+    denied_spend_cap: Option<u32>,
+    rejected: Option<u32>,
+    invalid: Option<u32>,
+    failed_closed: Option<u32>,
+    prompt_tokens: Option<u32>,
+    completion_tokens: Option<u32>,
+    callout_failures: Option<u32>,
+    callout_latency_ms: Option<u32>,
+}
+
+impl StreamMetrics {
+    pub fn define() -> Self {
+        let counter = |name| define(MetricType::Counter, name);
+        StreamMetrics {
+            allowed: counter("tollgate_requests_allowed"),
+            denied_topup: counter("tollgate_requests_denied_topup"),
+            denied_authorize: counter("tollgate_requests_denied_authorize"),
+            denied_spend_cap: counter("tollgate_requests_denied_spend_cap"),
+            rejected: counter("tollgate_requests_rejected"),
+            invalid: counter("tollgate_requests_invalid"),
+            failed_closed: counter("tollgate_requests_failed_closed"),
+            prompt_tokens: counter("tollgate_tokens_prompt"),
+            completion_tokens: counter("tollgate_tokens_completion"),
+            callout_failures: counter("tollgate_callout_failures"),
+            callout_latency_ms: define(MetricType::Histogram, "tollgate_callout_latency_ms"),
+        }
+    }
+
+    pub fn record(&self, observation: Observation) {
+        match observation {
+            Observation::Decision(d) => add(
+                match d {
+                    Decision::Allowed => self.allowed,
+                    Decision::Denied(Action::Topup) => self.denied_topup,
+                    Decision::Denied(Action::Authorize) => self.denied_authorize,
+                    Decision::Denied(Action::SpendCap) => self.denied_spend_cap,
+                    Decision::Rejected => self.rejected,
+                    Decision::Invalid => self.invalid,
+                    Decision::FailedClosed => self.failed_closed,
+                },
+                1,
+            ),
+            Observation::Callout { millis, ok } => {
+                if !ok {
+                    add(self.callout_failures, 1);
+                }
+                if let Some(id) = self.callout_latency_ms {
+                    let _ = hostcalls::record_metric(id, millis);
+                }
+            }
+            Observation::Tokens { prompt, completion } => {
+                add(
+                    self.prompt_tokens,
+                    i64::try_from(prompt).unwrap_or(i64::MAX),
+                );
+                add(
+                    self.completion_tokens,
+                    i64::try_from(completion).unwrap_or(i64::MAX),
+                );
+            }
+        }
     }
 }

@@ -11,7 +11,7 @@ use tollgate_protocol::{INTERNAL_SECRET_HEADER, SETTLE_PATH};
 
 use super::attempt::AttemptHttp;
 use super::envoy_host::{callout_body, callout_status, dispatch, log, now_ms};
-use super::metrics::Metrics;
+use super::metrics::{Metrics, StreamMetrics};
 use super::stream::{PaywallHttp, UnconfiguredHttp};
 use crate::config::FilterConfig;
 use crate::host::{Callout, LogLevel};
@@ -24,6 +24,7 @@ const SETTLEMENTS_PER_TICK: usize = 64;
 
 pub struct PaywallRoot {
     metrics: Metrics,
+    stream_metrics: Option<Rc<StreamMetrics>>,
     config: Option<Rc<FilterConfig>>,
     tokenizers: Option<Rc<Tokenizers>>,
     queue: Rc<RefCell<SettlementQueue>>,
@@ -38,6 +39,7 @@ impl PaywallRoot {
     pub fn new() -> Self {
         PaywallRoot {
             metrics: Metrics::default(),
+            stream_metrics: None,
             config: None,
             tokenizers: None,
             queue: Rc::new(RefCell::new(SettlementQueue::new(
@@ -229,6 +231,7 @@ impl RootContext for PaywallRoot {
         self.tokenizers = Some(Rc::new(tokenizers));
         self.config = Some(Rc::new(config));
         self.metrics = Metrics::define();
+        self.stream_metrics = Some(Rc::new(StreamMetrics::define()));
         log(LogLevel::Info, "tollgate: configured");
         true
     }
@@ -249,6 +252,9 @@ impl RootContext for PaywallRoot {
                 c.clone(),
                 t.clone(),
                 self.queue.clone(),
+                self.stream_metrics
+                    .clone()
+                    .unwrap_or_else(|| Rc::new(StreamMetrics::default())),
             ))),
             _ => Some(Box::new(UnconfiguredHttp)),
         }

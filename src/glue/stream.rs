@@ -9,6 +9,7 @@ use proxy_wasm::types::Action;
 use tollgate_protocol::ApiError;
 
 use super::envoy_host::{callout_body, callout_status, log, now_ms, EnvoyHost};
+use super::metrics::StreamMetrics;
 use crate::config::FilterConfig;
 use crate::flow::PaywallStream;
 use crate::host::{Flow, LogLevel, StreamHost};
@@ -20,6 +21,7 @@ pub struct PaywallHttp {
     flow: PaywallStream,
     host: EnvoyHost,
     queue: Rc<RefCell<SettlementQueue>>,
+    metrics: Rc<StreamMetrics>,
 }
 
 impl PaywallHttp {
@@ -27,15 +29,24 @@ impl PaywallHttp {
         config: Rc<FilterConfig>,
         tokenizers: Rc<Tokenizers>,
         queue: Rc<RefCell<SettlementQueue>>,
+        metrics: Rc<StreamMetrics>,
     ) -> Self {
         PaywallHttp {
             flow: PaywallStream::new(config, tokenizers),
             host: EnvoyHost,
             queue,
+            metrics,
+        }
+    }
+
+    fn record_observations(&mut self) {
+        for observation in self.flow.take_observations() {
+            self.metrics.record(observation);
         }
     }
 
     fn hand_over_settlement(&mut self) {
+        self.record_observations();
         let Some(settlement) = self.flow.take_settlement() else {
             return;
         };
@@ -73,19 +84,24 @@ impl Context for PaywallHttp {
         let body = callout_body(body_size);
         self.flow
             .on_callout_response(&mut self.host, token, status, &body);
+        self.record_observations();
     }
 }
 
 impl HttpContext for PaywallHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        action(self.flow.on_request_headers(&mut self.host, end_of_stream))
+        let a = action(self.flow.on_request_headers(&mut self.host, end_of_stream));
+        self.record_observations();
+        a
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
+        let a = action(
             self.flow
                 .on_request_body(&mut self.host, body_size, end_of_stream),
-        )
+        );
+        self.record_observations();
+        a
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {

@@ -307,6 +307,7 @@ async fn record_charge_events(
     if amount > 0 && after.available < amount {
         let payload = json!({"available": format_micros(after.available)});
         events::record(tx, events::BALANCE_DEPLETED, rid, pw, user, payload).await?;
+        crate::metrics::count(crate::metrics::BALANCES_DEPLETED, &[]);
     }
     Ok(())
 }
@@ -323,6 +324,17 @@ pub enum ExpiryPolicy {
     ChargePrompt,
     /// Charge the whole hold (the most the request could have cost).
     ChargeHeld,
+}
+
+impl ExpiryPolicy {
+    /// The name used in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiryPolicy::Void => "void",
+            ExpiryPolicy::ChargePrompt => "charge_prompt",
+            ExpiryPolicy::ChargeHeld => "charge_held",
+        }
+    }
 }
 
 /// Resolves holds past their TTL by `policy`. A settlement that arrives

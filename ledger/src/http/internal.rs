@@ -5,11 +5,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tollgate_protocol::{ApiError, AuthorizeRequest, SettleRequest, INTERNAL_SECRET_HEADER};
+use std::time::Instant;
+
+use tollgate_protocol::{
+    ApiError, AuthorizeRequest, AuthorizeResponse, SettleRequest, INTERNAL_SECRET_HEADER,
+};
 
 use super::{api_error, ledger_failure, parse_json, Shared};
+use crate::error::LedgerError;
 use crate::holds;
 use crate::keys::constant_time_eq;
+use crate::metrics;
 
 fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let given = headers
@@ -35,9 +41,25 @@ pub async fn authorize(State(state): State<Shared>, headers: HeaderMap, body: By
         Ok(r) => r,
         Err(r) => return r,
     };
-    match holds::authorize(&state.db, &state.settings, &req).await {
-        Ok(decision) => Json(decision).into_response(),
-        Err(e) => ledger_failure(e),
+    let started = Instant::now();
+    let answer = holds::authorize(&state.db, &state.settings, &req).await;
+    metrics::observe(metrics::AUTHORIZE_SECONDS, started.elapsed());
+    match answer {
+        Ok(decision) => {
+            let (kind, reason) = match &decision {
+                AuthorizeResponse::Allow { .. } => ("allow", "allowed"),
+                AuthorizeResponse::Action { action, .. } => ("action", action.as_str()),
+                AuthorizeResponse::Reject { error, .. } => {
+                    ("reject", error.code.as_deref().unwrap_or("rejected"))
+                }
+            };
+            metrics::count(metrics::AUTHORIZATIONS, &[kind, reason]);
+            Json(decision).into_response()
+        }
+        Err(e) => {
+            metrics::count(metrics::AUTHORIZATIONS, &["error", "ledger_unavailable"]);
+            ledger_failure(e)
+        }
     }
 }
 
@@ -49,7 +71,17 @@ pub async fn settle(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         Ok(r) => r,
         Err(r) => return r,
     };
-    match holds::settle(&state.db, &req).await {
+    let started = Instant::now();
+    let answer = holds::settle(&state.db, &req).await;
+    metrics::observe(metrics::SETTLE_SECONDS, started.elapsed());
+    let outcome = match &answer {
+        Ok(res) if res.replayed => "replayed",
+        Ok(res) => res.state.as_str(),
+        Err(LedgerError::NotFound(_) | LedgerError::Invalid(_)) => "refused",
+        Err(_) => "error",
+    };
+    metrics::count(metrics::SETTLEMENTS, &[outcome]);
+    match answer {
         Ok(res) => Json(res).into_response(),
         Err(e) => ledger_failure(e),
     }

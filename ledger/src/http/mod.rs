@@ -83,6 +83,7 @@ pub fn router(state: Shared) -> Router {
         .route("/admin/v1/models/{name}", put(admin::put_model))
         .route("/admin/v1/models/{name}/prices", get(admin::price_history))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async {
             api_error(
@@ -129,8 +130,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/admin/v1/models/{name}"),
     ("get", "/admin/v1/models/{name}/prices"),
     ("get", "/openapi.json"),
+    ("get", "/metrics"),
     ("get", "/healthz"),
 ];
+
+/// Prometheus metrics. Served on the sidecar's own port only: Envoy's
+/// public listener has no route to it.
+async fn metrics() -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
 
 async fn openapi() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
@@ -165,6 +177,9 @@ pub fn ledger_failure(e: LedgerError) -> Response {
             ApiError::new("permission_error", "user_not_connected", m),
         ),
         other => {
+            if other.is_transient() {
+                crate::metrics::count(crate::metrics::DATABASE_ERRORS, &["api"]);
+            }
             tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");
             api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
