@@ -42,8 +42,17 @@ test-rust: build
 	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || echo "NOTE: PostgreSQL is not reachable on 127.0.0.1:5432: the ledger's PostgreSQL tests will be skipped (TOLLGATE_REQUIRE_POSTGRES=1 turns that into a failure)."
 	$(CARGO) test --workspace
 
-test-e2e: build
+test-e2e: build $(COMPOSE)
 	$(PY) -m pytest tests/e2e tests/reference -q
+
+## docker-compose (v1) in its own venv, only to validate docker-compose.yml (`config`).
+COMPOSE := .tollgate/compose-venv/bin/docker-compose
+
+$(COMPOSE): tests/compose-requirements.txt
+	python3 -m venv .tollgate/compose-venv
+	.tollgate/compose-venv/bin/pip install --quiet --disable-pip-version-check --no-deps docker-compose==1.29.2
+	.tollgate/compose-venv/bin/pip install --quiet --disable-pip-version-check -r tests/compose-requirements.txt
+	touch $@
 
 ## Fuzzing (cargo fuzz on the stable toolchain: coverage-guided, no sanitizer, with
 ## overflow checks). Crashes land in fuzz/artifacts/<target>/; once fixed, the input

@@ -117,6 +117,16 @@ def yaml_items(items: list, indent: int) -> str:
     return "\n".join(" " * indent + "- " + json.dumps(item) for item in items)
 
 
+def render_envoy(template: string.Template, providers: dict | None, **values) -> str:
+    """Envoy's configuration from `envoy/envoy.yaml`-style template: the
+    provider routes and clusters (from `envoy-providers`) and `values`."""
+    return template.substitute(
+        TOLLGATE_PROVIDER_ROUTES=yaml_items(providers["routes"], 24) if providers else "",
+        TOLLGATE_PROVIDER_CLUSTERS=yaml_items(providers["clusters"], 4) if providers else "",
+        **values,
+    )
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -163,11 +173,12 @@ class Stack:
     def render_envoy_config(self) -> Path:
         template = string.Template(self.envoy_template.read_text())
         providers = self.provider_resources() if "TOLLGATE_PROVIDER_ROUTES" in template.template else None
-        text = template.substitute(
-            TOLLGATE_PROVIDER_ROUTES=yaml_items(providers["routes"], 24) if providers else "",
-            TOLLGATE_PROVIDER_CLUSTERS=yaml_items(providers["clusters"], 4) if providers else "",
+        text = render_envoy(
+            template, providers,
             ENVOY_ADMIN_PORT=self.ports.admin,
+            TOLLGATE_BIND_ADDRESS="127.0.0.1",
             TOLLGATE_PORT=self.ports.public,
+            TOLLGATE_LEDGER_HOST="127.0.0.1",
             TOLLGATE_LEDGER_PORT=self.ports.ledger,
             MOCK_PROVIDER_PORT=self.ports.mock,
             TOLLGATE_WASM=str(WASM),
