@@ -17,6 +17,41 @@ pub struct Config {
     pub providers: Vec<ProviderSeed>,
     #[serde(default)]
     pub models: Vec<ModelSeed>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSeed>,
+}
+
+/// An endpoint that receives the outbox's events, signed with a secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSeed {
+    pub id: String,
+    /// `https://…` (or `http://` for a receiver on a private network).
+    pub url: String,
+    /// Environment variable holding the signing secret.
+    pub secret_env: String,
+    /// Only this paywall's events (default: all).
+    #[serde(default)]
+    pub paywall: Option<String>,
+    /// Only these event names (default: all).
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+impl WebhookSeed {
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.url.starts_with("https://") || self.url.starts_with("http://"),
+            "webhook {}: url must be https:// or http://",
+            self.id
+        );
+        anyhow::ensure!(
+            !self.secret_env.is_empty(),
+            "webhook {}: secret_env is required",
+            self.id
+        );
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +85,19 @@ pub struct ServerConfig {
     /// Environment variable holding the admin API token; unset disables the admin API.
     #[serde(default = "default_admin_env")]
     pub admin_token_env: String,
+    /// How often the webhook dispatcher looks for new events and due retries.
+    #[serde(default = "default_webhook_poll_ms")]
+    pub webhook_poll_ms: u64,
+    /// Wait before the first retry of a failed delivery; it doubles each time (≤ 1 h).
+    #[serde(default = "default_webhook_retry_base_ms")]
+    pub webhook_retry_base_ms: u64,
+}
+
+fn default_webhook_poll_ms() -> u64 {
+    1000
+}
+fn default_webhook_retry_base_ms() -> u64 {
+    5000
 }
 
 fn default_listen() -> String {
@@ -272,6 +320,9 @@ impl Config {
         }
         for p in &cfg.providers {
             p.resolve()?;
+        }
+        for h in &cfg.webhooks {
+            h.check()?;
         }
         for m in &cfg.models {
             if m.name.is_empty() {

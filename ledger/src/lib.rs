@@ -33,3 +33,4 @@ pub mod server;
 pub mod settings;
 pub mod verify;
 pub mod wallets;
+pub mod webhooks;

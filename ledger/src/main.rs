@@ -8,7 +8,7 @@ use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
 use tollgate_ledger::db::Db;
 use tollgate_ledger::envoy_providers::AttemptFilter;
 use tollgate_ledger::master_key::Keyring;
-use tollgate_ledger::{admin, paywall_keys, provider_keys, provider_registry};
+use tollgate_ledger::{admin, paywall_keys, provider_keys, provider_registry, webhooks};
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +125,16 @@ enum AdminOp {
     LimitsSet { paywall: String, json: String },
     /// Create or update a model and its price, given as JSON (fields of `[[models]]`).
     ModelPut { name: String, json: String },
+    /// List webhook endpoints and their delivery counts.
+    WebhookList,
+    /// An endpoint's delivery log, newest first.
+    WebhookDeliveries {
+        endpoint: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Send a delivery again (it becomes pending and due now).
+    WebhookReplay { endpoint: String, delivery: String },
     /// List providers (where their operator key comes from, never the key).
     ProviderList,
     /// Create or update a provider, given as JSON (fields of `[[providers]]`).
@@ -237,6 +247,15 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
             let mut model: ModelSeed = serde_json::from_str(&json)?;
             model.name = name;
             json!({"model": model.name, "price": admin::put_model(db, &model).await?})
+        }
+        AdminOp::WebhookList => json!(webhooks::list_endpoints(db).await?),
+        AdminOp::WebhookDeliveries { endpoint, limit } => {
+            json!(webhooks::deliveries(db, &endpoint, limit).await?)
+        }
+        AdminOp::WebhookReplay { endpoint, delivery } => {
+            let found = webhooks::replay(db, &endpoint, &delivery).await?;
+            anyhow::ensure!(found, "no delivery {delivery} on endpoint {endpoint}");
+            json!({"id": delivery, "state": "pending"})
         }
         AdminOp::ProviderList => json!(provider_registry::list_providers(db).await?),
         AdminOp::ProviderPut { id, json } => {

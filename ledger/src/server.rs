@@ -49,6 +49,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         internal_secret: secret,
         admin_token_hash: admin_token_hash(&cfg.server.admin_token_env)?,
     });
+    crate::webhooks::seed(&db, &cfg.webhooks).await?;
+    tokio::spawn(crate::webhooks::run(
+        db.clone(),
+        cfg.server.webhook_poll_ms,
+        i64::try_from(cfg.server.webhook_retry_base_ms).unwrap_or(i64::MAX),
+    ));
     tokio::spawn(sweep(db, state.settings.hold_expiry));
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await?;
     tracing::info!(listen = %cfg.server.listen, backend = ?state.db.backend, "tollgate-ledger listening");

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("0004_provider_kinds.sql")),
     (5, include_str!("0005_byok_provider_cost.sql")),
     (6, include_str!("0006_model_fallbacks.sql")),
+    (7, include_str!("0007_webhooks.sql")),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

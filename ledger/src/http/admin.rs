@@ -3,7 +3,7 @@
 //! public listener. Keys are shown once, when created.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +16,7 @@ use crate::admin;
 use crate::config::ProviderSeed;
 use crate::config::{LimitsSeed, ModelSeed};
 use crate::keys::{constant_time_eq, sha256_hex};
-use crate::{paywall_keys, provider_keys, provider_registry};
+use crate::{paywall_keys, provider_keys, provider_registry, webhooks};
 
 fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.admin_token_hash else {
@@ -318,6 +318,51 @@ pub async fn put_provider(
     };
     match provider_registry::put(&state.db, &seed).await {
         Ok(info) => Json(info).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+pub async fn list_webhooks(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    admin_only!(state, headers);
+    match webhooks::list_endpoints(&state.db).await {
+        Ok(list) => Json(json!({"object": "list", "data": list})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeliveriesQuery {
+    limit: Option<i64>,
+}
+
+/// An endpoint's delivery log, newest first.
+pub async fn webhook_deliveries(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Response {
+    admin_only!(state, headers);
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match webhooks::deliveries(&state.db, &id, limit).await {
+        Ok(list) => Json(json!({"object": "list", "data": list})).into_response(),
+        Err(e) => ledger_failure(e),
+    }
+}
+
+/// Sends a delivery again: it becomes pending and due now.
+pub async fn replay_webhook(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path((id, delivery)): Path<(String, String)>,
+) -> Response {
+    admin_only!(state, headers);
+    match webhooks::replay(&state.db, &id, &delivery).await {
+        Ok(true) => Json(json!({"id": delivery, "state": "pending"})).into_response(),
+        Ok(false) => api_error(
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", "No such delivery on this endpoint."),
+        ),
         Err(e) => ledger_failure(e),
     }
 }

@@ -78,6 +78,15 @@ pub fn router(state: Shared) -> Router {
             "/admin/v1/paywalls/{id}/provider-keys/{provider}",
             put(admin::put_provider_key).delete(admin::delete_provider_key),
         )
+        .route("/admin/v1/webhooks", get(admin::list_webhooks))
+        .route(
+            "/admin/v1/webhooks/{id}/deliveries",
+            get(admin::webhook_deliveries),
+        )
+        .route(
+            "/admin/v1/webhooks/{id}/deliveries/{delivery_id}/replay",
+            post(admin::replay_webhook),
+        )
         .route("/admin/v1/providers", get(admin::list_providers))
         .route("/admin/v1/providers/{id}", put(admin::put_provider))
         .route("/admin/v1/models/{name}", put(admin::put_model))
@@ -125,6 +134,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/admin/v1/paywalls/{id}/provider-keys"),
     ("put", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
     ("delete", "/admin/v1/paywalls/{id}/provider-keys/{provider}"),
+    ("get", "/admin/v1/webhooks"),
+    ("get", "/admin/v1/webhooks/{id}/deliveries"),
+    (
+        "post",
+        "/admin/v1/webhooks/{id}/deliveries/{delivery_id}/replay",
+    ),
     ("get", "/admin/v1/providers"),
     ("put", "/admin/v1/providers/{id}"),
     ("put", "/admin/v1/models/{name}"),

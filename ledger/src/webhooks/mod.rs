@@ -1,0 +1,383 @@
+//! Webhooks: the events outbox delivered to operator-configured endpoints.
+//! Each event an endpoint wants becomes one delivery row; a dispatcher sends
+//! due deliveries (HMAC-signed, see `signature`), retries failures with
+//! exponential backoff, and keeps the log (attempts, last status, last
+//! error). Several sidecars may run dispatchers on one database: a delivery
+//! is claimed with a conditional update before it is sent.
+
+pub mod signature;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::config::WebhookSeed;
+use crate::db::{opt_i64, Db};
+use crate::error::LedgerResult;
+use crate::keys::{new_id, now_ms};
+
+/// Attempts before a delivery is given up (`failed`; an admin can replay it).
+pub const MAX_ATTEMPTS: i64 = 10;
+/// How long a claimed delivery is reserved for the dispatcher sending it.
+const LEASE_MS: i64 = 30_000;
+/// Longest wait between two attempts.
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// When the attempt after `attempts` failed ones is due: base × 2^(n−1), capped.
+pub fn backoff_ms(base_ms: i64, attempts: i64) -> i64 {
+    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+    base_ms.saturating_mul(1i64 << exp).min(MAX_BACKOFF_MS)
+}
+
+/// Creates or updates the configured endpoints. A new endpoint starts after
+/// the newest event (no flood of history); an existing one keeps its place.
+pub async fn seed(db: &Db, hooks: &[WebhookSeed]) -> anyhow::Result<()> {
+    let mut tx = db.pool.begin().await?;
+    let newest: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS s FROM events")
+        .fetch_one(&mut *tx)
+        .await?
+        .get("s");
+    for h in hooks {
+        h.check()?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, url, secret_env, paywall_id, event_kinds, cursor_seq, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, secret_env = excluded.secret_env,
+                paywall_id = excluded.paywall_id, event_kinds = excluded.event_kinds",
+        )
+        .bind(&h.id)
+        .bind(&h.url)
+        .bind(&h.secret_env)
+        .bind(&h.paywall)
+        .bind(h.events.as_ref().map(|e| e.join(",")))
+        .bind(newest)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns new events into deliveries for every endpoint that wants them.
+/// Returns how many deliveries were created.
+pub async fn enqueue(db: &Db) -> LedgerResult<u64> {
+    let endpoints =
+        sqlx::query("SELECT id, paywall_id, event_kinds, cursor_seq FROM webhook_endpoints")
+            .fetch_all(&db.pool)
+            .await?;
+    let mut created = 0;
+    for e in endpoints {
+        let id: String = e.get("id");
+        let cursor: i64 = e.get("cursor_seq");
+        let paywall: Option<String> = e.try_get("paywall_id").ok().flatten();
+        let kinds: Option<String> = e.try_get("event_kinds").ok().flatten();
+        let mut tx = db.pool.begin().await?;
+        let events = sqlx::query(
+            "SELECT seq, id, kind, paywall_id FROM events WHERE seq > $1 ORDER BY seq LIMIT 500",
+        )
+        .bind(cursor)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = events.last().map(|r| r.get::<i64, _>("seq")) else {
+            continue;
+        };
+        for ev in &events {
+            let kind: String = ev.get("kind");
+            let ev_paywall: Option<String> = ev.try_get("paywall_id").ok().flatten();
+            let wanted = kinds
+                .as_deref()
+                .is_none_or(|k| k.split(',').any(|w| w == kind))
+                && paywall
+                    .as_ref()
+                    .is_none_or(|p| Some(p) == ev_paywall.as_ref());
+            if !wanted {
+                continue;
+            }
+            let done = sqlx::query(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, state, attempts, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            )
+            .bind(new_id("whd"))
+            .bind(&id)
+            .bind(ev.get::<String, _>("id"))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            created += done.rows_affected();
+        }
+        // Only forward: another sidecar may have moved it further already.
+        sqlx::query(
+            "UPDATE webhook_endpoints SET cursor_seq = $1 WHERE id = $2 AND cursor_seq < $1",
+        )
+        .bind(last)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(created)
+}
+
+/// The JSON body an endpoint receives for an event (documented in the README).
+pub fn envelope(event: &sqlx::any::AnyRow) -> Value {
+    let payload: String = event.get("payload");
+    json!({
+        "id": event.get::<String, _>("id"),
+        "type": event.get::<String, _>("kind"),
+        "created": event.get::<i64, _>("created_at") / 1000,
+        "request_id": event.try_get::<Option<String>, _>("request_id").ok().flatten(),
+        "paywall": event.try_get::<Option<String>, _>("paywall_id").ok().flatten(),
+        "user": event.try_get::<Option<String>, _>("user_id").ok().flatten(),
+        "data": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+    })
+}
+
+/// One HTTP POST of a delivery: the status, or why there was none.
+pub type SendResult = Result<u16, String>;
+
+/// Sends a signed body (blocking HTTP client on tokio's blocking pool).
+pub async fn post(url: String, headers: Vec<(String, String)>, body: Vec<u8>) -> SendResult {
+    let sent = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(&url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        req.send(&body[..])
+            .map(|resp| resp.status().as_u16())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    sent.unwrap_or_else(|e| Err(format!("sender task failed: {e}")))
+}
+
+/// Sends every due delivery (at most `limit`) and records the outcome.
+/// Returns how many were attempted.
+pub async fn deliver_due(
+    db: &Db,
+    now: i64,
+    base_backoff_ms: i64,
+    limit: i64,
+) -> LedgerResult<usize> {
+    let due = sqlx::query(
+        "SELECT d.id, d.attempts, d.next_attempt_at, d.event_id, w.url, w.secret_env
+         FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+         WHERE d.state = 'pending' AND d.next_attempt_at <= $1 ORDER BY d.next_attempt_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut attempted = 0;
+    for d in due {
+        let id: String = d.get("id");
+        // Claim it: of several dispatchers, one sends it.
+        let claimed = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3",
+        )
+        .bind(now.saturating_add(LEASE_MS))
+        .bind(&id)
+        .bind(d.get::<i64, _>("next_attempt_at"))
+        .execute(&db.pool)
+        .await?;
+        if claimed.rows_affected() != 1 {
+            continue;
+        }
+        attempted += 1;
+        let event = sqlx::query("SELECT id, kind, request_id, paywall_id, user_id, payload, created_at FROM events WHERE id = $1")
+            .bind(d.get::<String, _>("event_id"))
+            .fetch_one(&db.pool)
+            .await?;
+        let body = envelope(&event).to_string().into_bytes();
+        let secret_env: String = d.get("secret_env");
+        let result = match std::env::var(&secret_env) {
+            Ok(secret) if !secret.is_empty() => {
+                let headers = vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("user-agent".into(), "tollgate-webhooks/0.1".into()),
+                    ("tollgate-event-id".into(), event.get::<String, _>("id")),
+                    ("tollgate-delivery-id".into(), id.clone()),
+                    (
+                        signature::SIGNATURE_HEADER.into(),
+                        signature::sign(&secret, now / 1000, &body),
+                    ),
+                ];
+                post(d.get("url"), headers, body).await
+            }
+            _ => Err(format!("signing secret {secret_env} is not set")),
+        };
+        record_attempt(db, &id, d.get("attempts"), result, now, base_backoff_ms).await?;
+    }
+    Ok(attempted)
+}
+
+async fn record_attempt(
+    db: &Db,
+    id: &str,
+    previous_attempts: i64,
+    result: SendResult,
+    now: i64,
+    base_backoff_ms: i64,
+) -> LedgerResult<()> {
+    let attempts = previous_attempts + 1;
+    let (status, error) = match &result {
+        Ok(s) => (
+            Some(i64::from(*s)),
+            (!(200..300).contains(s)).then(|| format!("HTTP {s}")),
+        ),
+        Err(e) => (None, Some(e.clone())),
+    };
+    let (state, next, delivered) = match (&error, attempts >= MAX_ATTEMPTS) {
+        (None, _) => ("delivered", now, Some(now)),
+        (Some(_), true) => ("failed", now, None),
+        (Some(_), false) => (
+            "pending",
+            now.saturating_add(backoff_ms(base_backoff_ms, attempts)),
+            None,
+        ),
+    };
+    if let Some(e) = &error {
+        tracing::warn!(delivery = id, attempts, error = %e, state, "webhook delivery failed");
+    }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = $1, attempts = $2, next_attempt_at = $3, last_status = $4,
+            last_error = $5, delivered_at = $6 WHERE id = $7",
+    )
+    .bind(state)
+    .bind(attempts)
+    .bind(next)
+    .bind(status)
+    .bind(error)
+    .bind(delivered)
+    .bind(id)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// An endpoint as the admin API lists it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointInfo {
+    pub id: String,
+    pub url: String,
+    pub secret_env: String,
+    pub paywall: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub pending: i64,
+    pub delivered: i64,
+    pub failed: i64,
+}
+
+pub async fn list_endpoints(db: &Db) -> LedgerResult<Vec<EndpointInfo>> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.url, w.secret_env, w.paywall_id, w.event_kinds,
+            CAST((SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'pending') AS BIGINT) AS pending,
+            CAST((SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'delivered') AS BIGINT) AS delivered,
+            CAST((SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'failed') AS BIGINT) AS failed
+         FROM webhook_endpoints w ORDER BY w.id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EndpointInfo {
+            id: r.get("id"),
+            url: r.get("url"),
+            secret_env: r.get("secret_env"),
+            paywall: r.try_get("paywall_id").ok().flatten(),
+            events: r
+                .try_get::<Option<String>, _>("event_kinds")
+                .ok()
+                .flatten()
+                .map(|k| k.split(',').map(str::to_string).collect()),
+            pending: r.get("pending"),
+            delivered: r.get("delivered"),
+            failed: r.get("failed"),
+        })
+        .collect())
+}
+
+/// A delivery in the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryInfo {
+    pub id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub request_id: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+/// An endpoint's deliveries, newest first.
+pub async fn deliveries(db: &Db, endpoint: &str, limit: i64) -> LedgerResult<Vec<DeliveryInfo>> {
+    let rows = sqlx::query(
+        "SELECT d.id, d.event_id, e.kind, e.request_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
+            d.last_error, d.delivered_at
+         FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.endpoint_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2",
+    )
+    .bind(endpoint)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| DeliveryInfo {
+            id: r.get("id"),
+            event_id: r.get("event_id"),
+            event_type: r.get("kind"),
+            request_id: r.try_get("request_id").ok().flatten(),
+            state: r.get("state"),
+            attempts: r.get("attempts"),
+            next_attempt_at: r.get("next_attempt_at"),
+            last_status: opt_i64(r, "last_status"),
+            last_error: r.try_get("last_error").ok().flatten(),
+            delivered_at: opt_i64(r, "delivered_at"),
+        })
+        .collect())
+}
+
+/// Sends a delivery again (delivered or failed ones included): it becomes
+/// pending and due now. False if there is no such delivery on the endpoint.
+pub async fn replay(db: &Db, endpoint: &str, delivery: &str) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $1, attempts = 0
+         WHERE id = $2 AND endpoint_id = $3",
+    )
+    .bind(now_ms())
+    .bind(delivery)
+    .bind(endpoint)
+    .execute(&db.pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        tracing::info!(delivery, endpoint, "webhook delivery replayed");
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Runs the dispatcher until the process ends: enqueue, then deliver what is due.
+pub async fn run(db: Db, poll_ms: u64, base_backoff_ms: i64) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(poll_ms.max(50)));
+    loop {
+        every.tick().await;
+        let step = async {
+            enqueue(&db).await?;
+            deliver_due(&db, now_ms(), base_backoff_ms, 50).await
+        };
+        if let Err(e) = step.await {
+            if e.is_transient() {
+                crate::metrics::count(crate::metrics::DATABASE_ERRORS, &["webhooks"]);
+            }
+            tracing::warn!(error = %e, "webhook dispatch failed");
+        }
+    }
+}
