@@ -1,0 +1,113 @@
+"""One request followed end to end through the real stack: from the
+`x-request-id` a client gets, to the hold, the charge, the ledger entries, the
+events and the signed webhook an operator's receiver gets (after a first
+failed attempt, retried)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers import Ledger, call, chat_body, deposit
+from stack import ROOT, Ports, Stack, free_port
+
+SECRET = "whsec_e2e_5b0e1f2a3c4d"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Answers 500 to the first delivery, 200 afterwards; keeps what it got."""
+    received: list[tuple[dict, bytes]] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(500 if len(Receiver.received) == 1 else 200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def trail_stack():
+    mp = pytest.MonkeyPatch()
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with tempfile.TemporaryDirectory(prefix="tollgate-trail-") as tmp:
+        tmp = Path(tmp)
+        mp.setenv("E2E_WEBHOOK_SECRET", SECRET)
+        config = (ROOT / "ledger" / "demo.toml").read_text().replace(
+            "[server]\n", "[server]\nwebhook_poll_ms = 100\nwebhook_retry_base_ms = 300\n", 1)
+        config += (f'\n[[webhooks]]\nid = "operator"\nurl = "http://127.0.0.1:{port}/hooks"\n'
+                   'secret_env = "E2E_WEBHOOK_SECRET"\nevents = ["charge.created"]\n')
+        (tmp / "ledger.toml").write_text(config)
+        s = Stack(state_dir=tmp / "state", ports=Ports.free(), ledger_config=tmp / "ledger.toml")
+        s.state_dir.mkdir()
+        try:
+            s.start()
+            yield s
+        finally:
+            s.stop()
+            server.shutdown()
+            mp.undo()
+
+
+def verify_signature(header: str, body: bytes) -> bool:
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    expected = hmac.new(SECRET.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
+
+
+def test_a_request_id_leads_to_everything_it_caused(trail_stack):
+    stack = trail_stack
+    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
+    assert deposit(stack, auth, "trail-user", "5.00").status == 200
+    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body("trail-user"))
+    assert r.status == 200, r.body
+    rid = r.headers["x-request-id"]
+
+    ledger = Ledger(stack.state_dir / "ledger.db")
+    charge = ledger.charge_for(rid)
+    hold = ledger.hold_for(rid, state="posted")
+    assert charge["hold_id"] == hold["id"]
+    transfers = ledger.query("SELECT kind, amount FROM transfers WHERE request_id = ? ORDER BY seq", rid)
+    assert [t["kind"] for t in transfers] == ["hold", "post", "provider_cost"]
+    assert transfers[1]["amount"] == charge["amount"]
+    kinds = {e["kind"] for e in ledger.query("SELECT kind FROM events WHERE request_id = ?", rid)}
+    assert {"charge.created", "request.completed"} <= kinds
+
+    # The user's ledger entries (public API) name the request too.
+    entries = call(stack.ports.public, "GET", "/v1/user/ledger?user=trail-user", auth).json()["data"]
+    assert any(e.get("request_id") == rid for e in entries), entries
+
+    # The operator's receiver: a first attempt refused, then the retry, signed.
+    deadline = time.monotonic() + 15
+    while len(Receiver.received) < 2:
+        assert time.monotonic() < deadline, f"webhook not retried: {len(Receiver.received)} attempt(s)"
+        time.sleep(0.1)
+    (h1, b1), (h2, b2) = Receiver.received[:2]
+    assert b1 == b2 and h1["tollgate-delivery-id"] == h2["tollgate-delivery-id"]
+    assert verify_signature(h2["tollgate-signature"], b2)
+    event = json.loads(b2)
+    assert (event["type"], event["request_id"], event["user"]) == ("charge.created", rid, "trail-user")
+    assert event["data"]["charge_id"] == charge["id"]
+
+    admin = {"Authorization": f"Bearer {stack.secrets.admin_token}"}
+    deadline = time.monotonic() + 5
+    while True:
+        log = call(stack.ports.ledger, "GET", "/admin/v1/webhooks/operator/deliveries", admin).json()["data"]
+        if log and log[0]["state"] == "delivered":
+            break
+        assert time.monotonic() < deadline, log
+        time.sleep(0.1)
+    assert (log[0]["request_id"], log[0]["attempts"], log[0]["last_status"]) == (rid, 2, 200)
