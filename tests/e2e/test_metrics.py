@@ -8,6 +8,7 @@ import re
 import time
 
 from helpers import call, chat_body, deposit
+from stack import ROOT
 
 
 def prometheus_value(text: str, name: str, required: bool = True) -> float:
@@ -72,3 +73,20 @@ def test_requests_show_up_in_both_prometheus_outputs(stack, ledger, user):
 def test_metrics_are_not_reachable_through_the_public_listener(stack):
     r = call(stack.ports.public, "GET", "/metrics")
     assert r.status == 404 and json.loads(r.body)["error"]["code"] == "not_found"
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist(stack):
+    """Every metric a dashboard panel queries is one the filter or the sidecar exports."""
+    envoy, sidecar = snapshot(stack)
+    # Sample names, and declared families (a labelled one has no sample before its first event).
+    exported = {m.group(1) for text in (envoy, sidecar)
+                for m in re.finditer(r"^(?:# TYPE )?([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})? ", text, re.M)}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "tollgate-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\b(tollgate_[a-z0-9_]+)", e)}
+    assert used and used <= exported, sorted(used - exported)
+    # And every family of ours is on the dashboard.
+    ours = {n for n in exported if n.startswith("tollgate_")}
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in ours}
+    shown = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    assert base <= shown, sorted(base - shown)
