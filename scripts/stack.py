@@ -117,6 +117,16 @@ def yaml_items(items: list, indent: int) -> str:
     return "\n".join(" " * indent + "- " + json.dumps(item) for item in items)
 
 
+# Envoy's own log as JSON lines (`%j` is the message, JSON-escaped); the filter's
+# lines carry `request_id=…` in the message.
+ENVOY_JSON_LOG_FORMAT = '{"time":"%Y-%m-%dT%T.%fZ","level":"%l","component":"%n","message":"%j"}'
+
+
+def json_logs() -> bool:
+    """TOLLGATE_LOG_JSON=true: Envoy and the sidecar log JSON lines (the sidecar reads it itself)."""
+    return os.environ.get("TOLLGATE_LOG_JSON", "").lower() in ("1", "true", "yes")
+
+
 def render_envoy(template: string.Template, providers: dict | None, **values) -> str:
     """Envoy's configuration from `envoy/envoy.yaml`-style template: the
     provider routes and clusters (from `envoy-providers`) and `values`."""
@@ -252,6 +262,8 @@ class Stack:
             str(ENVOY), "-c", str(config), "--concurrency", "2", "--use-dynamic-base-id",
             "--log-level", "warn", "--component-log-level", "wasm:info",
         ]
+        if json_logs():
+            argv += ["--log-format", ENVOY_JSON_LOG_FORMAT]
         self._spawn("envoy", argv, self.env())
         self._wait("envoy", f"http://127.0.0.1:{self.ports.admin}/ready")
 

@@ -46,6 +46,7 @@ def trail_stack():
     with tempfile.TemporaryDirectory(prefix="tollgate-trail-") as tmp:
         tmp = Path(tmp)
         mp.setenv("E2E_WEBHOOK_SECRET", SECRET)
+        mp.setenv("TOLLGATE_LOG_JSON", "true")  # both sides log JSON lines
         config = (ROOT / "ledger" / "demo.toml").read_text().replace(
             "[server]\n", "[server]\nwebhook_poll_ms = 100\nwebhook_retry_base_ms = 300\n", 1)
         config += (f'\n[[webhooks]]\nid = "operator"\nurl = "http://127.0.0.1:{port}/hooks"\n'
@@ -111,3 +112,19 @@ def test_a_request_id_leads_to_everything_it_caused(trail_stack):
         assert time.monotonic() < deadline, log
         time.sleep(0.1)
     assert (log[0]["request_id"], log[0]["attempts"], log[0]["last_status"]) == (rid, 2, 200)
+
+
+def test_both_sides_log_json_lines_carrying_the_request_id(trail_stack):
+    stack = trail_stack
+    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
+    assert deposit(stack, auth, "json-log-user", "5.00").status == 200
+    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body("json-log-user"))
+    assert r.status == 200, r.body
+    rid = r.headers["x-request-id"]
+    Ledger(stack.state_dir / "ledger.db").charge_for(rid)
+    stack.quiesce_envoy()
+    for name in ("envoy", "ledger"):
+        lines = [l for l in (stack.state_dir / f"{name}.log").read_text().splitlines() if rid in l]
+        assert lines, f"no {name} log line names {rid}"
+        records = [json.loads(l) for l in lines]  # every one is a JSON object
+        assert all(isinstance(rec, dict) for rec in records)
