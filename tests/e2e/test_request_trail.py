@@ -69,13 +69,19 @@ def verify_signature(header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
 
 
+def paid_request(stack, user: str) -> str:
+    """A user with money asks once; returns the request id the client got."""
+    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
+    assert deposit(stack, auth, user, "5.00").status == 200
+    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body(user))
+    assert r.status == 200, r.body
+    return r.headers["x-request-id"]
+
+
 def test_a_request_id_leads_to_everything_it_caused(trail_stack):
     stack = trail_stack
-    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
-    assert deposit(stack, auth, "trail-user", "5.00").status == 200
-    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body("trail-user"))
-    assert r.status == 200, r.body
-    rid = r.headers["x-request-id"]
+    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}"}
+    rid = paid_request(stack, "trail-user")
 
     ledger = Ledger(stack.state_dir / "ledger.db")
     charge = ledger.charge_for(rid)
@@ -116,11 +122,7 @@ def test_a_request_id_leads_to_everything_it_caused(trail_stack):
 
 def test_both_sides_log_json_lines_carrying_the_request_id(trail_stack):
     stack = trail_stack
-    auth = {"Authorization": f"Bearer {stack.secrets.demo_key}", "Content-Type": "application/json"}
-    assert deposit(stack, auth, "json-log-user", "5.00").status == 200
-    r = call(stack.ports.public, "POST", "/v1/chat/completions", auth, chat_body("json-log-user"))
-    assert r.status == 200, r.body
-    rid = r.headers["x-request-id"]
+    rid = paid_request(stack, "json-log-user")
     Ledger(stack.state_dir / "ledger.db").charge_for(rid)
     stack.quiesce_envoy()
     for name in ("envoy", "ledger"):
