@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 WASM      := target/wasm32-wasip1/release/tollgate_filter.wasm
+# docker-compose (v1) in its own venv, only to validate docker-compose.yml (`config`).
+COMPOSE   := .tollgate/compose-venv/bin/docker-compose
 CARGO     ?= cargo
 export CARGO_TERM_COLOR ?= never
 
@@ -45,8 +47,6 @@ test-rust: build
 test-e2e: build $(COMPOSE)
 	$(PY) -m pytest tests/e2e tests/reference -q
 
-## docker-compose (v1) in its own venv, only to validate docker-compose.yml (`config`).
-COMPOSE := .tollgate/compose-venv/bin/docker-compose
 
 $(COMPOSE): tests/compose-requirements.txt
 	python3 -m venv .tollgate/compose-venv
