@@ -135,8 +135,15 @@ pub async fn set_limits(db: &Db, id: &str, limits: &LimitsSeed) -> LedgerResult<
     Ok(())
 }
 
-/// Creates or updates a model and returns its current price rule.
+/// Creates or updates a model and returns its current price rule. Its
+/// fallbacks are left as the TOML set them.
 pub async fn put_model(db: &Db, model: &ModelSeed) -> LedgerResult<PriceRule> {
+    if !model.fallbacks.is_empty() {
+        return Err(LedgerError::Invalid(
+            "fallbacks are set in the ledger's TOML: Envoy's fallback routes are generated from it"
+                .into(),
+        ));
+    }
     let mut tx = db.pool.begin().await?;
     catalog::put_model(&mut tx, model, now_ms())
         .await

@@ -315,6 +315,7 @@ pub async fn seed(db: &Db, cfg: &Config) -> anyhow::Result<()> {
     }
     for m in &cfg.models {
         put_model(&mut tx, m, now).await?;
+        put_fallbacks(&mut tx, m).await?;
     }
     tx.commit().await?;
     Ok(())
@@ -345,7 +346,6 @@ pub async fn put_model(
     .bind(i64::from(m.default_max_output_tokens))
     .execute(&mut **tx)
     .await?;
-    put_fallbacks(tx, m).await?;
     let input = price("input_per_m", &m.name, Some(&m.input_per_m))?;
     let wanted = PriceRule {
         id: String::new(),
@@ -363,7 +363,8 @@ pub async fn put_model(
     upsert_price(tx, wanted, now).await
 }
 
-/// Replaces a model's fallback providers. Each must exist and sit on its own
+/// Replaces a model's fallback providers (from the TOML only: Envoy's
+/// fallback routes are generated from it). Each must exist and sit on its own
 /// Envoy cluster (the cluster tells the tries apart), none twice.
 async fn put_fallbacks(tx: &mut Transaction<'static, Any>, m: &ModelSeed) -> anyhow::Result<()> {
     anyhow::ensure!(

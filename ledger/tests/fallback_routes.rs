@@ -201,6 +201,30 @@ async fn settle_charges_the_provider_that_answered(db: &Db) {
 }
 
 #[test]
+fn the_admin_api_leaves_fallbacks_to_the_toml() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = common::open("sqlite").await.unwrap();
+        catalog::seed(&t.db, &fallback_config()).await.unwrap();
+        // Setting fallbacks through the API is refused …
+        let with = chain_model("chain", "openai", &[("groq", "x")]);
+        let err = tollgate_ledger::admin::put_model(&t.db, &with)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("TOML"), "{err}");
+        // … and a price change through it keeps the TOML's chain.
+        let mut repriced = chain_model("chain", "openai", &[]);
+        repriced.output_per_m = "3.00".into();
+        tollgate_ledger::admin::put_model(&t.db, &repriced)
+            .await
+            .unwrap();
+        let route = catalog::model_route(&t.db, "chain").await.unwrap().unwrap();
+        assert_eq!(route.fallbacks.len(), 2);
+        assert_eq!(route.price.version, 2);
+    });
+}
+
+#[test]
 fn fallback_chains_are_checked_when_stored() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
