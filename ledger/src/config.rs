@@ -197,6 +197,15 @@ fn default_kind() -> String {
 }
 
 impl ProviderSeed {
+    /// An entry from the admin API or CLI: the fields of a `[[providers]]`
+    /// entry as JSON, the id given apart (the path, the argument).
+    pub fn from_json_fields(id: &str, mut fields: serde_json::Value) -> serde_json::Result<Self> {
+        if let Some(obj) = fields.as_object_mut() {
+            obj.insert("id".into(), serde_json::Value::String(id.into()));
+        }
+        serde_json::from_value(fields)
+    }
+
     /// Checks the entry and fills in what its kind implies.
     pub fn resolve(&self) -> anyhow::Result<ResolvedProvider> {
         let kind = ProviderKind::parse(&self.kind).ok_or_else(|| {

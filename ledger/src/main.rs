@@ -259,11 +259,10 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
         }
         AdminOp::ProviderList => json!(provider_registry::list_providers(db).await?),
         AdminOp::ProviderPut { id, json } => {
-            let mut fields: serde_json::Value = serde_json::from_str(&json)?;
-            if let Some(obj) = fields.as_object_mut() {
-                obj.insert("id".into(), json!(id));
-            }
-            let seed: tollgate_ledger::config::ProviderSeed = serde_json::from_value(fields)?;
+            let seed = tollgate_ledger::config::ProviderSeed::from_json_fields(
+                &id,
+                serde_json::from_str(&json)?,
+            )?;
             json!(provider_registry::put(db, &seed).await?)
         }
         AdminOp::ProviderKeySet {

@@ -179,14 +179,16 @@ pub async fn lookup(
     .bind(provider)
     .fetch_optional(&db.pool)
     .await?;
-    Ok(row.map(|r| {
-        let sealed = Sealed {
-            key_id: r.get("master_key_id"),
-            nonce: r.get("nonce"),
-            ciphertext: r.get("ciphertext"),
-        };
-        keyring.open(&sealed, &associated_data(paywall, provider))
-    }))
+    Ok(row.map(|r| keyring.open(&sealed_from_row(&r), &associated_data(paywall, provider))))
+}
+
+/// The sealed key of a row with `master_key_id`, `nonce` and `ciphertext`.
+fn sealed_from_row(r: &sqlx::any::AnyRow) -> Sealed {
+    Sealed {
+        key_id: r.get("master_key_id"),
+        nonce: r.get("nonce"),
+        ciphertext: r.get("ciphertext"),
+    }
 }
 
 /// Re-seals every stored key with the current master key (after a master key
@@ -208,12 +210,7 @@ pub async fn rewrap(db: &Db, keyring: &Keyring) -> LedgerResult<usize> {
     for r in &rows {
         let (paywall, provider): (String, String) = (r.get("paywall_id"), r.get("provider_id"));
         let aad = associated_data(&paywall, &provider);
-        let sealed = Sealed {
-            key_id: r.get("master_key_id"),
-            nonce: r.get("nonce"),
-            ciphertext: r.get("ciphertext"),
-        };
-        let plain = keyring.open(&sealed, &aad).map_err(|e| {
+        let plain = keyring.open(&sealed_from_row(r), &aad).map_err(|e| {
             LedgerError::Invalid(format!("paywall {paywall}, provider {provider}: {e}"))
         })?;
         let resealed = keyring.seal(&plain, &aad).map_err(LedgerError::Invalid)?;

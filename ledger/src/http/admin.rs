@@ -300,14 +300,11 @@ pub async fn put_provider(
     raw: Bytes,
 ) -> Response {
     admin_only!(state, headers);
-    let mut body: serde_json::Value = match parse_json(&raw) {
+    let fields: serde_json::Value = match parse_json(&raw) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    if let Some(fields) = body.as_object_mut() {
-        fields.insert("id".into(), json!(id));
-    }
-    let seed: ProviderSeed = match serde_json::from_value(body) {
+    let seed = match ProviderSeed::from_json_fields(&id, fields) {
         Ok(s) => s,
         Err(e) => {
             return api_error(

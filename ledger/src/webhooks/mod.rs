@@ -119,13 +119,15 @@ pub async fn enqueue(db: &Db) -> LedgerResult<u64> {
     Ok(created)
 }
 
-/// The JSON body an endpoint receives for an event (documented in the README).
+/// The JSON body an endpoint receives for an event (documented in the README),
+/// from a row with the event's columns as `event_id`, `kind`, `event_created_at`,
+/// `request_id`, `paywall_id`, `user_id` and `payload`.
 pub fn envelope(event: &sqlx::any::AnyRow) -> Value {
     let payload: String = event.get("payload");
     json!({
-        "id": event.get::<String, _>("id"),
+        "id": event.get::<String, _>("event_id"),
         "type": event.get::<String, _>("kind"),
-        "created": event.get::<i64, _>("created_at") / 1000,
+        "created": event.get::<i64, _>("event_created_at") / 1000,
         "request_id": event.try_get::<Option<String>, _>("request_id").ok().flatten(),
         "paywall": event.try_get::<Option<String>, _>("paywall_id").ok().flatten(),
         "user": event.try_get::<Option<String>, _>("user_id").ok().flatten(),
@@ -165,8 +167,10 @@ pub async fn deliver_due(
     limit: i64,
 ) -> LedgerResult<usize> {
     let due = sqlx::query(
-        "SELECT d.id, d.attempts, d.next_attempt_at, d.event_id, w.url, w.secret_env
+        "SELECT d.id, d.attempts, d.next_attempt_at, d.event_id, w.url, w.secret_env,
+            e.kind, e.request_id, e.paywall_id, e.user_id, e.payload, e.created_at AS event_created_at
          FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
+         JOIN events e ON e.id = d.event_id
          WHERE d.state = 'pending' AND d.next_attempt_at <= $1 ORDER BY d.next_attempt_at LIMIT $2",
     )
     .bind(now)
@@ -189,18 +193,14 @@ pub async fn deliver_due(
             continue;
         }
         attempted += 1;
-        let event = sqlx::query("SELECT id, kind, request_id, paywall_id, user_id, payload, created_at FROM events WHERE id = $1")
-            .bind(d.get::<String, _>("event_id"))
-            .fetch_one(&db.pool)
-            .await?;
-        let body = envelope(&event).to_string().into_bytes();
+        let body = envelope(&d).to_string().into_bytes();
         let secret_env: String = d.get("secret_env");
         let result = match std::env::var(&secret_env) {
             Ok(secret) if !secret.is_empty() => {
                 let headers = vec![
                     ("content-type".into(), "application/json".into()),
                     ("user-agent".into(), "tollgate-webhooks/0.1".into()),
-                    ("tollgate-event-id".into(), event.get::<String, _>("id")),
+                    ("tollgate-event-id".into(), d.get::<String, _>("event_id")),
                     ("tollgate-delivery-id".into(), id.clone()),
                     (
                         signature::SIGNATURE_HEADER.into(),
