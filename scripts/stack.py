@@ -127,6 +127,15 @@ def json_logs() -> bool:
     return os.environ.get("TOLLGATE_LOG_JSON", "").lower() in ("1", "true", "yes")
 
 
+def envoy_providers(ledger_config: Path, wasm: str, env: dict[str, str] | None = None,
+                    profile: str = PROFILE) -> dict:
+    """`tollgate-ledger envoy-providers`: Envoy clusters and routes for a ledger config's providers."""
+    out = subprocess.run([str(binary("tollgate-ledger", profile)), "envoy-providers",
+                          "--config", str(ledger_config), "--wasm", wasm],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
 def render_envoy(template: string.Template, providers: dict | None, **values) -> str:
     """Envoy's configuration from `envoy/envoy.yaml`-style template: the
     provider routes and clusters (from `envoy-providers`) and `values`."""
@@ -175,10 +184,7 @@ class Stack:
         """Envoy clusters and routes for the ledger config's providers."""
         env = self.env()
         env["MOCK_PROVIDER_PORT"] = str(self.ports.mock)
-        out = subprocess.run([str(binary("tollgate-ledger", self.profile)), "envoy-providers",
-                              "--config", str(self.ledger_config), "--wasm", str(WASM)],
-                             env=env, check=True, capture_output=True, text=True).stdout
-        return json.loads(out)
+        return envoy_providers(self.ledger_config, str(WASM), env, self.profile)
 
     def render_envoy_config(self) -> Path:
         template = string.Template(self.envoy_template.read_text())
