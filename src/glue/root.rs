@@ -24,7 +24,8 @@ const SETTLEMENTS_PER_TICK: usize = 64;
 
 pub struct PaywallRoot {
     metrics: Metrics,
-    stream_metrics: Option<Rc<StreamMetrics>>,
+    /// Defined at configure; shared by the VM's HTTP contexts.
+    stream_metrics: Rc<StreamMetrics>,
     config: Option<Rc<FilterConfig>>,
     tokenizers: Option<Rc<Tokenizers>>,
     queue: Rc<RefCell<SettlementQueue>>,
@@ -39,7 +40,7 @@ impl PaywallRoot {
     pub fn new() -> Self {
         PaywallRoot {
             metrics: Metrics::default(),
-            stream_metrics: None,
+            stream_metrics: Rc::default(),
             config: None,
             tokenizers: None,
             queue: Rc::new(RefCell::new(SettlementQueue::new(
@@ -231,7 +232,7 @@ impl RootContext for PaywallRoot {
         self.tokenizers = Some(Rc::new(tokenizers));
         self.config = Some(Rc::new(config));
         self.metrics = Metrics::define();
-        self.stream_metrics = Some(Rc::new(StreamMetrics::define()));
+        self.stream_metrics = Rc::new(StreamMetrics::define());
         log(LogLevel::Info, "tollgate: configured");
         true
     }
@@ -252,9 +253,7 @@ impl RootContext for PaywallRoot {
                 c.clone(),
                 t.clone(),
                 self.queue.clone(),
-                self.stream_metrics
-                    .clone()
-                    .unwrap_or_else(|| Rc::new(StreamMetrics::default())),
+                self.stream_metrics.clone(),
             ))),
             _ => Some(Box::new(UnconfiguredHttp)),
         }
