@@ -14,11 +14,13 @@ use axum::Router;
 use serde_json::{json, Value};
 use sqlx::Row;
 use tokio::sync::Semaphore;
+use tollgate_ledger::catalog;
 use tollgate_ledger::config::Config;
 use tollgate_ledger::db::{Backend, Db};
 use tollgate_ledger::http::{router, AppState};
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
 use tollgate_ledger::settings::Settings;
-use tollgate_ledger::{catalog, deposits, holds};
 use tollgate_protocol::{
     AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };
@@ -290,9 +292,10 @@ async fn measure(backend: &'static str, url: &str) -> Figures {
         }
     })
     .await;
-    let report = tollgate_ledger::verify::verify(&db, tollgate_ledger::keys::now_ms(), 0)
-        .await
-        .expect("verify");
+    let report =
+        tollgate_ledger::money::verify::verify(&db, tollgate_ledger::calendar::now_ms(), 0)
+            .await
+            .expect("verify");
     assert!(
         report.is_clean(),
         "books not clean after the bench: {:?}",
@@ -317,7 +320,10 @@ fn admin_url() -> String {
 /// A fresh database on the test server, or None when it is not reachable.
 async fn postgres_database() -> Option<(String, String)> {
     let admin = Db::connect_raw(&admin_url()).await.ok()?;
-    let name = format!("tollgate_bench_{}", tollgate_ledger::keys::random_hex(4));
+    let name = format!(
+        "tollgate_bench_{}",
+        tollgate_ledger::access::secrets::random_hex(4)
+    );
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -342,7 +348,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", tollgate_ledger::keys::random_hex(4)));
+        let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", tollgate_ledger::access::secrets::random_hex(4)));
         std::fs::create_dir_all(&dir).expect("dir");
         let mut rows = vec![measure("SQLite", &format!("sqlite://{}/ledger.db", dir.display())).await];
         match postgres_database().await {

@@ -5,12 +5,12 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::access::paywall_keys::{self, CreatedKey};
+use crate::calendar::now_ms;
 use crate::catalog::{self, Paywall};
 use crate::config::{LimitsSeed, ModelSeed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::keys::now_ms;
-use crate::paywall_keys::{self, CreatedKey};
 use crate::pricing::PriceRule;
 
 fn check_id(id: &str) -> LedgerResult<()> {

@@ -1,5 +1,14 @@
 //! UTC calendar windows from Unix milliseconds, without a date library:
-//! days since the epoch ↔ civil dates (Howard Hinnant's algorithms).
+//! days since the epoch ↔ civil dates (Howard Hinnant's algorithms), and the
+//! wall clock every stored timestamp comes from.
+
+/// Now, in Unix milliseconds (the unit of every timestamp column).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
 
 const MS_PER_MINUTE: i64 = 60_000;
 const MS_PER_DAY: i64 = 86_400_000;

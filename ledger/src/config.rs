@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::providers::{BaseUrl, ProviderKind};
+use crate::catalog::provider_kinds::{BaseUrl, ProviderKind};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,7 +76,7 @@ pub struct ServerConfig {
     pub affordable_output_floor: u32,
     /// What an expired hold becomes: `void` (default), `charge_prompt` or `charge_held`.
     #[serde(default)]
-    pub hold_expiry_policy: crate::holds::ExpiryPolicy,
+    pub hold_expiry_policy: crate::money::holds::ExpiryPolicy,
     #[serde(default = "default_link_ttl")]
     pub topup_link_ttl_secs: u64,
     /// Enables the development payment processor on the top-up page.

@@ -4,11 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tollgate_ledger::access::paywall_keys;
+use tollgate_ledger::admin;
+use tollgate_ledger::catalog::master_key::Keyring;
+use tollgate_ledger::catalog::provider_keys;
+use tollgate_ledger::catalog::provider_registry;
 use tollgate_ledger::config::{Config, LimitsSeed, ModelSeed};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::envoy_providers::AttemptFilter;
-use tollgate_ledger::master_key::Keyring;
-use tollgate_ledger::{admin, paywall_keys, provider_keys, provider_registry, webhooks};
+use tollgate_ledger::envoy_config::AttemptFilter;
+use tollgate_ledger::outbox::webhooks;
 
 #[derive(Parser)]
 #[command(
@@ -73,7 +77,7 @@ enum Command {
         #[arg(long, default_value = "x-tollgate-route")]
         route_header: String,
         /// CA bundle Envoy verifies providers' certificates with.
-        #[arg(long, default_value = tollgate_ledger::envoy_providers::DEFAULT_CA_BUNDLE)]
+        #[arg(long, default_value = tollgate_ledger::envoy_config::DEFAULT_CA_BUNDLE)]
         ca_bundle: String,
         /// The filter's .wasm as Envoy loads it (needed when models have fallbacks).
         #[arg(long)]
@@ -187,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(&config)?;
             let filter = wasm.map(|wasm_path| AttemptFilter { wasm_path, vm_id });
-            let out = tollgate_ledger::envoy_providers::resources(
+            let out = tollgate_ledger::envoy_config::resources(
                 &cfg,
                 &route_header,
                 &ca_bundle,
@@ -309,8 +313,12 @@ fn verify(store: Store) -> anyhow::Result<()> {
         let grace =
             i64::try_from(tollgate_ledger::server::SWEEP_EVERY.as_millis()).unwrap_or(i64::MAX);
         Ok::<_, anyhow::Error>(
-            tollgate_ledger::verify::verify(&db, tollgate_ledger::keys::now_ms(), grace * 2)
-                .await?,
+            tollgate_ledger::money::verify::verify(
+                &db,
+                tollgate_ledger::calendar::now_ms(),
+                grace * 2,
+            )
+            .await?,
         )
     })?;
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::catalog;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::{router, AppState};
+use crate::money::holds;
+use crate::money::idempotency;
 use crate::settings::Settings;
-use crate::{catalog, holds, idempotency, keys};
 
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
@@ -34,7 +36,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let db = Db::connect(&cfg.server.database_url).await?;
     catalog::seed(&db, &cfg).await?;
-    let keyring = crate::master_key::Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let keyring =
+        crate::catalog::master_key::Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
     match keyring.current_id() {
         Some(id) => tracing::info!(master_key = id, "provider keys of paywalls (BYOK) enabled"),
         None => tracing::info!("no master key: paywalls cannot store provider keys (BYOK)"),
@@ -49,8 +52,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         internal_secret: secret,
         admin_token_hash: admin_token_hash(&cfg.server.admin_token_env)?,
     });
-    crate::webhooks::seed(&db, &cfg.webhooks).await?;
-    tokio::spawn(crate::webhooks::run(
+    crate::outbox::webhooks::seed(&db, &cfg.webhooks).await?;
+    tokio::spawn(crate::outbox::webhooks::run(
         db.clone(),
         cfg.server.webhook_poll_ms,
         i64::try_from(cfg.server.webhook_retry_base_ms).unwrap_or(i64::MAX),
@@ -69,7 +72,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 /// kept only as a digest; unset means the admin API is off.
 fn admin_token_hash(env: &str) -> anyhow::Result<Option<String>> {
     match std::env::var(env) {
-        Ok(token) if token.len() >= 24 => Ok(Some(keys::sha256_hex(&token))),
+        Ok(token) if token.len() >= 24 => Ok(Some(crate::access::secrets::sha256_hex(&token))),
         Ok(_) => anyhow::bail!("{env} must be at least 24 characters"),
         Err(_) => {
             tracing::info!(env, "admin API disabled (no token)");
@@ -83,7 +86,7 @@ async fn sweep(db: Db, policy: holds::ExpiryPolicy) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         every.tick().await;
-        let now = keys::now_ms();
+        let now = crate::calendar::now_ms();
         match holds::expire_holds(&db, now, policy).await {
             Ok(0) => {}
             Ok(n) => {

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::holds::ExpiryPolicy;
-use crate::master_key::Keyring;
-use crate::payments::{DevProcessor, PaymentProcessor};
+use crate::catalog::master_key::Keyring;
+use crate::money::holds::ExpiryPolicy;
+use crate::money::payments::{DevProcessor, PaymentProcessor};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -9,10 +9,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Row;
+use tollgate_ledger::access::secrets::sha256_hex;
 use tollgate_ledger::catalog;
 use tollgate_ledger::db::Db;
 use tollgate_ledger::http::{router, AppState};
-use tollgate_ledger::keys::sha256_hex;
 use tower::ServiceExt;
 
 use common::{config, settings, KEY};
@@ -241,7 +241,9 @@ async fn limits_models_and_prices_are_managed(db: &Db) {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let l = tollgate_ledger::limits::load(db, "app").await.unwrap();
+    let l = tollgate_ledger::access::limits::load(db, "app")
+        .await
+        .unwrap();
     assert_eq!(
         (
             l.requests_per_minute,

@@ -7,14 +7,14 @@ mod common;
 
 use std::sync::Arc;
 
-use tollgate_ledger::book;
 use tollgate_ledger::catalog;
+use tollgate_ledger::catalog::master_key::Keyring;
+use tollgate_ledger::catalog::provider_keys;
 use tollgate_ledger::config::{Config, ModelSeed, ProviderSeed};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
-use tollgate_ledger::master_key::Keyring;
-use tollgate_ledger::provider_keys;
+use tollgate_ledger::money::book;
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
 use tollgate_ledger::settings::Settings;
 use tollgate_protocol::{AuthorizeResponse, ProviderRoute, SettleOutcome};
 

@@ -10,7 +10,7 @@ use tollgate_ledger::db::Db;
 async fn verify_exits_nonzero_with_a_report_on_violations() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-verify-{}",
-        tollgate_ledger::keys::random_hex(6)
+        tollgate_ledger::access::secrets::random_hex(6)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}/ledger.db", dir.display());
@@ -21,7 +21,7 @@ async fn verify_exits_nonzero_with_a_report_on_violations() {
     let db = Db::connect(&url).await.unwrap();
     let cfg = tollgate_ledger::config::Config::parse(toml).unwrap();
     tollgate_ledger::catalog::seed(&db, &cfg).await.unwrap();
-    tollgate_ledger::deposits::deposit(&db, "app", "u", 10, "test")
+    tollgate_ledger::money::deposits::deposit(&db, "app", "u", 10, "test")
         .await
         .unwrap();
 
@@ -65,7 +65,7 @@ async fn verify_exits_nonzero_with_a_report_on_violations() {
 async fn admin_commands_manage_paywalls_keys_limits_and_prices() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-admin-cli-{}",
-        tollgate_ledger::keys::random_hex(6)
+        tollgate_ledger::access::secrets::random_hex(6)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}/ledger.db", dir.display());
@@ -121,7 +121,7 @@ async fn admin_commands_manage_paywalls_keys_limits_and_prices() {
     tollgate_ledger::catalog::seed(&db, &cfg).await.unwrap();
     admin(&["limits-set", "shop", r#"{"max_open_holds": 3}"#]);
     assert_eq!(
-        tollgate_ledger::limits::load(&db, "shop")
+        tollgate_ledger::access::limits::load(&db, "shop")
             .await
             .unwrap()
             .max_open_holds,

@@ -6,12 +6,12 @@
 mod common;
 
 use tollgate_ledger::catalog;
+use tollgate_ledger::catalog::provider_keys;
 use tollgate_ledger::config::{Config, FallbackSeed, ModelSeed, ProviderSeed};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::envoy_providers::{resources, AttemptFilter, DEFAULT_CA_BUNDLE};
-use tollgate_ledger::holds;
-use tollgate_ledger::provider_keys;
+use tollgate_ledger::envoy_config::{resources, AttemptFilter, DEFAULT_CA_BUNDLE};
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
 use tollgate_protocol::{AuthorizeResponse, FallbackRoute, ProviderRoute, SettleOutcome};
 
 use common::{ask, config, count, settings, settle_req};

@@ -11,8 +11,8 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Row;
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
 use tollgate_ledger::http::{router, AppState};
+use tollgate_ledger::money::deposits;
 use tower::ServiceExt;
 
 use common::{settings, KEY, OTHER_KEY};

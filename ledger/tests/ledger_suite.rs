@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use sqlx::Row;
-use tollgate_ledger::book;
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
-use tollgate_ledger::idempotency::{self, Begin};
-use tollgate_ledger::wallets::isolated_wallet as wallet_account;
+use tollgate_ledger::money::book;
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
+use tollgate_ledger::money::idempotency::{self, Begin};
+use tollgate_ledger::money::wallets::isolated_wallet as wallet_account;
 use tollgate_protocol::{Action, AuthorizeResponse, SettleOutcome};
 
 mod common;
@@ -418,7 +418,7 @@ async fn idempotency_keys_replay_reject_and_block(db: &Db) {
         Begin::Fresh
     );
     // Kept for the retention window, purged after.
-    let now = tollgate_ledger::keys::now_ms();
+    let now = tollgate_ledger::calendar::now_ms();
     assert_eq!(idempotency::purge_expired(db, now).await.unwrap(), 0);
     assert!(
         idempotency::purge_expired(db, now + idempotency::RETENTION_MS + 1)

@@ -6,10 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use sqlx::Row;
+use tollgate_ledger::access::limits::Limits;
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
-use tollgate_ledger::limits::Limits;
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
 use tollgate_protocol::{
     Action, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };

@@ -7,9 +7,9 @@ mod common;
 use sqlx::Row;
 use tollgate_ledger::catalog;
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
-use tollgate_ledger::verify;
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
+use tollgate_ledger::money::verify;
 use tollgate_protocol::{Action, AuthorizeResponse, SettleOutcome};
 
 use common::{ask, balance, config, count, hold_for, settings, settle_req};
@@ -31,7 +31,7 @@ async fn verify_reports_tampering(db: &Db) {
         .await
         .unwrap();
     let (hold, _) = hold_for(db, "u", "t1", 100, 50).await;
-    let now = tollgate_ledger::keys::now_ms();
+    let now = tollgate_ledger::calendar::now_ms();
     assert!(verify::verify(db, now, 0).await.unwrap().is_clean());
     // Overdue open hold.
     let report = verify::verify(db, now + 700_000, 0).await.unwrap();
@@ -154,7 +154,7 @@ async fn expiry_policies_charge_nothing_the_prompt_or_the_hold(db: &Db) {
     ] {
         let rid = format!("{policy:?}");
         let (hold, _) = hold_for(db, "u", &rid, 100, 50).await;
-        let later = tollgate_ledger::keys::now_ms() + 600_001;
+        let later = tollgate_ledger::calendar::now_ms() + 600_001;
         assert_eq!(holds::expire_holds(db, later, policy).await.unwrap(), 1);
         let charge =
             sqlx::query("SELECT amount, usage_source, outcome FROM charges WHERE hold_id = $1")
@@ -190,7 +190,7 @@ async fn expired_holds_are_voided(db: &Db) {
         .await
         .unwrap();
     let (hold, _) = hold_for(db, "u", "req-6", 100, 50).await;
-    let now = tollgate_ledger::keys::now_ms();
+    let now = tollgate_ledger::calendar::now_ms();
     assert_eq!(
         holds::expire_holds(db, now, holds::ExpiryPolicy::Void)
             .await

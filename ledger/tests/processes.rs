@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
 use tollgate_ledger::faults;
+use tollgate_ledger::money::deposits;
 
 use common::{config_text, KEY};
 
@@ -44,7 +44,7 @@ fn free_port() -> u16 {
 async fn spawn_sidecar(database_url: &str, fault: Option<&str>) -> Sidecar {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-proc-{}",
-        tollgate_ledger::keys::random_hex(6)
+        tollgate_ledger::access::secrets::random_hex(6)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("ledger.toml");
@@ -246,7 +246,7 @@ async fn rate_limits_hold_across_two_sidecars() {
     // After start: a sidecar's seed replaces limits with its configuration's.
     common::set_limits(
         &t.db,
-        tollgate_ledger::limits::Limits {
+        tollgate_ledger::access::limits::Limits {
             requests_per_minute: Some(10),
             ..Default::default()
         },

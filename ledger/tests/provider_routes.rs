@@ -7,8 +7,8 @@ mod common;
 use tollgate_ledger::catalog;
 use tollgate_ledger::config::{Config, ModelSeed, ProviderSeed};
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
 use tollgate_protocol::{AuthorizeResponse, ProviderRoute};
 
 use common::{ask, config, settings};

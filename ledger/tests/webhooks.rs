@@ -17,9 +17,9 @@ use serde_json::Value;
 use tollgate_ledger::catalog;
 use tollgate_ledger::config::WebhookSeed;
 use tollgate_ledger::db::Db;
-use tollgate_ledger::deposits;
-use tollgate_ledger::holds;
-use tollgate_ledger::webhooks::{self, signature, MAX_ATTEMPTS};
+use tollgate_ledger::money::deposits;
+use tollgate_ledger::money::holds;
+use tollgate_ledger::outbox::webhooks::{self, signature, MAX_ATTEMPTS};
 use tollgate_protocol::SettleOutcome;
 
 use common::{config, hold_for, settle_req};
@@ -92,7 +92,7 @@ async fn a_charge_event_is_signed_retried_logged_and_replayed(db: &Db) {
 
     // Only the charge: the deposit and request events are filtered out.
     assert_eq!(webhooks::enqueue(db).await.unwrap(), 1);
-    let now = tollgate_ledger::keys::now_ms();
+    let now = tollgate_ledger::calendar::now_ms();
     assert_eq!(webhooks::enqueue(db).await.unwrap(), 0, "enqueued once");
 
     // First attempt: the receiver answers 500; the retry waits its backoff.
@@ -156,7 +156,7 @@ async fn a_charge_event_is_signed_retried_logged_and_replayed(db: &Db) {
     // An operator replays it: sent once more, with the same event.
     assert!(webhooks::replay(db, "hooks", &log[0].id).await.unwrap());
     assert!(!webhooks::replay(db, "hooks", "whd_unknown").await.unwrap());
-    let later = tollgate_ledger::keys::now_ms() + 1;
+    let later = tollgate_ledger::calendar::now_ms() + 1;
     assert_eq!(
         webhooks::deliver_due(db, later, BASE_BACKOFF_MS, 50)
             .await
@@ -179,7 +179,7 @@ async fn an_endpoint_that_keeps_failing_is_given_up(db: &Db) {
     setup(db, &url).await;
     charge(db, "v", "wh-2").await;
     webhooks::enqueue(db).await.unwrap();
-    let mut now = tollgate_ledger::keys::now_ms();
+    let mut now = tollgate_ledger::calendar::now_ms();
     for attempt in 1..=MAX_ATTEMPTS {
         assert_eq!(
             webhooks::deliver_due(db, now, BASE_BACKOFF_MS, 50)

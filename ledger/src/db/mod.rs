@@ -113,7 +113,7 @@ impl Db {
             }
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
-                .bind(crate::keys::now_ms())
+                .bind(crate::calendar::now_ms())
                 .execute(&mut *tx)
                 .await?;
             tracing::info!(version, "applied schema migration");

@@ -12,11 +12,14 @@ use serde_json::json;
 use tollgate_protocol::ApiError;
 
 use super::{api_error, ledger_failure, parse_json, Shared};
+use crate::access::paywall_keys;
+use crate::access::secrets::{constant_time_eq, sha256_hex};
 use crate::admin;
+use crate::catalog::provider_keys;
+use crate::catalog::provider_registry;
 use crate::config::ProviderSeed;
 use crate::config::{LimitsSeed, ModelSeed};
-use crate::keys::{constant_time_eq, sha256_hex};
-use crate::{paywall_keys, provider_keys, provider_registry, webhooks};
+use crate::outbox::webhooks;
 
 fn check_admin(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let Some(expected) = &state.admin_token_hash else {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use tollgate_protocol::ApiError;
 
 use super::{api_error, ledger_failure, Shared};
-use crate::idempotency::{self, Begin};
+use crate::money::idempotency::{self, Begin};
 
 const MAX_KEY_LEN: usize = 255;
 

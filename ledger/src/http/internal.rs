@@ -12,10 +12,10 @@ use tollgate_protocol::{
 };
 
 use super::{api_error, ledger_failure, parse_json, Shared};
+use crate::access::secrets::constant_time_eq;
 use crate::error::LedgerError;
-use crate::holds;
-use crate::keys::constant_time_eq;
 use crate::metrics;
+use crate::money::holds;
 
 fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let given = headers

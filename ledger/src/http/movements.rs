@@ -12,7 +12,8 @@ use tollgate_protocol::{format_micros, parse_amount, ApiError};
 use super::idempotent::run_once;
 use super::public::{balance_json, require_user};
 use super::{paywall_from, Shared};
-use crate::{deposits, manual_charges};
+use crate::money::deposits;
+use crate::money::manual_charges;
 
 const MAX_METADATA_BYTES: usize = 8 * 1024;
 

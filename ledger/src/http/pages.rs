@@ -12,11 +12,11 @@ use axum::Form;
 use tollgate_protocol::format_micros;
 
 use super::Shared;
-use crate::book;
-use crate::consent;
-use crate::deposits;
+use crate::access::consent;
 use crate::error::LedgerError;
-use crate::wallets::{self, WalletFor};
+use crate::money::book;
+use crate::money::deposits;
+use crate::money::wallets::{self, WalletFor};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

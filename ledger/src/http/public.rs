@@ -10,11 +10,11 @@ use serde_json::json;
 use tollgate_protocol::{format_micros, ApiError};
 
 use super::{api_error, ledger_failure, paywall_from, Shared};
-use crate::book::{self, Balance};
+use crate::access::consent;
 use crate::catalog::{self, Paywall};
-use crate::consent;
-use crate::deposits;
-use crate::wallets::{self, WalletFor};
+use crate::money::book::{self, Balance};
+use crate::money::deposits;
+use crate::money::wallets::{self, WalletFor};
 
 const MAX_USER_LEN: usize = 256;
 

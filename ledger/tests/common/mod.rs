@@ -5,8 +5,8 @@
 use tollgate_ledger::catalog;
 use tollgate_ledger::config::Config;
 use tollgate_ledger::db::Db;
+use tollgate_ledger::money::verify;
 use tollgate_ledger::settings::Settings;
-use tollgate_ledger::verify;
 
 pub const KEY: &str = "tg_test_key_0123456789abcdef";
 pub const OTHER_KEY: &str = "tg_other_key_0123456789abcdef";
@@ -65,11 +65,13 @@ pub fn settings() -> Settings {
         public_url: "http://pay.test".into(),
         hold_ttl_ms: 600_000,
         topup_link_ttl_ms: 3_600_000,
-        hold_expiry: tollgate_ledger::holds::ExpiryPolicy::Void,
+        hold_expiry: tollgate_ledger::money::holds::ExpiryPolicy::Void,
         output_floor: 16,
-        payments: Some(std::sync::Arc::new(tollgate_ledger::payments::DevProcessor)),
+        payments: Some(std::sync::Arc::new(
+            tollgate_ledger::money::payments::DevProcessor,
+        )),
         keyring: std::sync::Arc::new(
-            tollgate_ledger::master_key::Keyring::new(TEST_MASTER_KEY, "").unwrap(),
+            tollgate_ledger::catalog::master_key::Keyring::new(TEST_MASTER_KEY, "").unwrap(),
         ),
     }
 }
@@ -96,7 +98,7 @@ mod tempdir {
     pub fn new() -> Dir {
         let p = std::env::temp_dir().join(format!(
             "tollgate-test-{}",
-            tollgate_ledger::keys::random_hex(8)
+            tollgate_ledger::access::secrets::random_hex(8)
         ));
         std::fs::create_dir_all(&p).unwrap();
         Dir(p)
@@ -153,7 +155,10 @@ pub async fn open(backend: &str) -> Option<TestDb> {
                 }
                 Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
             };
-            let name = format!("tollgate_t_{}", tollgate_ledger::keys::random_hex(6));
+            let name = format!(
+                "tollgate_t_{}",
+                tollgate_ledger::access::secrets::random_hex(6)
+            );
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(&admin)
                 .await
@@ -206,7 +211,7 @@ macro_rules! backend_tests {
 /// Every test ends with the books verified: sums balance, no wallet below
 /// zero, pending sums match open holds, each hold resolved at most once.
 pub async fn assert_books_balance(db: &Db) {
-    let report = verify::verify(db, tollgate_ledger::keys::now_ms(), 60_000)
+    let report = verify::verify(db, tollgate_ledger::calendar::now_ms(), 60_000)
         .await
         .unwrap();
     assert!(report.is_clean(), "{:#?}", report.violations);
@@ -214,7 +219,7 @@ pub async fn assert_books_balance(db: &Db) {
 
 /// Minute windows are fixed: start tests that count on one early enough in it.
 pub async fn fresh_minute() {
-    let ms_into = tollgate_ledger::keys::now_ms().rem_euclid(60_000);
+    let ms_into = tollgate_ledger::calendar::now_ms().rem_euclid(60_000);
     if ms_into > 45_000 {
         tokio::time::sleep(std::time::Duration::from_millis(
             (60_000 - ms_into + 200) as u64,
@@ -224,9 +229,9 @@ pub async fn fresh_minute() {
 }
 
 /// Replaces paywall "app"'s limits.
-pub async fn set_limits(db: &Db, l: tollgate_ledger::limits::Limits) {
+pub async fn set_limits(db: &Db, l: tollgate_ledger::access::limits::Limits) {
     let mut tx = db.pool.begin().await.unwrap();
-    tollgate_ledger::limits::store(&mut tx, "app", &l)
+    tollgate_ledger::access::limits::store(&mut tx, "app", &l)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -235,9 +240,9 @@ pub async fn set_limits(db: &Db, l: tollgate_ledger::limits::Limits) {
 // Helpers of the money suites.
 
 use sqlx::Row;
-use tollgate_ledger::book;
-use tollgate_ledger::holds;
-use tollgate_ledger::wallets::isolated_wallet;
+use tollgate_ledger::money::book;
+use tollgate_ledger::money::holds;
+use tollgate_ledger::money::wallets::isolated_wallet;
 use tollgate_protocol::{
     AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };

@@ -6,10 +6,10 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use crate::catalog::provider_kinds::{key_available, BuiltInKeyRef, ProviderKind};
 use crate::config::ProviderSeed;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::providers::{key_available, BuiltInKeyRef, ProviderKind};
 
 /// Creates or updates a provider after checking the entry (kind, URL, header).
 pub async fn put_provider(

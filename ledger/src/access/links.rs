@@ -7,11 +7,12 @@
 
 use sqlx::Row;
 
-use crate::book::Tx;
+use crate::access::secrets::{new_token, sha256_hex};
+use crate::calendar::now_ms;
 use crate::db::Db;
 use crate::error::LedgerResult;
-use crate::events;
-use crate::keys::{new_token, now_ms, sha256_hex};
+use crate::money::book::Tx;
+use crate::outbox::events;
 use crate::settings::Settings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

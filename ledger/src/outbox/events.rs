@@ -3,9 +3,10 @@
 
 use serde_json::Value;
 
-use crate::book::Tx;
+use crate::access::secrets::new_id;
+use crate::calendar::now_ms;
 use crate::error::LedgerResult;
-use crate::keys::{new_id, now_ms};
+use crate::money::book::Tx;
 
 pub const AUTHORIZATION_REQUESTED: &str = "authorization.requested";
 pub const AUTHORIZATION_GRANTED: &str = "authorization.granted";

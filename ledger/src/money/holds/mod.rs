@@ -11,10 +11,10 @@ pub use settle::{expire_holds, settle, settle_batch, ExpiryPolicy};
 
 use sqlx::Row;
 
-use crate::book::{self, Resolution, TransferMeta, Tx};
+use crate::access::limits::{self, Counted};
+use crate::calendar::now_ms;
 use crate::error::LedgerResult;
-use crate::keys::now_ms;
-use crate::limits::{self, Counted};
+use crate::money::book::{self, Resolution, TransferMeta, Tx};
 
 /// A hold as settle needs it.
 struct HoldRow {

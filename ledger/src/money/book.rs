@@ -6,9 +6,10 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use crate::access::secrets::new_id;
+use crate::calendar::now_ms;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::keys::{new_id, now_ms};
 
 pub type Tx = Transaction<'static, Any>;
 

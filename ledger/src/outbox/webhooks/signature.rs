@@ -44,7 +44,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
         .find_map(|p| p.strip_prefix("t="))
         .and_then(|t| t.parse::<i64>().ok());
     let Some(t) = t else { return false };
-    crate::keys::constant_time_eq(&sign(secret, t, body), header)
+    crate::access::secrets::constant_time_eq(&sign(secret, t, body), header)
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::calendar::now_ms;
+use crate::catalog::master_key::{Keyring, Sealed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::keys::now_ms;
-use crate::master_key::{Keyring, Sealed};
 
 /// The longest key accepted; real provider keys are far shorter.
 const MAX_KEY_LEN: usize = 4096;

@@ -11,10 +11,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
+use crate::access::secrets::new_id;
+use crate::calendar::now_ms;
 use crate::config::WebhookSeed;
 use crate::db::{opt_i64, Db};
 use crate::error::LedgerResult;
-use crate::keys::{new_id, now_ms};
 
 /// Attempts before a delivery is given up (`failed`; an admin can replay it).
 pub const MAX_ATTEMPTS: i64 = 10;

@@ -5,11 +5,11 @@
 use serde_json::{json, Value};
 use tollgate_protocol::format_micros;
 
-use crate::book::{self, revenue_account, Balance, TransferMeta};
 use crate::db::Db;
 use crate::error::LedgerResult;
-use crate::events;
-use crate::wallets;
+use crate::money::book::{self, revenue_account, Balance, TransferMeta};
+use crate::money::wallets;
+use crate::outbox::events;
 
 pub struct ManualCharge {
     pub transfer_id: String,

@@ -7,10 +7,11 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::book::Tx;
+use crate::access::secrets::{new_id, random_hex, sha256_hex};
+use crate::calendar::now_ms;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::keys::{new_id, now_ms, random_hex, sha256_hex};
+use crate::money::book::Tx;
 
 pub const CONFIG_LABEL: &str = "config";
 

@@ -10,15 +10,16 @@ use tollgate_protocol::{
 };
 
 use super::{claim, load_hold, resolve, HoldRow};
-use crate::book::{self, Resolution, TransferMeta, Tx};
+use crate::access::secrets::new_id;
+use crate::calendar::now_ms;
 use crate::catalog;
+use crate::catalog::provider_kinds::KeySource;
 use crate::db::{opt_i64, Db};
 use crate::error::{LedgerError, LedgerResult};
-use crate::events;
 use crate::faults;
-use crate::keys::{new_id, now_ms};
+use crate::money::book::{self, Resolution, TransferMeta, Tx};
+use crate::outbox::events;
 use crate::pricing::PriceRule;
-use crate::providers::KeySource;
 
 async fn replay(tx: &mut Tx, hold_id: &str, state: String) -> LedgerResult<SettleResponse> {
     let row = sqlx::query("SELECT id, amount FROM charges WHERE hold_id = $1")

@@ -3,13 +3,13 @@
 //! - `isolated` paywalls: one wallet per paywall and user, `wallet:<paywall>:<user>`.
 //! - `shared` paywalls: one wallet per user across all shared paywalls,
 //!   `wallet:shared:<user>`, usable by a paywall only after the user consented
-//!   through an authorization link (see [`crate::consent`]).
+//!   through an authorization link (see [`crate::access::consent`]).
 
 use sqlx::Row;
 
-use crate::book::{self, Tx};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
+use crate::money::book::{self, Tx};
 
 pub fn isolated_wallet(paywall_id: &str, user_id: &str) -> String {
     format!("wallet:{paywall_id}:{user_id}")

@@ -5,9 +5,10 @@
 
 use sqlx::Row;
 
+use crate::access::secrets::sha256_hex;
+use crate::calendar::now_ms;
 use crate::db::{opt_i64, Db};
 use crate::error::LedgerResult;
-use crate::keys::{now_ms, sha256_hex};
 
 /// Keys are kept this long before the sweeper may delete them (≥ 24 h).
 pub const RETENTION_MS: i64 = 48 * 3600 * 1000;

@@ -6,15 +6,15 @@
 use serde_json::json;
 use sqlx::Row;
 
-use crate::book::Tx;
+use crate::access::links::{self, Link, LinkHolder, Purpose};
+use crate::calendar::now_ms;
 use crate::db::Db;
 use crate::error::LedgerResult;
-use crate::events;
-use crate::keys::now_ms;
-use crate::links::{self, Link, LinkHolder, Purpose};
+use crate::money::book::Tx;
+use crate::outbox::events;
 use crate::settings::Settings;
 
-/// An authorization link for the user (see [`crate::links`]).
+/// An authorization link for the user (see [`crate::access::links`]).
 pub async fn create_link(
     tx: &mut Tx,
     settings: &Settings,

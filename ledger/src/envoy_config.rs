@@ -16,8 +16,8 @@
 use serde_json::{json, Value};
 use tollgate_protocol::fallback_cluster;
 
+use crate::catalog::provider_kinds::BaseUrl;
 use crate::config::Config;
-use crate::providers::BaseUrl;
 
 /// Where Debian, Ubuntu and Alpine keep the CA bundle Envoy verifies providers with.
 pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

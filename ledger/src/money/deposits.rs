@@ -6,13 +6,13 @@ use serde_json::json;
 use sqlx::Row;
 use tollgate_protocol::format_micros;
 
-use crate::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::access::links::{self, Link, LinkHolder, Purpose};
 use crate::db::Db;
 use crate::error::LedgerResult;
-use crate::events;
-use crate::links::{self, Link, LinkHolder, Purpose};
+use crate::money::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::money::wallets;
+use crate::outbox::events;
 use crate::settings::Settings;
-use crate::wallets;
 
 /// Credits a user's wallet from outside money. Returns the new balance.
 pub async fn deposit(
@@ -57,7 +57,7 @@ async fn credit_wallet(
     book::balance_in(tx, &wallet).await
 }
 
-/// A top-up link for the user (see [`crate::links`]).
+/// A top-up link for the user (see [`crate::access::links`]).
 pub async fn create_topup_link(
     tx: &mut Tx,
     settings: &Settings,

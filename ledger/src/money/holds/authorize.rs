@@ -7,19 +7,22 @@ use tollgate_protocol::{
     FallbackRoute, ProviderRoute,
 };
 
-use crate::book::{self, revenue_account, TransferMeta, Tx};
+use crate::access::consent;
+use crate::access::limits::{self, Counted, Refusal};
+use crate::access::secrets::new_id;
+use crate::calendar::now_ms;
+use crate::catalog::provider_keys;
+use crate::catalog::provider_kinds::{
+    chat_path, choose_key, BaseUrl, BuiltInKeyRef, KeySource, ProviderKind,
+};
 use crate::catalog::{self, ModelRoute, Paywall};
-use crate::consent;
 use crate::db::Db;
-use crate::deposits::create_topup_link;
 use crate::error::LedgerResult;
-use crate::events;
-use crate::keys::{new_id, now_ms};
-use crate::limits::{self, Counted, Refusal};
-use crate::provider_keys;
-use crate::providers::{chat_path, choose_key, BaseUrl, BuiltInKeyRef, KeySource, ProviderKind};
+use crate::money::book::{self, revenue_account, TransferMeta, Tx};
+use crate::money::deposits::create_topup_link;
+use crate::money::wallets::{self, WalletFor};
+use crate::outbox::events;
 use crate::settings::Settings;
-use crate::wallets::{self, WalletFor};
 
 fn reject(status: u16, error: ApiError, retry_after_secs: Option<u32>) -> AuthorizeResponse {
     AuthorizeResponse::Reject {

@@ -11,10 +11,10 @@
 
 use sqlx::Row;
 
-use crate::book::Tx;
 use crate::calendar;
 use crate::db::{opt_i64, Db};
 use crate::error::LedgerResult;
+use crate::money::book::Tx;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
