@@ -16,7 +16,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     // getrandom only fails when the OS has no entropy source; refuse to go on.
-    if getrandom::fill(&mut buf).is_err() {
+    if getrandom::getrandom(&mut buf).is_err() {
         panic!("OS random source unavailable");
     }
     hex::encode(buf)

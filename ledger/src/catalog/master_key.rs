@@ -104,7 +104,7 @@ impl Keyring {
             .as_ref()
             .ok_or_else(|| format!("no master key: set {MASTER_KEY_ENV} to store provider keys"))?;
         let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::fill(&mut nonce).map_err(|_| "OS random source unavailable".to_string())?;
+        getrandom::getrandom(&mut nonce).map_err(|_| "OS random source unavailable".to_string())?;
         let payload = Payload {
             msg: plaintext.as_bytes(),
             aad: aad.as_bytes(),

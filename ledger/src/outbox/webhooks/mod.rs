@@ -7,6 +7,10 @@
 
 pub mod signature;
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::{stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -139,28 +143,38 @@ pub fn envelope(event: &sqlx::any::AnyRow) -> Value {
 /// One HTTP POST of a delivery: the status, or why there was none.
 pub type SendResult = Result<u16, String>;
 
-/// Sends a signed body (blocking HTTP client on tokio's blocking pool).
-pub async fn post(url: String, headers: Vec<(String, String)>, body: Vec<u8>) -> SendResult {
-    let sent = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(10)))
-            .http_status_as_error(false)
+/// Deliveries one dispatcher sends at the same time.
+const PARALLEL_DELIVERIES: usize = 8;
+/// Longest wait for an endpoint's answer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One HTTP client for every delivery, so connections to an endpoint are reused.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .user_agent("tollgate-webhooks/0.1")
+            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .into();
-        let mut req = agent.post(&url);
-        for (k, v) in &headers {
-            req = req.header(k, v);
-        }
-        req.send(&body[..])
-            .map(|resp| resp.status().as_u16())
-            .map_err(|e| e.to_string())
+            .unwrap_or_default()
     })
-    .await;
-    sent.unwrap_or_else(|e| Err(format!("sender task failed: {e}")))
 }
 
-/// Sends every due delivery (at most `limit`) and records the outcome.
-/// Returns how many were attempted.
+/// Sends a signed body; any HTTP status is an answer, not an error.
+pub async fn post(url: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> SendResult {
+    let mut req = client().post(url).body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send()
+        .await
+        .map(|resp| resp.status().as_u16())
+        .map_err(|e| e.without_url().to_string())
+}
+
+/// Sends every due delivery (at most `limit`, up to [`PARALLEL_DELIVERIES`]
+/// at once) and records each outcome. Returns how many were attempted.
 pub async fn deliver_due(
     db: &Db,
     now: i64,
@@ -178,43 +192,58 @@ pub async fn deliver_due(
     .bind(limit)
     .fetch_all(&db.pool)
     .await?;
+    let outcomes: Vec<LedgerResult<bool>> = stream::iter(due)
+        .map(|d| deliver_one(db, d, now, base_backoff_ms))
+        .buffer_unordered(PARALLEL_DELIVERIES)
+        .collect()
+        .await;
     let mut attempted = 0;
-    for d in due {
-        let id: String = d.get("id");
-        // Claim it: of several dispatchers, one sends it.
-        let claimed = sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3",
-        )
-        .bind(now.saturating_add(LEASE_MS))
-        .bind(&id)
-        .bind(d.get::<i64, _>("next_attempt_at"))
-        .execute(&db.pool)
-        .await?;
-        if claimed.rows_affected() != 1 {
-            continue;
-        }
-        attempted += 1;
-        let body = envelope(&d).to_string().into_bytes();
-        let secret_env: String = d.get("secret_env");
-        let result = match std::env::var(&secret_env) {
-            Ok(secret) if !secret.is_empty() => {
-                let headers = vec![
-                    ("content-type".into(), "application/json".into()),
-                    ("user-agent".into(), "tollgate-webhooks/0.1".into()),
-                    ("tollgate-event-id".into(), d.get::<String, _>("event_id")),
-                    ("tollgate-delivery-id".into(), id.clone()),
-                    (
-                        signature::SIGNATURE_HEADER.into(),
-                        signature::sign(&secret, now / 1000, &body),
-                    ),
-                ];
-                post(d.get("url"), headers, body).await
-            }
-            _ => Err(format!("signing secret {secret_env} is not set")),
-        };
-        record_attempt(db, &id, d.get("attempts"), result, now, base_backoff_ms).await?;
+    for outcome in outcomes {
+        attempted += usize::from(outcome?);
     }
     Ok(attempted)
+}
+
+/// Claims one due delivery, sends it and records the attempt. False when
+/// another dispatcher claimed it first.
+async fn deliver_one(
+    db: &Db,
+    d: sqlx::any::AnyRow,
+    now: i64,
+    base_backoff_ms: i64,
+) -> LedgerResult<bool> {
+    let id: String = d.get("id");
+    // Claim it: of several dispatchers, one sends it.
+    let claimed = sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3",
+    )
+    .bind(now.saturating_add(LEASE_MS))
+    .bind(&id)
+    .bind(d.get::<i64, _>("next_attempt_at"))
+    .execute(&db.pool)
+    .await?;
+    if claimed.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let body = envelope(&d).to_string().into_bytes();
+    let secret_env: String = d.get("secret_env");
+    let result = match std::env::var(&secret_env) {
+        Ok(secret) if !secret.is_empty() => {
+            let headers = vec![
+                ("content-type", "application/json".to_string()),
+                ("tollgate-event-id", d.get::<String, _>("event_id")),
+                ("tollgate-delivery-id", id.clone()),
+                (
+                    signature::SIGNATURE_HEADER,
+                    signature::sign(&secret, now / 1000, &body),
+                ),
+            ];
+            post(d.get::<&str, _>("url"), headers, body).await
+        }
+        _ => Err(format!("signing secret {secret_env} is not set")),
+    };
+    record_attempt(db, &id, d.get("attempts"), result, now, base_backoff_ms).await?;
+    Ok(true)
 }
 
 async fn record_attempt(
