@@ -1,12 +1,14 @@
 //! The sidecar's Prometheus metrics, served as text at `GET /metrics` on its
-//! own port (Envoy's public listener does not route it). A small registry of
-//! counters and histograms keyed by name and label values; every family is
-//! declared in [`FAMILIES`] so that `/metrics` always lists it, with its help.
+//! own port (Envoy's public listener does not route it). Recorded through the
+//! `metrics` facade and rendered by `metrics-exporter-prometheus`; every family
+//! is declared in [`FAMILIES`] (help text, label names) and starts at zero for
+//! its known label values, so `/metrics` lists it before its first event.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::Label;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -14,50 +16,66 @@ enum Kind {
     Histogram,
 }
 
-/// Name, kind, help, and the label names its samples carry (in this order).
-const FAMILIES: &[(&str, Kind, &str, &[&str])] = &[
-    (
-        AUTHORIZATIONS,
-        Kind::Counter,
-        "Authorize calls by decision (allow, action, reject) and reason.",
-        &["decision", "reason"],
-    ),
-    (
-        AUTHORIZE_SECONDS,
-        Kind::Histogram,
-        "Time to answer an authorize call.",
-        &[],
-    ),
-    (
-        SETTLEMENTS,
-        Kind::Counter,
-        "Settlements by outcome (posted, voided, replayed, refused).",
-        &["outcome"],
-    ),
-    (
-        SETTLE_SECONDS,
-        Kind::Histogram,
-        "Time to answer a settle call.",
-        &[],
-    ),
-    (
-        BALANCES_DEPLETED,
-        Kind::Counter,
-        "Charges after which the user's balance could not pay for another such request.",
-        &[],
-    ),
-    (
-        HOLD_EXPIRIES,
-        Kind::Counter,
-        "Holds resolved by the sweeper because no settlement arrived, by policy.",
-        &["policy"],
-    ),
-    (
-        DATABASE_ERRORS,
-        Kind::Counter,
-        "Operations that failed on a database error, by operation.",
-        &["operation"],
-    ),
+/// A metric family: its name, kind, help, the label names its samples carry
+/// (in this order) and the label values known in advance (shown at zero).
+struct Family {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    labels: &'static [&'static str],
+    known: &'static [&'static [&'static str]],
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: AUTHORIZATIONS,
+        kind: Kind::Counter,
+        help: "Authorize calls by decision (allow, action, reject) and reason.",
+        labels: &["decision", "reason"],
+        known: &[&["allow", "allowed"]],
+    },
+    Family {
+        name: AUTHORIZE_SECONDS,
+        kind: Kind::Histogram,
+        help: "Time to answer an authorize call.",
+        labels: &[],
+        known: &[],
+    },
+    Family {
+        name: SETTLEMENTS,
+        kind: Kind::Counter,
+        help: "Settlements by outcome (posted, voided, replayed, refused).",
+        labels: &["outcome"],
+        known: &[&["posted"], &["voided"], &["replayed"], &["refused"]],
+    },
+    Family {
+        name: SETTLE_SECONDS,
+        kind: Kind::Histogram,
+        help: "Time to answer a settle call.",
+        labels: &[],
+        known: &[],
+    },
+    Family {
+        name: BALANCES_DEPLETED,
+        kind: Kind::Counter,
+        help: "Charges after which the user's balance could not pay for another such request.",
+        labels: &[],
+        known: &[&[]],
+    },
+    Family {
+        name: HOLD_EXPIRIES,
+        kind: Kind::Counter,
+        help: "Holds resolved by the sweeper because no settlement arrived, by policy.",
+        labels: &["policy"],
+        known: &[&["void"], &["charge_prompt"], &["charge_held"]],
+    },
+    Family {
+        name: DATABASE_ERRORS,
+        kind: Kind::Counter,
+        help: "Operations that failed on a database error, by operation.",
+        labels: &["operation"],
+        known: &[&["api"], &["sweep"], &["webhooks"]],
+    },
 ];
 
 pub const AUTHORIZATIONS: &str = "tollgate_ledger_authorizations_total";
@@ -73,136 +91,80 @@ const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Default, Clone)]
-struct Histogram {
-    /// Count per bucket of `BUCKETS` (not cumulative), then the overflow.
-    counts: Vec<u64>,
-    sum_micros: u64,
-    count: u64,
+/// The process-wide recorder, installed on first use (the server's start
+/// calls [`init`] before anything is counted).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(install)
 }
 
-type Key = (&'static str, Vec<String>);
-
-#[derive(Default)]
-struct Registry {
-    counters: BTreeMap<Key, u64>,
-    histograms: BTreeMap<Key, Histogram>,
+fn install() -> PrometheusHandle {
+    let mut builder = PrometheusBuilder::new();
+    for f in FAMILIES.iter().filter(|f| f.kind == Kind::Histogram) {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(f.name.to_string()), BUCKETS)
+            .unwrap_or_else(|_| unreachable!("the bucket list is not empty"));
+    }
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    // Another global recorder (none in this binary) would keep ours from
+    // receiving samples; /metrics then shows only the declarations.
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::warn!("a metrics recorder was already installed");
+    }
+    for f in FAMILIES {
+        match f.kind {
+            Kind::Counter => {
+                metrics::describe_counter!(f.name, f.help);
+                for values in f.known {
+                    metrics::counter!(f.name, labels(f.labels, values)).absolute(0);
+                }
+            }
+            Kind::Histogram => metrics::describe_histogram!(f.name, f.help),
+        }
+    }
+    handle
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(Registry::default()))
+/// Installs the recorder and declares every family.
+pub fn init() {
+    handle();
 }
 
-fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
-    // A poisoned lock only means a panic elsewhere mid-update; counts stay usable.
-    let mut guard = registry()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    f(&mut guard)
+fn labels(names: &[&'static str], values: &[&str]) -> Vec<Label> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| Label::new(*n, v.to_string()))
+        .collect()
+}
+
+fn label_names(name: &str) -> &'static [&'static str] {
+    FAMILIES
+        .iter()
+        .find(|f| f.name == name)
+        .map_or(&[], |f| f.labels)
 }
 
 /// Adds one to a counter; `labels` are the values of the family's label names.
-pub fn count(name: &'static str, labels: &[&str]) {
-    count_by(name, labels, 1);
+pub fn count(name: &'static str, values: &[&str]) {
+    count_by(name, values, 1);
 }
 
-pub fn count_by(name: &'static str, labels: &[&str], n: u64) {
-    with(|r| {
-        *r.counters
-            .entry((name, labels.iter().map(|l| l.to_string()).collect()))
-            .or_default() += n;
-    });
+pub fn count_by(name: &'static str, values: &[&str], n: u64) {
+    init();
+    metrics::counter!(name, labels(label_names(name), values)).increment(n);
 }
 
 /// Records one observation of a latency histogram.
 pub fn observe(name: &'static str, elapsed: Duration) {
-    let seconds = elapsed.as_secs_f64();
-    let bucket = BUCKETS
-        .iter()
-        .position(|b| seconds <= *b)
-        .unwrap_or(BUCKETS.len());
-    with(|r| {
-        let h = r.histograms.entry((name, Vec::new())).or_default();
-        if h.counts.is_empty() {
-            h.counts = vec![0; BUCKETS.len() + 1];
-        }
-        if let Some(c) = h.counts.get_mut(bucket) {
-            *c += 1;
-        }
-        h.count += 1;
-        h.sum_micros = h
-            .sum_micros
-            .saturating_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
-    });
-}
-
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn label_text(names: &[&str], values: &[String], extra: Option<(&str, String)>) -> String {
-    let mut pairs: Vec<String> = names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}=\"{}\"", escape(v)))
-        .collect();
-    if let Some((n, v)) = extra {
-        pairs.push(format!("{n}=\"{v}\""));
-    }
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", pairs.join(","))
-    }
+    init();
+    metrics::histogram!(name).record(elapsed.as_secs_f64());
 }
 
 /// The Prometheus text exposition (format 0.0.4) of every family.
 pub fn render() -> String {
-    with(|r| {
-        let mut out = String::new();
-        for (name, kind, help, label_names) in FAMILIES {
-            let kind_text = match kind {
-                Kind::Counter => "counter",
-                Kind::Histogram => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind_text}");
-            match kind {
-                Kind::Counter => {
-                    let samples: Vec<_> =
-                        r.counters.iter().filter(|((n, _), _)| n == name).collect();
-                    if samples.is_empty() && label_names.is_empty() {
-                        let _ = writeln!(out, "{name} 0");
-                    }
-                    for ((_, values), v) in samples {
-                        let _ =
-                            writeln!(out, "{name}{} {v}", label_text(label_names, values, None));
-                    }
-                }
-                Kind::Histogram => {
-                    let empty = Histogram {
-                        counts: vec![0; BUCKETS.len() + 1],
-                        ..Histogram::default()
-                    };
-                    let h = r.histograms.get(&(*name, Vec::new())).unwrap_or(&empty);
-                    let mut cumulative = 0;
-                    for (i, bound) in BUCKETS.iter().enumerate() {
-                        cumulative += h.counts.get(i).copied().unwrap_or(0);
-                        let le = label_text(&[], &[], Some(("le", bound.to_string())));
-                        let _ = writeln!(out, "{name}_bucket{le} {cumulative}");
-                    }
-                    let inf = label_text(&[], &[], Some(("le", "+Inf".into())));
-                    let _ = writeln!(out, "{name}_bucket{inf} {}", h.count);
-                    let sum = h.sum_micros as f64 / 1e6;
-                    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", h.count);
-                }
-            }
-        }
-        out
-    })
+    handle().render()
 }
 
 #[cfg(test)]
@@ -213,6 +175,7 @@ mod tests {
     fn renders_counters_and_cumulative_buckets() {
         count(AUTHORIZATIONS, &["reject", "model_not_found"]);
         count(AUTHORIZATIONS, &["reject", "model_not_found"]);
+        count(HOLD_EXPIRIES, &["void\"x"]);
         observe(AUTHORIZE_SECONDS, Duration::from_millis(3));
         observe(AUTHORIZE_SECONDS, Duration::from_secs(9));
         let text = render();
@@ -224,16 +187,11 @@ mod tests {
         assert!(text.contains("tollgate_ledger_authorize_duration_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("tollgate_ledger_authorize_duration_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("tollgate_ledger_authorize_duration_seconds_count 2"));
-        // Families without samples are still declared.
+        // Label values are escaped.
+        assert!(text.contains("tollgate_ledger_hold_expiries_total{policy=\"void\\\"x\"} 1"));
+        // Families without events are declared, with their known labels at zero.
         assert!(text.contains("tollgate_ledger_balances_depleted_total 0"));
         assert!(text.contains("# HELP tollgate_ledger_hold_expiries_total"));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(
-            label_text(&["a"], &["x\"y\\z\n".into()], None),
-            "{a=\"x\\\"y\\\\z\\n\"}"
-        );
+        assert!(text.contains("tollgate_ledger_database_errors_total{operation=\"sweep\"} 0"));
     }
 }

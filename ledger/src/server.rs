@@ -15,6 +15,7 @@ use crate::settings::Settings;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    crate::metrics::init();
     let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {
         anyhow::anyhow!(
             "environment variable {} (internal secret) is not set",

@@ -4,19 +4,18 @@
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{AnyPool, Executor, Row};
 
-/// Schema migrations in order; each runs once, recorded in `schema_migrations`.
-/// Never edit a released one: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("0001_initial.sql")),
-    (2, include_str!("0002_limits.sql")),
-    (3, include_str!("0003_shared_mode.sql")),
-    (4, include_str!("0004_provider_kinds.sql")),
-    (5, include_str!("0005_byok_provider_cost.sql")),
-    (6, include_str!("0006_model_fallbacks.sql")),
-    (7, include_str!("0007_webhooks.sql")),
-];
+/// Schema migrations, one folder per dialect (`ledger/migrations/`), run by
+/// sqlx's migrator and recorded in `_sqlx_migrations`. Never edit a released
+/// one (its checksum is checked at every start): add the next, to both folders.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The table in which databases made before sqlx's migrator recorded their
+/// versions; see [`Db::adopt_legacy_history`].
+const LEGACY_HISTORY: &str = "schema_migrations";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -82,11 +81,31 @@ impl Db {
             .await?)
     }
 
-    /// Applies the migrations this database has not seen, in one transaction.
+    /// Applies the migrations this database has not seen.
     async fn migrate(&self) -> anyhow::Result<()> {
-        let serial = match self.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        self.adopt_legacy_history(migrator).await?;
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Databases created before sqlx's migrator kept their applied versions
+    /// in `schema_migrations`. Those versions are the same files, so they are
+    /// recorded in sqlx's table as applied (with the checksums sqlx expects)
+    /// and the old table is dropped; the migrator then applies only what is
+    /// new. One transaction, so a crash leaves the old history in place.
+    async fn adopt_legacy_history(&self, migrator: &Migrator) -> anyhow::Result<()> {
+        let exists_sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = $1"
+            }
         };
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
@@ -95,51 +114,49 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let applied: i64 =
-            sqlx::query("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations")
-                .fetch_one(&mut *tx)
-                .await?
-                .get(0);
-        for (version, script) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
-            for stmt in split_statements(&script.replace("{{SERIAL}}", serial)) {
-                sqlx::query(&stmt).execute(&mut *tx).await.map_err(|e| {
-                    anyhow::anyhow!("migration {version} failed at `{}`: {e}", first_line(&stmt))
-                })?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(version)
-                .bind(crate::calendar::now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tracing::info!(version, "applied schema migration");
+        let legacy: i64 = sqlx::query(exists_sql)
+            .bind(LEGACY_HISTORY)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if legacy == 0 {
+            return Ok(());
         }
+        let applied: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT version FROM {LEGACY_HISTORY} ORDER BY version"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.ensure_migrations_table().await?;
+        for version in &applied {
+            let m = migrator
+                .iter()
+                .find(|m| m.version == *version)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the database has migration {version}, which this build does not know"
+                    )
+                })?;
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES ($1, $2, TRUE, $3, 0) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(m.description.as_ref())
+            .bind(m.checksum.as_ref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&format!("DROP TABLE {LEGACY_HISTORY}"))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        tracing::info!(
+            versions = applied.len(),
+            "schema history moved to sqlx's migrator"
+        );
         Ok(())
     }
-}
-
-fn first_line(stmt: &str) -> &str {
-    stmt.lines().next().unwrap_or(stmt)
-}
-
-/// Drops `--` comments, then splits on `;` (the schema has no string literals).
-fn split_statements(sql: &str) -> Vec<String> {
-    let uncommented: String = sql
-        .lines()
-        .map(|l| l.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    uncommented
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 fn sqlite_url_with_create(url: &str) -> String {

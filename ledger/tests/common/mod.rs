@@ -144,40 +144,71 @@ pub async fn open(backend: &str) -> Option<TestDb> {
             })
         }
         _ => {
-            let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-            let required = std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
-            let admin = match Db::connect_raw(&admin_url).await {
-                Ok(a) => a,
-                Err(e) if !required => {
-                    eprintln!("skipping PostgreSQL test: {e}");
-                    return None;
-                }
-                Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
-            };
-            let name = format!(
-                "tollgate_t_{}",
-                tollgate_ledger::access::secrets::random_hex(6)
-            );
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&admin)
-                .await
-                .unwrap();
-            admin.close().await;
-            let url = match admin_url.rsplit_once('/') {
-                Some((base, _)) => format!("{base}/{name}"),
-                None => panic!("bad TOLLGATE_TEST_POSTGRES_URL"),
-            };
+            let (url, cleanup) = empty_postgres().await?;
             let db = Db::connect(&url).await.unwrap();
             catalog::seed(&db, &cfg).await.unwrap();
             Some(TestDb {
                 db,
                 url,
-                pg_cleanup: Some((admin_url, name)),
+                pg_cleanup: Some(cleanup),
                 _dir: None,
             })
         }
     }
+}
+
+/// A new, empty PostgreSQL database: its URL and what dropping it needs
+/// (admin URL, name). None when PostgreSQL is unreachable and not required.
+pub async fn empty_postgres() -> Option<(String, (String, String))> {
+    let admin_url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let required = std::env::var("TOLLGATE_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    let admin = match Db::connect_raw(&admin_url).await {
+        Ok(a) => a,
+        Err(e) if !required => {
+            eprintln!("skipping PostgreSQL test: {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
+    };
+    let name = format!(
+        "tollgate_t_{}",
+        tollgate_ledger::access::secrets::random_hex(6)
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("bad TOLLGATE_TEST_POSTGRES_URL"),
+    };
+    Some((url, (admin_url, name)))
+}
+
+/// A TestDb around a database the caller prepared (dropped, or its folder
+/// removed, when the handle goes).
+pub fn adopt(
+    db: Db,
+    url: String,
+    pg_cleanup: Option<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+) -> TestDb {
+    TestDb {
+        db,
+        url,
+        pg_cleanup,
+        _dir: dir.map(tempdir::Dir),
+    }
+}
+
+/// A new temporary folder (not removed: hand it to [`adopt`]).
+pub fn temp_folder() -> std::path::PathBuf {
+    let dir = tempdir::new();
+    let path = dir.0.clone();
+    std::mem::forget(dir);
+    path
 }
 
 /// The URL a pool was opened with, for spawning sidecar processes on it.

@@ -1,5 +1,5 @@
--- Migration 1: the initial ledger schema. One text for SQLite and PostgreSQL:
--- {{SERIAL}} is the only dialect difference (an auto-increasing integer key).
+-- Migration 1: the initial ledger schema.
+-- PostgreSQL dialect; migrations/sqlite/ holds the same schema for SQLite.
 -- Money columns are integer micro-units; times are Unix milliseconds.
 
 CREATE TABLE IF NOT EXISTS paywalls (
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS accounts (
 
 -- Immutable movements between two accounts.
 CREATE TABLE IF NOT EXISTS transfers (
-    seq             {{SERIAL}},
+    seq             BIGSERIAL PRIMARY KEY,
     id              TEXT NOT NULL UNIQUE,
     kind            TEXT NOT NULL,          -- deposit | hold | post | void
     debit_account   TEXT NOT NULL REFERENCES accounts(id),
@@ -147,7 +147,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 
 -- Outbox for webhooks and audit.
 CREATE TABLE IF NOT EXISTS events (
-    seq         {{SERIAL}},
+    seq         BIGSERIAL PRIMARY KEY,
     id          TEXT NOT NULL UNIQUE,
     kind        TEXT NOT NULL,
     request_id  TEXT,
