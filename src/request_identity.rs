@@ -62,15 +62,9 @@ pub fn bearer_key(authorization: Option<&str>) -> Result<String, ApiError> {
             "You didn't provide an API key. Send your paywall key as `Authorization: Bearer <key>`.",
         )
     };
-    let value = authorization.ok_or_else(missing)?.trim();
-    let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+    let key = authorization
+        .and_then(tollgate_protocol::bearer_token)
         .ok_or_else(missing)?;
-    if key.is_empty() {
-        return Err(missing());
-    }
     Ok(key.to_string())
 }
 

@@ -37,7 +37,7 @@ fn check_mode(mode: &str) -> LedgerResult<()> {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PaywallInfo {
     pub id: String,
     pub name: String,

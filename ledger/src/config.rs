@@ -141,7 +141,7 @@ pub struct PaywallSeed {
 }
 
 /// Limits per end user of one paywall. Every field is optional.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSeed {
     /// Prompt estimate plus maximum output of one request.
@@ -274,7 +274,7 @@ pub struct ResolvedProvider {
     pub api_key_file: String,
 }
 
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSeed {
     /// Required in the TOML; taken from the path in the admin API.
@@ -301,7 +301,7 @@ pub struct ModelSeed {
 }
 
 /// A fallback provider of a model, and the name it knows the model by.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackSeed {
     pub provider: String,

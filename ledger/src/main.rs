@@ -66,6 +66,8 @@ enum Command {
         #[command(flatten)]
         store: Store,
     },
+    /// Print the OpenAPI document of the sidecar's APIs (as served at /openapi.json).
+    Openapi,
     /// Print the Envoy clusters and routes for the configured providers (JSON,
     /// which is also YAML): paste them into `clusters:` and the virtual host's
     /// `routes:`, before any catch-all route.
@@ -182,6 +184,10 @@ fn main() -> anyhow::Result<()> {
             runtime(true)?.block_on(tollgate_ledger::server::run(cfg))
         }
         Command::Verify { store } => verify(store),
+        Command::Openapi => {
+            println!("{}", tollgate_ledger::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::EnvoyProviders {
             config,
             route_header,

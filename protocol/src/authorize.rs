@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthorizeRequest {
     /// Envoy's `x-request-id`; correlates the hold, the charge and the ledger entries.
     pub request_id: String,
@@ -29,6 +30,7 @@ fn one() -> u32 {
 
 /// What the user has to do before the request can go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Topup,
@@ -48,6 +50,7 @@ impl Action {
 
 /// Where an allowed request goes and how the filter authenticates it upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderRoute {
     /// Provider id as configured in the ledger (recorded on the charge).
     pub provider: String,
@@ -75,6 +78,7 @@ pub struct ProviderRoute {
 /// Each try is rewritten for its provider (key, path, host, model name) by the
 /// filter's provider-attempt role, an upstream filter on that cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FallbackRoute {
     /// Route header value of the aggregate cluster (see `fallback_cluster`).
     pub cluster: String,
@@ -93,6 +97,7 @@ fn default_chat_path() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum AuthorizeResponse {
     /// A hold was placed; forward to the provider.

@@ -6,6 +6,7 @@
 
 pub mod api_error;
 pub mod authorize;
+pub mod credentials;
 pub mod money;
 pub mod pricing;
 pub mod settle;
@@ -14,6 +15,7 @@ pub use api_error::ApiError;
 pub use authorize::{
     fallback_cluster, Action, AuthorizeRequest, AuthorizeResponse, FallbackRoute, ProviderRoute,
 };
+pub use credentials::bearer_token;
 pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
 pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
 

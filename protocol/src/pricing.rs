@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PriceRule {
     /// `<model>@v<version>`, stamped on every hold and charge.
     pub id: String,

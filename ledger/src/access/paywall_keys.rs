@@ -62,7 +62,7 @@ async fn insert(tx: &mut Tx, paywall_id: &str, hash: &str, label: &str) -> Ledge
 }
 
 /// A freshly created key: the only time its plaintext exists outside the caller.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     pub id: String,
     pub key: String,
@@ -100,7 +100,7 @@ pub async fn revoke(db: &Db, paywall_id: &str, key_id: &str) -> LedgerResult<boo
 }
 
 /// A key as listed: never its plaintext or its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub label: String,

@@ -30,7 +30,7 @@ fn fingerprint(key: &str) -> String {
 }
 
 /// A stored key as listed: never the key.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ProviderKeyInfo {
     pub paywall: String,
     pub provider: String,

@@ -47,7 +47,7 @@ pub async fn put_provider(
 }
 
 /// A provider as listed: where its key comes from, never the key.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ProviderInfo {
     pub id: String,
     pub kind: String,

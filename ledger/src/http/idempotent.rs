@@ -10,10 +10,23 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tollgate_protocol::ApiError;
 
-use super::{api_error, ledger_failure, Shared};
+use super::errors::api_error;
+use super::Shared;
 use crate::money::idempotency::{self, Begin};
 
 const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header, as the OpenAPI document describes it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // documentation only; `run_once` reads the header
+pub struct IdempotencyKey {
+    /// Same key + same body replays the stored response (header
+    /// `idempotent-replayed: true`); another body is 422; still running is
+    /// 409. Scoped to the paywall, kept 48 h.
+    #[param(rename = "Idempotency-Key", max_length = 255)]
+    idempotency_key: Option<String>,
+}
 
 /// Runs `op` at most once per (paywall, Idempotency-Key); without a key, runs it.
 /// `op` returns the status and JSON body to send (and to store).
@@ -70,7 +83,7 @@ where
                 ),
             )
         }
-        Err(e) => return ledger_failure(e),
+        Err(e) => return e.into(),
     }
     let (status, response_body) = op().await;
     let stored = if status.is_server_error() {

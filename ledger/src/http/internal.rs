@@ -1,76 +1,62 @@
-//! Internal API: authorize and settle, called by the filter only.
+//! Internal API: authorize and settle, called by the filter only (with the
+//! internal secret; see [`super::auth::InternalAuth`]).
+
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Json;
-use std::time::Instant;
+use tollgate_protocol::{AuthorizeRequest, AuthorizeResponse, SettleRequest, SettleResponse};
 
-use tollgate_protocol::{
-    ApiError, AuthorizeRequest, AuthorizeResponse, SettleRequest, INTERNAL_SECRET_HEADER,
-};
-
-use super::{api_error, ledger_failure, parse_json, Shared};
-use crate::access::secrets::constant_time_eq;
+use super::auth::InternalAuth;
+use super::errors::{parse_json, Answer};
+use super::schemas::ErrorBody;
+use super::Shared;
 use crate::error::LedgerError;
 use crate::metrics;
 use crate::money::holds;
 
-fn check_secret(state: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let given = headers
-        .get(INTERNAL_SECRET_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if constant_time_eq(given, &state.internal_secret) {
-        Ok(())
-    } else {
-        tracing::warn!("internal call with a missing or wrong secret");
-        Err(api_error(
-            StatusCode::FORBIDDEN,
-            ApiError::new("permission_error", "forbidden", "Internal endpoint."),
-        ))
-    }
-}
-
-pub async fn authorize(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check_secret(&state, &headers) {
-        return r;
-    }
-    let req: AuthorizeRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+/// Filter → sidecar: may this user spend? (never routed publicly)
+#[utoipa::path(post, path = "/internal/v1/authorize", tag = "internal",
+    security(("internalSecret" = [])),
+    request_body = AuthorizeRequest,
+    responses(
+        (status = 200, description = "Allow (with a hold and the provider route), an action to show the user, or a refusal", body = AuthorizeResponse),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 403, description = "Missing or wrong internal secret", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody),
+    ))]
+pub async fn authorize(_: InternalAuth, State(state): State<Shared>, body: Bytes) -> Answer {
+    let req: AuthorizeRequest = parse_json(&body)?;
     let started = Instant::now();
     let answer = holds::authorize(&state.db, &state.settings, &req).await;
     metrics::observe(metrics::AUTHORIZE_SECONDS, started.elapsed());
-    match answer {
-        Ok(decision) => {
-            let (kind, reason) = match &decision {
-                AuthorizeResponse::Allow { .. } => ("allow", "allowed"),
-                AuthorizeResponse::Action { action, .. } => ("action", action.as_str()),
-                AuthorizeResponse::Reject { error, .. } => {
-                    ("reject", error.code.as_deref().unwrap_or("rejected"))
-                }
-            };
-            metrics::count(metrics::AUTHORIZATIONS, &[kind, reason]);
-            Json(decision).into_response()
+    let (kind, reason) = match &answer {
+        Ok(AuthorizeResponse::Allow { .. }) => ("allow", "allowed"),
+        Ok(AuthorizeResponse::Action { action, .. }) => ("action", action.as_str()),
+        Ok(AuthorizeResponse::Reject { error, .. }) => {
+            ("reject", error.code.as_deref().unwrap_or("rejected"))
         }
-        Err(e) => {
-            metrics::count(metrics::AUTHORIZATIONS, &["error", "ledger_unavailable"]);
-            ledger_failure(e)
-        }
-    }
+        Err(_) => ("error", "ledger_unavailable"),
+    };
+    metrics::count(metrics::AUTHORIZATIONS, &[kind, reason]);
+    Ok(Json(answer?).into_response())
 }
 
-pub async fn settle(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check_secret(&state, &headers) {
-        return r;
-    }
-    let req: SettleRequest = match parse_json(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+/// Filter → sidecar: post what a request used, once per hold.
+#[utoipa::path(post, path = "/internal/v1/settle", tag = "internal",
+    security(("internalSecret" = [])),
+    request_body = SettleRequest,
+    responses(
+        (status = 200, description = "The hold's final state (a repeated settlement replays it)", body = SettleResponse),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 403, description = "Missing or wrong internal secret", body = ErrorBody),
+        (status = 404, description = "No such hold", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody),
+    ))]
+pub async fn settle(_: InternalAuth, State(state): State<Shared>, body: Bytes) -> Answer {
+    let req: SettleRequest = parse_json(&body)?;
     let started = Instant::now();
     let answer = holds::settle(&state.db, &req).await;
     metrics::observe(metrics::SETTLE_SECONDS, started.elapsed());
@@ -81,8 +67,5 @@ pub async fn settle(State(state): State<Shared>, headers: HeaderMap, body: Bytes
         Err(_) => "error",
     };
     metrics::count(metrics::SETTLEMENTS, &[outcome]);
-    match answer {
-        Ok(res) => Json(res).into_response(),
-        Err(e) => ledger_failure(e),
-    }
+    Ok(Json(answer?).into_response())
 }

@@ -7,11 +7,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollgate_protocol::{format_micros, parse_amount, ApiError};
+use tollgate_protocol::{parse_amount, ApiError};
 
-use super::idempotent::run_once;
-use super::public::{balance_json, require_user};
-use super::{paywall_from, Shared};
+use super::auth::PaywallAuth;
+use super::idempotent::{run_once, IdempotencyKey};
+use super::public::{amount, balance_of, require_user};
+use super::schemas::{Balance, Charge, ErrorBody, Movement as MovementDoc};
+use super::Shared;
 use crate::money::deposits;
 use crate::money::manual_charges;
 
@@ -100,11 +102,30 @@ fn parse_movement(body: &[u8]) -> Result<Movement, Answer> {
     })
 }
 
-pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+/// The body an answer of these calls carries, as stored for replays.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Credit a user.
+#[utoipa::path(post, path = "/v1/user/balance/deposit", tag = "public",
+    security(("paywallKey" = [])), params(IdempotencyKey),
+    request_body = MovementDoc,
+    responses(
+        (status = 200, description = "New balance", body = Balance),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 403, description = "Forbidden", body = ErrorBody),
+        (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
+        (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody),
+    ))]
+pub async fn deposit(
+    PaywallAuth(paywall): PaywallAuth,
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     run_once(
         &state,
         &paywall.id,
@@ -118,7 +139,7 @@ pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Byte
             };
             match deposits::deposit(&state.db, &paywall.id, &m.user, m.amount, "api_deposit").await
             {
-                Ok(b) => (StatusCode::OK, balance_json(&m.user, b).to_string()),
+                Ok(b) => (StatusCode::OK, json_text(&balance_of(&m.user, b))),
                 Err(e) => unavailable(e),
             }
         },
@@ -126,11 +147,26 @@ pub async fn deposit(State(state): State<Shared>, headers: HeaderMap, body: Byte
     .await
 }
 
-pub async fn charge(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+/// Manual charge: bill the user for something other than a completion.
+#[utoipa::path(post, path = "/v1/user/charge", tag = "public",
+    security(("paywallKey" = [])), params(IdempotencyKey),
+    request_body = MovementDoc,
+    responses(
+        (status = 200, description = "The charge and the new balance", body = Charge),
+        (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 402, description = "The balance does not cover the charge", body = ErrorBody),
+        (status = 403, description = "Forbidden", body = ErrorBody),
+        (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
+        (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable", body = ErrorBody),
+    ))]
+pub async fn charge(
+    PaywallAuth(paywall): PaywallAuth,
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     run_once(
         &state,
         &paywall.id,
@@ -146,12 +182,18 @@ pub async fn charge(State(state): State<Shared>, headers: HeaderMap, body: Bytes
                 .await
             {
                 Ok(Some(c)) => {
-                    let mut doc = balance_json(&m.user, c.balance);
-                    doc["object"] = json!("charge");
-                    doc["id"] = json!(c.transfer_id);
-                    doc["amount"] = json!(format_micros(m.amount));
-                    doc["metadata"] = m.metadata;
-                    (StatusCode::OK, doc.to_string())
+                    let b = balance_of(&m.user, c.balance);
+                    let doc = Charge {
+                        object: "charge",
+                        id: c.transfer_id,
+                        user: b.user,
+                        amount: amount(m.amount),
+                        balance: b.balance,
+                        held: b.held,
+                        available: b.available,
+                        metadata: m.metadata,
+                    };
+                    (StatusCode::OK, json_text(&doc))
                 }
                 Ok(None) => (
                     StatusCode::PAYMENT_REQUIRED,

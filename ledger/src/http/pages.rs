@@ -11,6 +11,7 @@ use axum::Form;
 
 use tollgate_protocol::format_micros;
 
+use super::schemas::TopupForm;
 use super::Shared;
 use crate::access::consent;
 use crate::error::LedgerError;
@@ -56,6 +57,13 @@ fn unavailable() -> Response {
     )
 }
 
+/// Top-up page (HTML) for the user a link was issued to.
+#[utoipa::path(get, path = "/pay/topup/{token}", tag = "pages",
+    params(("token" = String, Path, description = "The link's token")),
+    responses(
+        (status = 200, description = "Page", content_type = "text/html"),
+        (status = 404, description = "Unknown, expired or used link", content_type = "text/html"),
+    ))]
 pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) -> Response {
     let holder = match deposits::open_link(&state.db, &token).await {
         Ok(Some(h)) => h,
@@ -84,6 +92,15 @@ pub async fn topup_page(State(state): State<Shared>, Path(token): Path<String>) 
     page(StatusCode::OK, "Top up your balance", &body)
 }
 
+/// Pay for a top-up through the configured processor.
+#[utoipa::path(post, path = "/pay/topup/{token}", tag = "pages",
+    params(("token" = String, Path, description = "The link's token")),
+    request_body(content = TopupForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Paid", content_type = "text/html"),
+        (status = 400, description = "Payment not accepted", content_type = "text/html"),
+        (status = 404, description = "Link not valid", content_type = "text/html"),
+    ))]
 pub async fn topup_pay(
     State(state): State<Shared>,
     Path(token): Path<String>,
@@ -129,6 +146,13 @@ fn not_connected(app: &str) -> Response {
     page(StatusCode::FORBIDDEN, "Authorization needed", &body)
 }
 
+/// Authorization (consent) page for shared mode.
+#[utoipa::path(get, path = "/pay/connect/{token}", tag = "pages",
+    params(("token" = String, Path, description = "The link's token")),
+    responses(
+        (status = 200, description = "Page", content_type = "text/html"),
+        (status = 404, description = "Unknown, expired or used link", content_type = "text/html"),
+    ))]
 pub async fn consent_page(Path(token): Path<String>, State(state): State<Shared>) -> Response {
     match consent::open_link(&state.db, &token).await {
         Ok(Some(h)) => {
@@ -148,6 +172,13 @@ pub async fn consent_page(Path(token): Path<String>, State(state): State<Shared>
     }
 }
 
+/// Confirm the authorization.
+#[utoipa::path(post, path = "/pay/connect/{token}", tag = "pages",
+    params(("token" = String, Path, description = "The link's token")),
+    responses(
+        (status = 200, description = "Authorized", content_type = "text/html"),
+        (status = 404, description = "Unknown, expired or used link", content_type = "text/html"),
+    ))]
 pub async fn consent_accept(Path(token): Path<String>, State(state): State<Shared>) -> Response {
     match consent::accept(&state.db, &token).await {
         Ok(Some(h)) => {

@@ -2,26 +2,26 @@
 //! ever sees its own users: wallets are keyed by (paywall, user).
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
 use tollgate_protocol::{format_micros, ApiError};
 
-use super::{api_error, ledger_failure, paywall_from, Shared};
+use super::auth::PaywallAuth;
+use super::errors::{api_error, bad_request, Answer};
+use super::schemas::{
+    Amount, Balance, Connection, EntriesQuery, EntryList, ErrorBody, Model, ModelList, Pricing,
+    TopupLink, UserQuery,
+};
+use super::Shared;
 use crate::access::consent;
-use crate::catalog::{self, Paywall};
-use crate::money::book::{self, Balance};
+use crate::catalog;
+use crate::error::LedgerError;
+use crate::money::book;
 use crate::money::deposits;
 use crate::money::wallets::{self, WalletFor};
 
 const MAX_USER_LEN: usize = 256;
-
-#[derive(Deserialize)]
-pub struct UserQuery {
-    user: Option<String>,
-}
 
 pub(super) fn require_user(user: Option<&str>) -> Result<String, Response> {
     match user.map(str::trim) {
@@ -36,53 +36,48 @@ pub(super) fn require_user(user: Option<&str>) -> Result<String, Response> {
     }
 }
 
-/// The calling paywall and the user a read concerns (wallets are per paywall).
-async fn paywall_and_user(
-    state: &Shared,
-    headers: &HeaderMap,
-    user: Option<&str>,
-) -> Result<(Paywall, String), Response> {
-    let paywall = paywall_from(state, headers).await?;
-    Ok((paywall, require_user(user)?))
+pub(super) fn amount(micros: i64) -> Amount {
+    Amount(format_micros(micros))
 }
 
-pub(super) fn balance_json(user: &str, b: Balance) -> serde_json::Value {
-    json!({
-        "object": "balance",
-        "user": user,
-        "balance": format_micros(b.posted),
-        "held": format_micros(b.held),
-        "available": format_micros(b.available),
-    })
+pub(super) fn balance_of(user: &str, b: book::Balance) -> Balance {
+    Balance {
+        object: "balance",
+        user: user.to_string(),
+        balance: amount(b.posted),
+        held: amount(b.held),
+        available: amount(b.available),
+    }
 }
 
+/// A user's balance.
+#[utoipa::path(get, path = "/v1/user/balance", tag = "public",
+    security(("paywallKey" = [])), params(UserQuery),
+    responses(
+        (status = 200, description = "Balance", body = Balance),
+        (status = 400, description = "Missing user", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
 pub async fn balance(
+    PaywallAuth(paywall): PaywallAuth,
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(q): Query<UserQuery>,
-) -> Response {
-    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
-        Ok(pu) => pu,
-        Err(r) => return r,
-    };
-    let wallet = match wallet_of(&state, &paywall.id, &user).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    match book::find_balance(&state.db, &wallet).await {
-        Ok(Some(b)) => Json(balance_json(&user, b)).into_response(),
-        Ok(None) => unknown_user(),
-        Err(e) => ledger_failure(e),
+) -> Answer {
+    let user = require_user(q.user.as_deref())?;
+    let wallet = wallet_of(&state, &paywall.id, &user).await?;
+    match book::find_balance(&state.db, &wallet).await? {
+        Some(b) => Ok(Json(balance_of(&user, b)).into_response()),
+        None => Err(unknown_user()),
     }
 }
 
 /// The wallet this paywall may read for `user`; a shared-mode user who has not
 /// authorized the paywall is as unknown to it as another paywall's user.
 async fn wallet_of(state: &Shared, paywall_id: &str, user: &str) -> Result<String, Response> {
-    match wallets::wallet_for(&state.db, paywall_id, user).await {
-        Ok(WalletFor::Ready(w)) => Ok(w),
-        Ok(WalletFor::NeedsConsent) => Err(unknown_user()),
-        Err(e) => Err(ledger_failure(e)),
+    match wallets::wallet_for(&state.db, paywall_id, user).await? {
+        WalletFor::Ready(w) => Ok(w),
+        WalletFor::NeedsConsent => Err(unknown_user()),
     }
 }
 
@@ -96,173 +91,173 @@ fn unknown_user() -> Response {
     )
 }
 
+/// A single-use, expiring top-up link.
+#[utoipa::path(get, path = "/v1/user/balance/topup", tag = "public",
+    security(("paywallKey" = [])), params(UserQuery),
+    responses(
+        (status = 200, description = "Link", body = TopupLink),
+        (status = 400, description = "Missing user", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+    ))]
 pub async fn topup(
+    PaywallAuth(paywall): PaywallAuth,
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(q): Query<UserQuery>,
-) -> Response {
-    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
-        Ok(pu) => pu,
-        Err(r) => return r,
-    };
-    let result = async {
-        let mut tx = state.db.pool.begin().await?;
-        let link =
-            deposits::create_topup_link(&mut tx, &state.settings, &paywall.id, &user).await?;
-        tx.commit().await?;
-        Ok::<_, crate::error::LedgerError>(link)
-    }
-    .await;
-    match result {
-        Ok(link) => Json(json!({"object": "topup_link", "user": user, "url": link.url, "expires_at": link.expires_at / 1000}))
-            .into_response(),
-        Err(e) => ledger_failure(e),
-    }
+) -> Answer {
+    let user = require_user(q.user.as_deref())?;
+    let mut tx = state.db.pool.begin().await.map_err(LedgerError::from)?;
+    let link = deposits::create_topup_link(&mut tx, &state.settings, &paywall.id, &user).await?;
+    tx.commit().await.map_err(LedgerError::from)?;
+    Ok(Json(TopupLink {
+        object: "topup_link",
+        user,
+        url: link.url,
+        expires_at: link.expires_at / 1000,
+    })
+    .into_response())
 }
 
-pub async fn models(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let paywall = match paywall_from(&state, &headers).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    match catalog::list_models(&state.db, &paywall.id).await {
-        Ok(list) => {
-            let data: Vec<_> = list
-                .into_iter()
-                .map(|(name, provider, p)| {
-                    json!({
-                        "id": name, "object": "model", "created": 0, "owned_by": provider,
-                        "pricing": {
-                            "currency_unit": "1.000000",
-                            "input_per_million": format_micros(p.input_per_m),
-                            "cached_input_per_million": format_micros(p.cached_input_per_m),
-                            "output_per_million": format_micros(p.output_per_m),
-                            "markup_bps": p.markup_bps,
-                            "min_charge": format_micros(p.min_charge),
-                            "version": p.version,
-                        }
-                    })
-                })
-                .collect();
-            Json(json!({"object": "list", "data": data})).into_response()
-        }
-        Err(e) => ledger_failure(e),
-    }
+/// Models this paywall can use, with current prices.
+#[utoipa::path(get, path = "/v1/models", tag = "public",
+    security(("paywallKey" = [])),
+    responses(
+        (status = 200, description = "Models", body = ModelList),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+    ))]
+pub async fn models(PaywallAuth(paywall): PaywallAuth, State(state): State<Shared>) -> Answer {
+    let data = catalog::list_models(&state.db, &paywall.id)
+        .await?
+        .into_iter()
+        .map(|(name, provider, p)| Model {
+            id: name,
+            object: "model",
+            created: 0,
+            owned_by: provider,
+            pricing: Pricing {
+                currency_unit: Amount("1.000000".into()),
+                input_per_million: amount(p.input_per_m),
+                cached_input_per_million: amount(p.cached_input_per_m),
+                output_per_million: amount(p.output_per_m),
+                markup_bps: p.markup_bps,
+                min_charge: amount(p.min_charge),
+                version: p.version,
+            },
+        })
+        .collect();
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
-pub struct EntriesQuery {
-    user: Option<String>,
-    after: Option<i64>,
-    limit: Option<i64>,
-}
-
+/// A user's ledger entries (this paywall's), paginated.
+#[utoipa::path(get, path = "/v1/user/ledger", tag = "public",
+    security(("paywallKey" = [])), params(EntriesQuery),
+    responses(
+        (status = 200, description = "Entries, oldest first", body = EntryList),
+        (status = 400, description = "Missing user", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+        (status = 404, description = "Unknown user", body = ErrorBody),
+    ))]
 pub async fn ledger_entries(
+    PaywallAuth(paywall): PaywallAuth,
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(q): Query<EntriesQuery>,
-) -> Response {
-    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
-        Ok(pu) => pu,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let user = require_user(q.user.as_deref())?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let wallet = match wallet_of(&state, &paywall.id, &user).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    match book::find_balance(&state.db, &wallet).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return unknown_user(),
-        Err(e) => return ledger_failure(e),
+    let wallet = wallet_of(&state, &paywall.id, &user).await?;
+    if book::find_balance(&state.db, &wallet).await?.is_none() {
+        return Err(unknown_user());
     }
-    match deposits::entries(
-        &state.db,
-        &wallet,
-        &paywall.id,
-        q.after.unwrap_or(0),
-        limit + 1,
-    )
-    .await
-    {
-        Ok(mut list) => {
-            let has_more = list.len() as i64 > limit;
-            list.truncate(limit as usize);
-            let next = if has_more {
-                list.last().map(|e| e.seq)
-            } else {
-                None
-            };
-            Json(json!({"object": "list", "data": list, "has_more": has_more, "next_after": next}))
-                .into_response()
-        }
-        Err(e) => ledger_failure(e),
+    let after = q.after.unwrap_or(0);
+    let mut data = deposits::entries(&state.db, &wallet, &paywall.id, after, limit + 1).await?;
+    let has_more = data.len() as i64 > limit;
+    data.truncate(limit as usize);
+    let next_after = has_more.then(|| data.last().map(|e| e.seq)).flatten();
+    Ok(Json(EntryList {
+        object: "list",
+        data,
+        has_more,
+        next_after,
+    })
+    .into_response())
+}
+
+fn connection(user: String, mode: &str, connected: bool) -> Connection {
+    Connection {
+        object: "connection",
+        user,
+        mode: mode.to_string(),
+        connected,
+        connected_at: None,
+        url: None,
+        expires_at: None,
+        revoked: None,
     }
 }
 
-/// `GET /v1/user/connect`: whether the user has authorized this paywall
-/// (shared mode); if not, a fresh authorization link to show them.
+/// Shared mode: whether the user authorized this paywall; if not, an authorization link.
+#[utoipa::path(get, path = "/v1/user/connect", tag = "public",
+    security(("paywallKey" = [])), params(UserQuery),
+    responses(
+        (status = 200, description = "Connection state", body = Connection),
+        (status = 400, description = "Missing user", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+    ))]
 pub async fn connect(
+    PaywallAuth(paywall): PaywallAuth,
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(q): Query<UserQuery>,
-) -> Response {
-    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
-        Ok(pu) => pu,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let user = require_user(q.user.as_deref())?;
     if paywall.mode != "shared" {
-        return Json(
-            json!({"object": "connection", "user": user, "mode": paywall.mode, "connected": true}),
-        )
-        .into_response();
+        return Ok(Json(connection(user, &paywall.mode, true)).into_response());
     }
-    match consent::connected_since(&state.db, &paywall.id, &user).await {
-        Ok(Some(since)) => Json(json!({
-            "object": "connection", "user": user, "mode": "shared", "connected": true, "connected_at": since / 1000,
-        }))
-        .into_response(),
-        Ok(None) => {
-            let link = async {
-                let mut tx = state.db.pool.begin().await?;
-                let link = consent::create_link(&mut tx, &state.settings, &paywall.id, &user).await?;
-                tx.commit().await?;
-                Ok::<_, crate::error::LedgerError>(link)
-            }
-            .await;
-            match link {
-                Ok(l) => Json(json!({
-                    "object": "connection", "user": user, "mode": "shared", "connected": false,
-                    "url": l.url, "expires_at": l.expires_at / 1000,
-                }))
-                .into_response(),
-                Err(e) => ledger_failure(e),
+    let answer = match consent::connected_since(&state.db, &paywall.id, &user).await? {
+        Some(since) => Connection {
+            connected_at: Some(since / 1000),
+            ..connection(user, "shared", true)
+        },
+        None => {
+            let mut tx = state.db.pool.begin().await.map_err(LedgerError::from)?;
+            let link = consent::create_link(&mut tx, &state.settings, &paywall.id, &user).await?;
+            tx.commit().await.map_err(LedgerError::from)?;
+            Connection {
+                url: Some(link.url),
+                expires_at: Some(link.expires_at / 1000),
+                ..connection(user, "shared", false)
             }
         }
-        Err(e) => ledger_failure(e),
-    }
+    };
+    Ok(Json(answer).into_response())
 }
 
-/// `GET /v1/user/disconnect`: revokes the user's authorization of this paywall.
+/// Shared mode: revoke the user's authorization of this paywall.
+#[utoipa::path(get, path = "/v1/user/disconnect", tag = "public",
+    security(("paywallKey" = [])), params(UserQuery),
+    responses(
+        (status = 200, description = "Disconnected", body = Connection),
+        (status = 400, description = "Missing user, or not a shared-mode paywall", body = ErrorBody),
+        (status = 401, description = "Missing or unknown key", body = ErrorBody),
+    ))]
 pub async fn disconnect(
+    PaywallAuth(paywall): PaywallAuth,
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(q): Query<UserQuery>,
-) -> Response {
-    let (paywall, user) = match paywall_and_user(&state, &headers, q.user.as_deref()).await {
-        Ok(pu) => pu,
-        Err(r) => return r,
-    };
+) -> Answer {
+    let user = require_user(q.user.as_deref())?;
     if paywall.mode != "shared" {
-        let err = ApiError::invalid_request(
+        return Err(bad_request(
             "not_shared_mode",
             "This paywall keeps isolated wallets; there is nothing to disconnect.",
-        );
-        return api_error(StatusCode::BAD_REQUEST, err);
+        ));
     }
-    match consent::disconnect(&state.db, &paywall.id, &user).await {
-        Ok(revoked) => Json(json!({"object": "connection", "user": user, "mode": "shared", "connected": false, "revoked": revoked}))
-            .into_response(),
-        Err(e) => ledger_failure(e),
-    }
+    let revoked = consent::disconnect(&state.db, &paywall.id, &user).await?;
+    Ok(Json(Connection {
+        revoked: Some(revoked),
+        ..connection(user, "shared", false)
+    })
+    .into_response())
 }

@@ -92,7 +92,7 @@ pub async fn redeem_link(
 }
 
 /// One ledger entry as the wallet's owner sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub seq: i64,
     pub id: String,

@@ -291,7 +291,7 @@ async fn record_attempt(
 }
 
 /// An endpoint as the admin API lists it (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EndpointInfo {
     pub id: String,
     pub url: String,
@@ -333,7 +333,7 @@ pub async fn list_endpoints(db: &Db) -> LedgerResult<Vec<EndpointInfo>> {
 }
 
 /// A delivery in the log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryInfo {
     pub id: String,
     pub event_id: String,

@@ -1,0 +1,40 @@
+//! The sidecar's own port: liveness, Prometheus metrics and the OpenAPI
+//! document. Envoy's public listener routes none of them.
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+/// The OpenAPI document as served, rendered once when the router is built.
+#[derive(Clone)]
+pub struct Document(pub Arc<String>);
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of every API the sidecar serves", content_type = "application/json")))]
+pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+    (
+        [("content-type", "application/json")],
+        doc.0.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics of the sidecar (its own port only; never routed through Envoy).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition 0.0.4", content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "ok", content_type = "text/plain")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
