@@ -17,7 +17,9 @@ use crate::host::{Callout, Flow, LogLevel, StreamHost};
 use crate::observation::{Decision, Observation};
 use crate::provider_attempt::{self, point_at, PROVIDER_HEADER};
 use crate::replies::{action_reply, LocalReply};
-use crate::request_identity::{bearer_key, classify_path, resolve_user, PathKind, USER_HEADER};
+use crate::request_identity::{
+    bearer_key, classify_path, resolve_user, PathKind, UserIdError, USER_HEADER,
+};
 use crate::response_reader::ResponseReader;
 use crate::tokens::Tokenizers;
 
@@ -172,10 +174,10 @@ impl PaywallStream {
         };
         let header_user = host.request_header(USER_HEADER);
         // Conflicts visible without the body are reported now.
-        if let Err(e) = resolve_user(path_user.as_deref(), header_user.as_deref(), None) {
-            if e.code.as_deref() == Some("conflicting_user") {
-                return self.reply(host, LocalReply::error(400, &e));
-            }
+        if let Err(e @ UserIdError::Conflicting { .. }) =
+            resolve_user(path_user.as_deref(), header_user.as_deref(), None)
+        {
+            return self.reply(host, LocalReply::error(400, &e.into()));
         }
         let declared_len = host
             .request_header("content-length")
@@ -235,7 +237,7 @@ impl PaywallStream {
             chat.user.as_deref(),
         ) {
             Ok(u) => u,
-            Err(e) => return self.reply(host, LocalReply::error(400, &e)),
+            Err(e) => return self.reply(host, LocalReply::error(400, &e.into())),
         };
         let prompt_tokens = u32::try_from(self.tokenizers.count_prompt(&chat)).unwrap_or(u32::MAX);
         let ask = AuthorizeRequest {

@@ -33,26 +33,11 @@ pub fn classify_path(path: &str) -> PathKind {
     }
 }
 
-/// Minimal %XX decoding for user ids in the path; invalid escapes are kept verbatim.
+/// %XX decoding for user ids in the path; invalid escapes are kept verbatim.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The paywall key from `Authorization: Bearer …`.
@@ -70,14 +55,49 @@ pub fn bearer_key(authorization: Option<&str>) -> Result<String, ApiError> {
 
 const MAX_USER_LEN: usize = 256;
 
+/// Why a request names no usable end user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserIdError {
+    /// No user id anywhere.
+    Missing,
+    /// Two places name different users: `place` holds `other`, another `first`.
+    Conflicting {
+        place: &'static str,
+        other: String,
+        first: String,
+    },
+    /// Empty, too long or unprintable.
+    Invalid,
+}
+
+impl From<UserIdError> for ApiError {
+    fn from(e: UserIdError) -> ApiError {
+        let (code, message) = match e {
+            UserIdError::Missing => (
+                "missing_user",
+                "No user id: set the `user` field, the X-Paywall-User header, or use /v1/{user}/chat/completions.".to_string(),
+            ),
+            UserIdError::Conflicting { place, other, first } => (
+                "conflicting_user",
+                format!("The user id in the {place} ({other:?}) disagrees with another user id in the request ({first:?})."),
+            ),
+            UserIdError::Invalid => (
+                "invalid_user",
+                format!("The user id must be 1 to {MAX_USER_LEN} printable characters."),
+            ),
+        };
+        ApiError::invalid_request(code, message).with_param("user")
+    }
+}
+
 /// Reconciles the user ids a request may carry. Two that disagree is an error,
 /// as is none at all.
 pub fn resolve_user(
     path_user: Option<&str>,
     header_user: Option<&str>,
     body_user: Option<&str>,
-) -> Result<String, ApiError> {
-    let given: Vec<(&str, &str)> = [
+) -> Result<String, UserIdError> {
+    let given: Vec<(&'static str, &str)> = [
         ("path", path_user),
         ("header", header_user),
         ("body", body_user),
@@ -86,27 +106,19 @@ pub fn resolve_user(
     .filter_map(|(src, u)| u.map(|u| (src, u.trim())))
     .collect();
     let Some(&(_, first)) = given.first() else {
-        return Err(ApiError::invalid_request(
-            "missing_user",
-            "No user id: set the `user` field, the X-Paywall-User header, or use /v1/{user}/chat/completions.",
-        )
-        .with_param("user"));
+        return Err(UserIdError::Missing);
     };
-    if let Some(&(src, other)) = given.iter().find(|(_, u)| *u != first) {
-        return Err(ApiError::invalid_request(
-            "conflicting_user",
-            format!("The user id in the {src} ({other:?}) disagrees with another user id in the request ({first:?})."),
-        )
-        .with_param("user"));
+    if let Some(&(place, other)) = given.iter().find(|(_, u)| *u != first) {
+        return Err(UserIdError::Conflicting {
+            place,
+            other: other.to_string(),
+            first: first.to_string(),
+        });
     }
     // U+FFFD stands for bytes that were not UTF-8 in a header.
     let unprintable = |c: char| c.is_control() || c == char::REPLACEMENT_CHARACTER;
     if first.is_empty() || first.len() > MAX_USER_LEN || first.chars().any(unprintable) {
-        return Err(ApiError::invalid_request(
-            "invalid_user",
-            format!("The user id must be 1 to {MAX_USER_LEN} printable characters."),
-        )
-        .with_param("user"));
+        return Err(UserIdError::Invalid);
     }
     Ok(first.to_string())
 }
@@ -143,7 +155,8 @@ mod tests {
     #[test]
     fn users_with_undecodable_bytes_are_invalid() {
         let e = resolve_user(None, Some("al\u{FFFD}ce"), None).unwrap_err();
-        assert_eq!(e.code.as_deref(), Some("invalid_user"));
+        assert_eq!(e, UserIdError::Invalid);
+        assert_eq!(ApiError::from(e).code.as_deref(), Some("invalid_user"));
     }
 
     #[test]
@@ -151,17 +164,13 @@ mod tests {
         assert_eq!(resolve_user(None, Some("u"), Some("u")).unwrap(), "u");
         assert_eq!(resolve_user(Some("p"), None, None).unwrap(), "p");
         let e = resolve_user(Some("a"), None, Some("b")).unwrap_err();
-        assert_eq!(e.code.as_deref(), Some("conflicting_user"));
+        assert!(matches!(e, UserIdError::Conflicting { place: "body", .. }));
+        assert_eq!(ApiError::from(e).code.as_deref(), Some("conflicting_user"));
+        let e = resolve_user(None, None, None).unwrap_err();
+        assert_eq!(ApiError::from(e).code.as_deref(), Some("missing_user"));
         assert_eq!(
-            resolve_user(None, None, None).unwrap_err().code.as_deref(),
-            Some("missing_user")
-        );
-        assert_eq!(
-            resolve_user(None, Some(""), None)
-                .unwrap_err()
-                .code
-                .as_deref(),
-            Some("invalid_user")
+            resolve_user(None, Some(""), None),
+            Err(UserIdError::Invalid)
         );
     }
 }

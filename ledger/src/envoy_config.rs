@@ -52,7 +52,7 @@ pub fn resources(
             continue;
         }
         let resolved = p.resolve()?;
-        let base = BaseUrl::parse(&resolved.base_url).map_err(anyhow::Error::msg)?;
+        let base = BaseUrl::parse(&resolved.base_url)?;
         clusters.push(cluster(&p.cluster, &base, ca_bundle));
         routes.push(json!({
             "match": {"prefix": "/", "headers": [

@@ -281,7 +281,7 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
             key_env,
         } => {
             let key = read_secret(key_env.as_deref())?;
-            let keyring = Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            let keyring = Keyring::from_env()?;
             json!(provider_keys::set(db, &keyring, &paywall, &provider, &key).await?)
         }
         AdminOp::ProviderKeyList { paywall } => json!(provider_keys::list(db, &paywall).await?),
@@ -291,7 +291,7 @@ async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
             json!({"paywall": paywall, "provider": provider, "deleted": true})
         }
         AdminOp::ProviderKeyRewrap => {
-            let keyring = Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+            let keyring = Keyring::from_env()?;
             let n = provider_keys::rewrap(db, &keyring).await?;
             json!({"resealed": n, "master_key_id": keyring.current_id()})
         }

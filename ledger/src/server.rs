@@ -37,8 +37,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let db = Db::connect(&cfg.server.database_url).await?;
     catalog::seed(&db, &cfg).await?;
-    let keyring =
-        crate::catalog::master_key::Keyring::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    let keyring = crate::catalog::master_key::Keyring::from_env()?;
     match keyring.current_id() {
         Some(id) => tracing::info!(master_key = id, "provider keys of paywalls (BYOK) enabled"),
         None => tracing::info!("no master key: paywalls cannot store provider keys (BYOK)"),

@@ -131,15 +131,26 @@ async fn authorize_offers_the_usable_chain_in_order(db: &Db) {
         "fallback+openai-cluster+openrouter-cluster+groq-cluster"
     );
     assert_eq!(fallback.attempts[1].auth_value, "Bearer sk-or-own");
-    let sources = count(
+    let own = count(
         db,
-        &format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM holds WHERE id = '{hold}' AND key_source = 'built_in'
-                AND fallback_key_sources = 'openrouter=byok,groq=built_in'"
-        ),
+        &format!("SELECT CAST(COUNT(*) AS BIGINT) FROM holds WHERE id = '{hold}' AND key_source = 'built_in'"),
     )
     .await;
-    assert_eq!(sources, 1);
+    assert_eq!(own, 1);
+    let fallbacks: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT position, provider_id, key_source FROM hold_fallbacks WHERE hold_id = $1 ORDER BY position",
+    )
+    .bind(&hold)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        fallbacks,
+        [
+            (1, "openrouter".to_string(), "byok".to_string()),
+            (2, "groq".to_string(), "built_in".to_string())
+        ]
+    );
 
     // `GET /v1/models` offers a model if any provider of its chain is usable.
     let listed = catalog::list_models(db, "app").await.unwrap();

@@ -12,7 +12,7 @@ use tollgate_ledger::money::deposits;
 use tollgate_ledger::money::holds;
 use tollgate_ledger::money::idempotency::{self, Begin};
 use tollgate_ledger::money::wallets::isolated_wallet as wallet_account;
-use tollgate_protocol::{Action, AuthorizeResponse, SettleOutcome};
+use tollgate_protocol::{Action, AuthorizeResponse, HoldState, SettleOutcome, UsageSource};
 
 mod common;
 
@@ -32,6 +32,7 @@ backend_tests!(
     topup_links_pay_once_and_only_for_their_user,
     paywalls_do_not_share_wallets,
     concurrent_uneven_holds_never_overspend,
+    settle_refuses_the_sidecars_own_words,
 );
 
 async fn deposit_credits_and_balance_reports_it(db: &Db) {
@@ -461,4 +462,28 @@ async fn paywalls_do_not_share_wallets(db: &Db) {
         .await
         .unwrap();
     assert!(matches!(r, AuthorizeResponse::Action { .. }));
+}
+
+/// `expired` and `estimate` are what the sweeper records; a settlement that
+/// names them is refused and moves nothing.
+async fn settle_refuses_the_sidecars_own_words(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let (hold, held) = hold_for(db, "u", "r-words", 10, 10).await;
+    let expired = settle_req(&hold, "r-words", 10, 1, SettleOutcome::Expired);
+    let mut estimate = settle_req(&hold, "r-words", 10, 1, SettleOutcome::Completed);
+    estimate.usage_source = UsageSource::Estimate;
+    for req in [expired, estimate] {
+        let refused = holds::settle(db, &req).await.unwrap_err();
+        assert!(refused.to_string().contains("sidecar's own"), "{refused}");
+    }
+    assert_eq!(balance(db, "u").await.held, held);
+    let done = holds::settle(
+        db,
+        &settle_req(&hold, "r-words", 10, 1, SettleOutcome::Completed),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.state, HoldState::Posted);
 }

@@ -240,7 +240,9 @@ async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db
             .count(),
         5
     );
-    assert!(first[5].as_ref().is_err_and(|e| e.contains("no hold")));
+    assert!(first[5]
+        .as_ref()
+        .is_err_and(|e| e.to_string().contains("no hold")));
     let again = holds::settle_batch(db, &reqs[..5]).await.unwrap();
     assert!(again.iter().all(|r| matches!(r, Ok(s) if s.replayed)));
     assert_eq!(balance(db, "u").await.posted, 1_000_000 - 5 * 340);

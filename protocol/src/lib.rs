@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod money;
 pub mod pricing;
 pub mod settle;
+pub mod states;
 
 pub use api_error::ApiError;
 pub use authorize::{
@@ -18,6 +19,7 @@ pub use authorize::{
 pub use credentials::bearer_token;
 pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
 pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
+pub use states::{HoldState, KeySource, LinkPurpose};
 
 /// Path of the internal authorize call (filter → sidecar). Never routed from the public listener.
 pub const AUTHORIZE_PATH: &str = "/internal/v1/authorize";

@@ -28,6 +28,8 @@ impl fmt::Display for AmountError {
     }
 }
 
+impl std::error::Error for AmountError {}
+
 /// Parses a positive decimal string (`"10"`, `"10.5"`, `"0.000001"`) into micro-units.
 pub fn parse_amount(s: &str) -> Result<i64, AmountError> {
     match parse_decimal(s)? {

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::states::{words, HoldState};
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
@@ -21,7 +23,12 @@ pub enum UsageSource {
     Provider,
     /// The filter's own count (provider gave none); marked as estimated on the charge.
     Local,
+    /// The hold's own estimate, charged by the sweeper when a hold expired
+    /// under a charging policy. Never sent by the filter (settle refuses it).
+    Estimate,
 }
+
+words!(UsageSource { Provider => "provider", Local => "local", Estimate => "estimate" });
 
 /// How the request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,15 +41,29 @@ pub enum SettleOutcome {
     ClientAborted,
     /// The provider failed before producing output; void the hold.
     UpstreamFailed,
+    /// No settlement came: the sweeper resolved the hold at its expiry. Never
+    /// sent by the filter (settle refuses it).
+    Expired,
 }
 
+words!(SettleOutcome {
+    Completed => "completed",
+    ClientAborted => "client_aborted",
+    UpstreamFailed => "upstream_failed",
+    Expired => "expired",
+});
+
 impl SettleOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SettleOutcome::Completed => "completed",
-            SettleOutcome::ClientAborted => "client_aborted",
-            SettleOutcome::UpstreamFailed => "upstream_failed",
-        }
+    /// Whether the filter may report it (the rest are the sidecar's own).
+    pub fn from_filter(self) -> bool {
+        !matches!(self, SettleOutcome::Expired)
+    }
+}
+
+impl UsageSource {
+    /// Whether the filter may report it (the rest are the sidecar's own).
+    pub fn from_filter(self) -> bool {
+        !matches!(self, UsageSource::Estimate)
     }
 }
 
@@ -69,7 +90,7 @@ pub struct SettleRequest {
 pub struct SettleResponse {
     pub hold_id: String,
     /// `posted` or `voided`.
-    pub state: String,
+    pub state: HoldState,
     pub charge_id: Option<String>,
     pub amount_micros: i64,
     /// True when this hold had already been settled and nothing moved now.

@@ -6,13 +6,14 @@
 use serde_json::json;
 use sqlx::Row;
 
-use crate::access::links::{self, Link, LinkHolder, Purpose};
+use crate::access::links::{self, Link, LinkHolder};
 use crate::calendar::now_ms;
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::money::book::Tx;
 use crate::outbox::events;
 use crate::settings::Settings;
+use tollgate_protocol::LinkPurpose;
 
 /// An authorization link for the user (see [`crate::access::links`]).
 pub async fn create_link(
@@ -21,11 +22,11 @@ pub async fn create_link(
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Link> {
-    links::create(tx, settings, Purpose::Consent, paywall_id, user_id).await
+    links::create(tx, settings, LinkPurpose::Consent, paywall_id, user_id).await
 }
 
 pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
-    links::open(db, Purpose::Consent, token).await
+    links::open(db, LinkPurpose::Consent, token).await
 }
 
 /// The user confirmed: the link is spent and the paywall connected, in one transaction.
@@ -35,7 +36,7 @@ pub async fn accept(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
     };
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
-    if !links::claim(&mut tx, Purpose::Consent, token).await? {
+    if !links::claim(&mut tx, LinkPurpose::Consent, token).await? {
         return Ok(None);
     }
     sqlx::query(

@@ -14,35 +14,21 @@ use crate::error::LedgerResult;
 use crate::money::book::Tx;
 use crate::outbox::events;
 use crate::settings::Settings;
+use tollgate_protocol::LinkPurpose;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Topup,
-    Consent,
+/// The event recorded when a link is issued.
+fn created_event(purpose: LinkPurpose) -> &'static str {
+    match purpose {
+        LinkPurpose::Topup => events::TOPUP_LINK_CREATED,
+        LinkPurpose::Consent => events::AUTHORIZATION_REQUESTED,
+    }
 }
 
-impl Purpose {
-    fn as_str(self) -> &'static str {
-        match self {
-            Purpose::Topup => "topup",
-            Purpose::Consent => "consent",
-        }
-    }
-
-    /// The event recorded when a link is issued.
-    fn created_event(self) -> &'static str {
-        match self {
-            Purpose::Topup => events::TOPUP_LINK_CREATED,
-            Purpose::Consent => events::AUTHORIZATION_REQUESTED,
-        }
-    }
-
-    /// The page under `/pay/` that opens it.
-    fn page(self) -> &'static str {
-        match self {
-            Purpose::Topup => "topup",
-            Purpose::Consent => "connect",
-        }
+/// The page under `/pay/` that opens it.
+fn page(purpose: LinkPurpose) -> &'static str {
+    match purpose {
+        LinkPurpose::Topup => "topup",
+        LinkPurpose::Consent => "connect",
     }
 }
 
@@ -62,7 +48,7 @@ pub struct LinkHolder {
 pub async fn create(
     tx: &mut Tx,
     settings: &Settings,
-    purpose: Purpose,
+    purpose: LinkPurpose,
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Link> {
@@ -83,7 +69,7 @@ pub async fn create(
     let payload = serde_json::json!({"expires_at": expires_at});
     events::record(
         tx,
-        purpose.created_event(),
+        created_event(purpose),
         None,
         paywall_id,
         user_id,
@@ -91,13 +77,13 @@ pub async fn create(
     )
     .await?;
     Ok(Link {
-        url: format!("{}/pay/{}/{token}", settings.public_url, purpose.page()),
+        url: format!("{}/pay/{}/{token}", settings.public_url, page(purpose)),
         expires_at,
     })
 }
 
 /// The holder of a known, unexpired, unused link of this purpose.
-pub async fn open(db: &Db, purpose: Purpose, token: &str) -> LedgerResult<Option<LinkHolder>> {
+pub async fn open(db: &Db, purpose: LinkPurpose, token: &str) -> LedgerResult<Option<LinkHolder>> {
     let row = sqlx::query(
         "SELECT l.paywall_id, l.user_id, p.name FROM links l JOIN paywalls p ON p.id = l.paywall_id
          WHERE l.token_hash = $1 AND l.purpose = $2 AND l.used_at IS NULL AND l.expires_at > $3",
@@ -115,7 +101,7 @@ pub async fn open(db: &Db, purpose: Purpose, token: &str) -> LedgerResult<Option
 }
 
 /// Spends a link inside `tx`; false if it was already used (or is not of this purpose).
-pub async fn claim(tx: &mut Tx, purpose: Purpose, token: &str) -> LedgerResult<bool> {
+pub async fn claim(tx: &mut Tx, purpose: LinkPurpose, token: &str) -> LedgerResult<bool> {
     let done = sqlx::query(
         "UPDATE links SET used_at = $1 WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL",
     )

@@ -19,20 +19,38 @@ pub const PREVIOUS_MASTER_KEYS_ENV: &str = "TOLLGATE_MASTER_KEY_PREVIOUS";
 
 const NONCE_BYTES: usize = 24;
 
+/// Why a master key or a sealed secret cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: a master key must be 64 hex digits (32 bytes)")]
+    Malformed(&'static str),
+    #[error("no master key: set {MASTER_KEY_ENV} to store provider keys")]
+    NoMasterKey,
+    #[error("OS random source unavailable")]
+    NoRandom,
+    #[error("encryption failed")]
+    Encryption,
+    #[error("master key {0} is not configured")]
+    UnknownMasterKey(String),
+    #[error("the stored secret is malformed")]
+    Malstored,
+    #[error("the secret does not open with master key {0}")]
+    DoesNotOpen(String),
+    #[error("the secret is not UTF-8")]
+    NotUtf8,
+}
+
 struct MasterKey {
     id: String,
     cipher: XChaCha20Poly1305,
 }
 
 impl MasterKey {
-    fn parse(hex_key: &str) -> Result<Self, String> {
-        let bytes = hex::decode(hex_key.trim())
-            .map_err(|_| "a master key must be 64 hex digits".to_string())?;
-        if bytes.len() != 32 {
-            return Err("a master key must be 64 hex digits (32 bytes)".into());
-        }
-        let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
-            .map_err(|_| "a master key must be 32 bytes".to_string())?;
+    /// A hex key; `var` names where it came from, for the error.
+    fn parse(hex_key: &str, var: &'static str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|_| KeyError::Malformed(var))?;
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| KeyError::Malformed(var))?;
         let digest = Sha256::new()
             .chain_update(b"tollgate master key id v1\0")
             .chain_update(&bytes)
@@ -74,22 +92,22 @@ impl std::fmt::Debug for Keyring {
 
 impl Keyring {
     /// From hex keys; an empty current key leaves BYOK disabled.
-    pub fn new(current: &str, previous: &str) -> Result<Self, String> {
+    pub fn new(current: &str, previous: &str) -> Result<Self, KeyError> {
         let current = match current.trim() {
             "" => None,
-            key => Some(MasterKey::parse(key).map_err(|e| format!("{MASTER_KEY_ENV}: {e}"))?),
+            key => Some(MasterKey::parse(key, MASTER_KEY_ENV)?),
         };
         let previous = previous
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
-            .map(|k| MasterKey::parse(k).map_err(|e| format!("{PREVIOUS_MASTER_KEYS_ENV}: {e}")))
+            .map(|k| MasterKey::parse(k, PREVIOUS_MASTER_KEYS_ENV))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Keyring { current, previous })
     }
 
     /// From `TOLLGATE_MASTER_KEY` and `TOLLGATE_MASTER_KEY_PREVIOUS`.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, KeyError> {
         let var = |name| std::env::var(name).unwrap_or_default();
         Self::new(&var(MASTER_KEY_ENV), &var(PREVIOUS_MASTER_KEYS_ENV))
     }
@@ -98,13 +116,10 @@ impl Keyring {
         self.current.as_ref().map(|k| k.id.as_str())
     }
 
-    pub fn seal(&self, plaintext: &str, aad: &str) -> Result<Sealed, String> {
-        let key = self
-            .current
-            .as_ref()
-            .ok_or_else(|| format!("no master key: set {MASTER_KEY_ENV} to store provider keys"))?;
+    pub fn seal(&self, plaintext: &str, aad: &str) -> Result<Sealed, KeyError> {
+        let key = self.current.as_ref().ok_or(KeyError::NoMasterKey)?;
         let mut nonce = [0u8; NONCE_BYTES];
-        getrandom::getrandom(&mut nonce).map_err(|_| "OS random source unavailable".to_string())?;
+        getrandom::getrandom(&mut nonce).map_err(|_| KeyError::NoRandom)?;
         let payload = Payload {
             msg: plaintext.as_bytes(),
             aad: aad.as_bytes(),
@@ -112,7 +127,7 @@ impl Keyring {
         let ciphertext = key
             .cipher
             .encrypt(&XNonce::from(nonce), payload)
-            .map_err(|_| "encryption failed".to_string())?;
+            .map_err(|_| KeyError::Encryption)?;
         Ok(Sealed {
             key_id: key.id.clone(),
             nonce: hex::encode(nonce),
@@ -121,19 +136,18 @@ impl Keyring {
     }
 
     /// The plaintext, if a known master key opens it with this associated data.
-    pub fn open(&self, sealed: &Sealed, aad: &str) -> Result<String, String> {
+    pub fn open(&self, sealed: &Sealed, aad: &str) -> Result<String, KeyError> {
         let key = self
             .current
             .iter()
             .chain(&self.previous)
             .find(|k| k.id == sealed.key_id)
-            .ok_or_else(|| format!("master key {} is not configured", sealed.key_id))?;
+            .ok_or_else(|| KeyError::UnknownMasterKey(sealed.key_id.clone()))?;
         let nonce: [u8; NONCE_BYTES] = hex::decode(&sealed.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
-            .ok_or_else(|| "stored nonce is malformed".to_string())?;
-        let ciphertext =
-            hex::decode(&sealed.ciphertext).map_err(|_| "stored ciphertext is malformed")?;
+            .ok_or(KeyError::Malstored)?;
+        let ciphertext = hex::decode(&sealed.ciphertext).map_err(|_| KeyError::Malstored)?;
         let payload = Payload {
             msg: &ciphertext,
             aad: aad.as_bytes(),
@@ -141,8 +155,8 @@ impl Keyring {
         let plain = key
             .cipher
             .decrypt(&XNonce::from(nonce), payload)
-            .map_err(|_| format!("the secret does not open with master key {}", key.id))?;
-        String::from_utf8(plain).map_err(|_| "the secret is not UTF-8".to_string())
+            .map_err(|_| KeyError::DoesNotOpen(key.id.clone()))?;
+        String::from_utf8(plain).map_err(|_| KeyError::NotUtf8)
     }
 }
 
@@ -184,7 +198,11 @@ mod tests {
         assert_eq!(rotated.open(&sealed, "a").unwrap(), "sk-secret");
         let without_old = Keyring::new(K2, "").unwrap();
         let err = without_old.open(&sealed, "a").unwrap_err();
-        assert!(err.contains("not configured"), "{err}");
+        assert_eq!(
+            err,
+            KeyError::UnknownMasterKey(old.current_id().unwrap().into())
+        );
+        assert!(err.to_string().contains("not configured"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::calendar::now_ms;
-use crate::catalog::master_key::{Keyring, Sealed};
+use crate::catalog::master_key::{KeyError, Keyring, Sealed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 
@@ -96,7 +96,7 @@ pub async fn set(
     require_paywall_and_provider(db, paywall, provider).await?;
     let sealed = keyring
         .seal(key, &associated_data(paywall, provider))
-        .map_err(LedgerError::Invalid)?;
+        .map_err(|e| LedgerError::Invalid(e.to_string()))?;
     let now = now_ms();
     let mut tx = db.pool.begin().await?;
     sqlx::query(
@@ -171,7 +171,7 @@ pub async fn lookup(
     keyring: &Keyring,
     paywall: &str,
     provider: &str,
-) -> LedgerResult<Option<Result<String, String>>> {
+) -> LedgerResult<Option<Result<String, KeyError>>> {
     let row = sqlx::query(
         "SELECT master_key_id, nonce, ciphertext FROM provider_keys WHERE paywall_id = $1 AND provider_id = $2",
     )
@@ -213,7 +213,9 @@ pub async fn rewrap(db: &Db, keyring: &Keyring) -> LedgerResult<usize> {
         let plain = keyring.open(&sealed_from_row(r), &aad).map_err(|e| {
             LedgerError::Invalid(format!("paywall {paywall}, provider {provider}: {e}"))
         })?;
-        let resealed = keyring.seal(&plain, &aad).map_err(LedgerError::Invalid)?;
+        let resealed = keyring
+            .seal(&plain, &aad)
+            .map_err(|e| LedgerError::Invalid(e.to_string()))?;
         sqlx::query(
             "UPDATE provider_keys SET master_key_id = $1, nonce = $2, ciphertext = $3 WHERE paywall_id = $4 AND provider_id = $5",
         )

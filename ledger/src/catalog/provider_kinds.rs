@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use super::master_key::KeyError;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     Openai,
@@ -90,24 +93,7 @@ impl fmt::Display for ProviderKind {
     }
 }
 
-/// Whose key a request goes out with; decides the accounting (see README,
-/// "Whose key pays"): under `Byok` the provider bills the paywall's owner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeySource {
-    /// The paywall's own key (bring your own key).
-    Byok,
-    /// The operator's key, or none for a self-hosted provider without auth.
-    BuiltIn,
-}
-
-impl KeySource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeySource::Byok => "byok",
-            KeySource::BuiltIn => "built_in",
-        }
-    }
-}
+pub use tollgate_protocol::KeySource;
 
 /// Where the operator keeps a provider's key: an environment variable or a
 /// file (a mounted secret), read when used and never stored. Both empty: the
@@ -120,21 +106,34 @@ pub struct BuiltInKeyRef<'a> {
 
 /// The operator's key for a provider. `Ok(None)`: none is configured;
 /// `Err`: one is configured but cannot be read now.
-pub fn built_in_key(at: BuiltInKeyRef<'_>) -> Result<Option<String>, String> {
+pub fn built_in_key(at: BuiltInKeyRef<'_>) -> Result<Option<String>, KeyUnusable> {
     if !at.env.is_empty() {
         return match std::env::var(at.env) {
             Ok(key) if !key.is_empty() => Ok(Some(key)),
-            _ => Err(format!("environment variable {} is not set", at.env)),
+            _ => Err(KeyUnusable::EnvUnset(at.env.to_string())),
         };
     }
     if !at.file.is_empty() {
         return match std::fs::read_to_string(at.file) {
             Ok(key) if !key.trim().is_empty() => Ok(Some(key.trim().to_string())),
-            Ok(_) => Err(format!("key file {} is empty", at.file)),
-            Err(e) => Err(format!("key file {} cannot be read: {}", at.file, e.kind())),
+            Ok(_) => Err(KeyUnusable::FileEmpty(at.file.to_string())),
+            Err(e) => Err(KeyUnusable::FileUnreadable(at.file.to_string(), e.kind())),
         };
     }
     Ok(None)
+}
+
+/// Why a configured provider key cannot be used now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyUnusable {
+    #[error("environment variable {0} is not set")]
+    EnvUnset(String),
+    #[error("key file {0} is empty")]
+    FileEmpty(String),
+    #[error("key file {0} cannot be read: {1}")]
+    FileUnreadable(String, std::io::ErrorKind),
+    #[error("the paywall's key cannot be used: {0}")]
+    Byok(#[from] KeyError),
 }
 
 /// The key a request of a paywall uses: the paywall's own (`byok`, already
@@ -144,12 +143,12 @@ pub fn built_in_key(at: BuiltInKeyRef<'_>) -> Result<Option<String>, String> {
 /// opened is never a reason to bill the operator's key instead.
 pub fn choose_key(
     kind: ProviderKind,
-    byok: Option<Result<String, String>>,
+    byok: Option<Result<String, KeyError>>,
     built_in: BuiltInKeyRef<'_>,
-) -> Result<Option<(Option<String>, KeySource)>, String> {
+) -> Result<Option<(Option<String>, KeySource)>, KeyUnusable> {
     match byok {
         Some(Ok(key)) => Ok(Some((Some(key), KeySource::Byok))),
-        Some(Err(e)) => Err(format!("the paywall's key cannot be used: {e}")),
+        Some(Err(e)) => Err(e.into()),
         None => match built_in_key(built_in)? {
             Some(key) => Ok(Some((Some(key), KeySource::BuiltIn))),
             None if kind.requires_key() => Ok(None),
@@ -177,60 +176,72 @@ pub fn key_available(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
     pub tls: bool,
+    /// A lowercase DNS name or an IP address (IPv6 without brackets), as
+    /// Envoy's socket address takes it.
     pub host: String,
     pub port: u16,
     /// Without a trailing slash; empty for the root.
     pub prefix: String,
 }
 
+/// Why a provider's base URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidBaseUrl {
+    #[error("{0:?}: {1}")]
+    Unparsable(String, url::ParseError),
+    #[error("{0:?}: the base URL must start with https:// or http://")]
+    Scheme(String),
+    #[error("{0:?}: the base URL takes no query or fragment")]
+    QueryOrFragment(String),
+    #[error("{0:?}: the base URL takes no credentials")]
+    Credentials(String),
+    #[error("{0:?}: the base URL has no host")]
+    NoHost(String),
+}
+
 impl BaseUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
-            return Err(format!(
-                "{url:?}: the base URL must start with https:// or http://"
-            ));
+    pub fn parse(text: &str) -> Result<Self, InvalidBaseUrl> {
+        let url =
+            url::Url::parse(text).map_err(|e| InvalidBaseUrl::Unparsable(text.to_string(), e))?;
+        let tls = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(InvalidBaseUrl::Scheme(text.to_string())),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        if path.contains(['?', '#']) {
-            return Err(format!("{url:?}: the base URL takes no query or fragment"));
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(InvalidBaseUrl::QueryOrFragment(text.to_string()));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{url:?}: invalid port {p:?}"))?,
-            ),
-            None => (authority, if tls { 443 } else { 80 }),
-        };
-        let valid_host = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-        if !valid_host {
-            return Err(format!("{url:?}: invalid host {host:?}"));
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(InvalidBaseUrl::Credentials(text.to_string()));
         }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(InvalidBaseUrl::NoHost(text.to_string())),
+        };
         Ok(BaseUrl {
             tls,
-            host: host.to_ascii_lowercase(),
-            port,
-            prefix: path.trim_end_matches('/').to_string(),
+            host,
+            port: url
+                .port_or_known_default()
+                .unwrap_or(if tls { 443 } else { 80 }),
+            prefix: url.path().trim_end_matches('/').to_string(),
         })
     }
 
     /// The value for `:authority` (the port only when it is not the default).
     pub fn authority(&self) -> String {
         let default = if self.tls { 443 } else { 80 };
-        if self.port == default {
-            self.host.clone()
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
         }
     }
 }
@@ -254,16 +265,15 @@ pub fn chat_path(
     }
 }
 
-/// Escapes what may not appear raw in a path segment.
+/// What may not appear raw in a path segment: all but RFC 3986's unreserved.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    utf8_percent_encode(s, PATH_SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -353,7 +363,20 @@ mod tests {
                 .authority(),
             "api.openai.com"
         );
+        let v6 = BaseUrl::parse("http://[::1]:8000/v1/").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 8000));
+        assert_eq!(v6.authority(), "[::1]:8000");
+        assert_eq!(v6.prefix, "/v1");
+        assert_eq!(
+            BaseUrl::parse("HTTPS://API.Example.com").unwrap().host,
+            "api.example.com"
+        );
+        assert_eq!(
+            percent_encode_segment("my deploy/ü~x"),
+            "my%20deploy%2F%C3%BC~x"
+        );
         for bad in [
+            "https://user:pw@h/v1",
             "ftp://x",
             "https://",
             "https://h:99999",

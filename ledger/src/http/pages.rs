@@ -111,10 +111,10 @@ pub async fn topup_pay(
     };
     let amount = match processor.confirm(&form) {
         Ok(a) => a,
-        Err(message) => {
+        Err(refused) => {
             let body = format!(
                 "<p>{}</p><p><a href=\"/pay/topup/{}\">Back</a></p>",
-                escape(&message),
+                escape(&refused.to_string()),
                 escape(&token)
             );
             return page(StatusCode::BAD_REQUEST, "Payment not accepted", &body);

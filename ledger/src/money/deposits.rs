@@ -6,13 +6,14 @@ use serde_json::json;
 use sqlx::Row;
 use tollgate_protocol::format_micros;
 
-use crate::access::links::{self, Link, LinkHolder, Purpose};
+use crate::access::links::{self, Link, LinkHolder};
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::money::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
 use crate::money::wallets;
 use crate::outbox::events;
 use crate::settings::Settings;
+use tollgate_protocol::LinkPurpose;
 
 /// Credits a user's wallet from outside money. Returns the new balance.
 pub async fn deposit(
@@ -64,11 +65,11 @@ pub async fn create_topup_link(
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Link> {
-    links::create(tx, settings, Purpose::Topup, paywall_id, user_id).await
+    links::create(tx, settings, LinkPurpose::Topup, paywall_id, user_id).await
 }
 
 pub async fn open_link(db: &Db, token: &str) -> LedgerResult<Option<LinkHolder>> {
-    links::open(db, Purpose::Topup, token).await
+    links::open(db, LinkPurpose::Topup, token).await
 }
 
 /// Pays through a link: spends it and credits the wallet in one transaction,
@@ -83,7 +84,7 @@ pub async fn redeem_link(
         return Ok(None);
     };
     let mut tx = db.pool.begin().await?;
-    if !links::claim(&mut tx, Purpose::Topup, token).await? {
+    if !links::claim(&mut tx, LinkPurpose::Topup, token).await? {
         return Ok(None);
     }
     let balance = credit_wallet(&mut tx, &holder.paywall_id, &holder.user_id, amount, memo).await?;

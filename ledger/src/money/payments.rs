@@ -7,16 +7,27 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-use tollgate_protocol::parse_amount;
+use tollgate_protocol::{parse_amount, AmountError};
 
 pub trait PaymentProcessor: Send + Sync + Debug {
     /// Recorded as the deposit's memo (e.g. `dev_processor`).
     fn name(&self) -> &'static str;
     /// HTML of the checkout form; it posts back to `/pay/topup/{token}`.
     fn checkout_html(&self, token: &str) -> String;
-    /// Confirms a submitted form: the amount paid in micro-units, or a
-    /// message for the user.
-    fn confirm(&self, form: &HashMap<String, String>) -> Result<i64, String>;
+    /// Confirms a submitted form: the amount paid in micro-units, or why
+    /// not (shown to the user).
+    fn confirm(&self, form: &HashMap<String, String>) -> Result<i64, PaymentRefused>;
+}
+
+/// Why a submitted payment form is not accepted; the text is for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PaymentRefused {
+    #[error("An amount is required.")]
+    NoAmount,
+    #[error("{0}")]
+    Amount(#[from] AmountError),
+    #[error("The development processor accepts at most 10000.00 at once.")]
+    OverDevelopmentLimit,
 }
 
 /// DEVELOPMENT ONLY: credits whatever amount is entered, with no payment at
@@ -42,11 +53,11 @@ impl PaymentProcessor for DevProcessor {
         )
     }
 
-    fn confirm(&self, form: &HashMap<String, String>) -> Result<i64, String> {
-        let amount = form.get("amount").ok_or("An amount is required.")?;
-        let micros = parse_amount(amount).map_err(|e| e.to_string())?;
+    fn confirm(&self, form: &HashMap<String, String>) -> Result<i64, PaymentRefused> {
+        let amount = form.get("amount").ok_or(PaymentRefused::NoAmount)?;
+        let micros = parse_amount(amount)?;
         if micros > DEV_MAX_MICROS {
-            return Err("The development processor accepts at most 10000.00 at once.".into());
+            return Err(PaymentRefused::OverDevelopmentLimit);
         }
         Ok(micros)
     }
@@ -66,8 +77,11 @@ mod tests {
         assert_eq!(p.confirm(&form("2.50")), Ok(2_500_000));
         assert!(p.confirm(&form("0")).is_err());
         assert!(p.confirm(&form("abc")).is_err());
-        assert!(p.confirm(&form("10000.01")).is_err());
-        assert!(p.confirm(&HashMap::new()).is_err());
+        assert_eq!(
+            p.confirm(&form("10000.01")),
+            Err(PaymentRefused::OverDevelopmentLimit)
+        );
+        assert_eq!(p.confirm(&HashMap::new()), Err(PaymentRefused::NoAmount));
         assert!(p.checkout_html("tok").contains("/pay/topup/tok"));
         assert!(p
             .checkout_html("tok")

@@ -109,7 +109,7 @@ pub fn deliver_settlements(vm: &mut Vm) -> Vec<Value> {
     for _ in 0..100 {
         vm.advance(100).unwrap();
         while let Some(c) = vm.pending_to(SETTLE_PATH) {
-            let ack = json!({"hold_id": c.json()["hold_id"], "state": "settled",
+            let ack = json!({"hold_id": c.json()["hold_id"], "state": "posted",
                 "charge_id": "c1", "amount_micros": 1, "replayed": false});
             vm.answer(
                 c.token,

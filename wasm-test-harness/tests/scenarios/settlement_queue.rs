@@ -143,7 +143,7 @@ fn stopping_the_vm_delivers_every_queued_settlement_first() {
             !vm.host().done,
             "done before every settlement was acknowledged"
         );
-        let ack = json!({"hold_id": c.json()["hold_id"], "state": "settled", "charge_id": "c",
+        let ack = json!({"hold_id": c.json()["hold_id"], "state": "posted", "charge_id": "c",
             "amount_micros": 1, "replayed": false})
         .to_string();
         vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes()))

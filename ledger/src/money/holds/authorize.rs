@@ -186,17 +186,6 @@ struct UpstreamPlan {
 }
 
 impl UpstreamPlan {
-    /// `provider=source,…` of the fallbacks, stored on the hold.
-    fn fallback_key_sources(&self) -> Option<String> {
-        (!self.fallbacks.is_empty()).then(|| {
-            self.fallbacks
-                .iter()
-                .map(|(r, k)| format!("{}={}", r.provider, k.as_str()))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-    }
-
     fn fallback_route(&self) -> Option<FallbackRoute> {
         if self.fallbacks.is_empty() {
             return None;
@@ -385,8 +374,8 @@ async fn insert_hold(
     sqlx::query(
         "INSERT INTO holds (id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id,
             prompt_tokens_est, max_output_tokens, amount, price_rule_id, state, transfer_id, expires_at, created_at,
-            reserved_tokens, minute_window, day_window, month_window, key_source, fallback_key_sources)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            reserved_tokens, minute_window, day_window, month_window, key_source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(hold.id)
     .bind(&paywall.id)
@@ -408,9 +397,19 @@ async fn insert_hold(
     .bind(hold.counted.day_window)
     .bind(hold.counted.month_window)
     .bind(hold.plan.key_source.as_str())
-    .bind(hold.plan.fallback_key_sources())
     .execute(&mut **tx)
     .await?;
+    for (position, (route, key_source)) in (1i64..).zip(&hold.plan.fallbacks) {
+        sqlx::query(
+            "INSERT INTO hold_fallbacks (hold_id, position, provider_id, key_source) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hold.id)
+        .bind(position)
+        .bind(&route.provider)
+        .bind(key_source.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 

@@ -10,10 +10,11 @@ pub use authorize::authorize;
 pub use settle::{expire_holds, settle, settle_batch, ExpiryPolicy};
 
 use sqlx::Row;
+use tollgate_protocol::{HoldState, KeySource};
 
 use crate::access::limits::{self, Counted};
 use crate::calendar::now_ms;
-use crate::error::LedgerResult;
+use crate::error::{LedgerError, LedgerResult};
 use crate::money::book::{self, Resolution, TransferMeta, Tx};
 
 /// A hold as settle needs it.
@@ -30,13 +31,11 @@ struct HoldRow {
     prompt_tokens_est: u32,
     max_output_tokens: u32,
     price_rule_id: String,
-    state: String,
+    state: HoldState,
     transfer_id: String,
     counted: Option<Counted>,
-    /// `byok` or `built_in`; None on holds from before key sources were kept.
-    key_source: Option<String>,
-    /// `provider=source,…` of the fallback providers the hold allowed.
-    fallback_key_sources: Option<String>,
+    /// None on holds from before key sources were kept.
+    key_source: Option<KeySource>,
 }
 
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
@@ -44,43 +43,50 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
                 prompt_tokens_est, max_output_tokens,
                 price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window,
-                key_source, fallback_key_sources
+                key_source
          FROM holds WHERE id = $1",
     )
     .bind(hold_id)
     .fetch_optional(&mut **tx)
     .await?;
-    Ok(row.map(|r| HoldRow {
-        id: r.get("id"),
-        paywall_id: r.get("paywall_id"),
-        user_id: r.get("user_id"),
-        wallet: r.get("wallet_account"),
-        revenue: r.get("revenue_account"),
-        request_id: r.get("request_id"),
-        model: r.get("model"),
-        provider_id: r.get("provider_id"),
-        amount: r.get("amount"),
-        prompt_tokens_est: u32::try_from(r.get::<i64, _>("prompt_tokens_est")).unwrap_or(u32::MAX),
-        max_output_tokens: u32::try_from(r.get::<i64, _>("max_output_tokens")).unwrap_or(u32::MAX),
-        price_rule_id: r.get("price_rule_id"),
-        state: r.get("state"),
-        transfer_id: r.get("transfer_id"),
-        counted: limits::counted_from_row(&r),
-        key_source: r.try_get::<Option<String>, _>("key_source").ok().flatten(),
-        fallback_key_sources: r
-            .try_get::<Option<String>, _>("fallback_key_sources")
-            .ok()
-            .flatten(),
-    }))
+    row.map(|r| -> LedgerResult<HoldRow> {
+        Ok(HoldRow {
+            id: r.get("id"),
+            paywall_id: r.get("paywall_id"),
+            user_id: r.get("user_id"),
+            wallet: r.get("wallet_account"),
+            revenue: r.get("revenue_account"),
+            request_id: r.get("request_id"),
+            model: r.get("model"),
+            provider_id: r.get("provider_id"),
+            amount: r.get("amount"),
+            prompt_tokens_est: u32::try_from(r.get::<i64, _>("prompt_tokens_est"))
+                .unwrap_or(u32::MAX),
+            max_output_tokens: u32::try_from(r.get::<i64, _>("max_output_tokens"))
+                .unwrap_or(u32::MAX),
+            price_rule_id: r.get("price_rule_id"),
+            state: HoldState::parse(r.get("state")).ok_or_else(|| {
+                LedgerError::Internal(format!("hold {hold_id} has an unknown state"))
+            })?,
+            transfer_id: r.get("transfer_id"),
+            counted: limits::counted_from_row(&r),
+            key_source: r
+                .try_get::<Option<&str>, _>("key_source")
+                .ok()
+                .flatten()
+                .and_then(KeySource::parse),
+        })
+    })
+    .transpose()
 }
 
 /// Claims a pending hold for resolution. The conditional UPDATE is the
 /// idempotency point: of two concurrent settles, exactly one gets `true`.
-async fn claim(tx: &mut Tx, hold_id: &str, new_state: &str) -> LedgerResult<bool> {
+async fn claim(tx: &mut Tx, hold_id: &str, new_state: HoldState) -> LedgerResult<bool> {
     let done = sqlx::query(
         "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending'",
     )
-    .bind(new_state)
+    .bind(new_state.as_str())
     .bind(now_ms())
     .bind(hold_id)
     .execute(&mut **tx)

@@ -6,14 +6,14 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::Row;
 use tollgate_protocol::{
-    format_micros, SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource,
+    format_micros, HoldState, KeySource, SettleOutcome, SettleRequest, SettleResponse, Usage,
+    UsageSource,
 };
 
 use super::{claim, load_hold, resolve, HoldRow};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::catalog;
-use crate::catalog::provider_kinds::KeySource;
 use crate::db::{opt_i64, Db};
 use crate::error::{LedgerError, LedgerResult};
 use crate::faults;
@@ -21,7 +21,7 @@ use crate::money::book::{self, Resolution, TransferMeta, Tx};
 use crate::outbox::events;
 use crate::pricing::PriceRule;
 
-async fn replay(tx: &mut Tx, hold_id: &str, state: String) -> LedgerResult<SettleResponse> {
+async fn replay(tx: &mut Tx, hold_id: &str, state: HoldState) -> LedgerResult<SettleResponse> {
     let row = sqlx::query("SELECT id, amount FROM charges WHERE hold_id = $1")
         .bind(hold_id)
         .fetch_optional(&mut **tx)
@@ -54,15 +54,13 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
 pub async fn settle_batch(
     db: &Db,
     reqs: &[SettleRequest],
-) -> LedgerResult<Vec<Result<SettleResponse, String>>> {
+) -> LedgerResult<Vec<LedgerResult<SettleResponse>>> {
     let mut tx = db.pool.begin().await?;
     let mut out = Vec::with_capacity(reqs.len());
     for req in reqs {
         match settle_in(&mut tx, req).await {
             Ok(r) => out.push(Ok(r)),
-            Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => {
-                out.push(Err(e.to_string()))
-            }
+            Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => out.push(Err(e)),
             Err(e) => return Err(e),
         }
     }
@@ -82,8 +80,18 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
             req.hold_id
         )));
     }
+    if !req.outcome.from_filter() || !req.usage_source.from_filter() {
+        return Err(LedgerError::Invalid(format!(
+            "outcome {} with usage source {} is the sidecar's own, not a settlement's",
+            req.outcome, req.usage_source
+        )));
+    }
     let void = req.outcome == SettleOutcome::UpstreamFailed;
-    let new_state = if void { "voided" } else { "posted" };
+    let new_state = if void {
+        HoldState::Voided
+    } else {
+        HoldState::Posted
+    };
     if !claim(tx, &req.hold_id, new_state).await? {
         let current = load_hold(tx, &req.hold_id)
             .await?
@@ -101,27 +109,23 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
         .await?;
         return Ok(SettleResponse {
             hold_id: req.hold_id.clone(),
-            state: new_state.into(),
+            state: new_state,
             charge_id: None,
             amount_micros: 0,
             replayed: false,
         });
     }
-    let source = match req.usage_source {
-        UsageSource::Provider => "provider",
-        UsageSource::Local => "local",
-    };
     let used = Used {
         usage: req.usage,
-        source,
-        outcome: req.outcome.as_str(),
+        source: req.usage_source,
+        outcome: req.outcome,
         local_completion: req.local_completion_tokens,
         provider: req.provider.as_deref(),
     };
     let (charge_id, amount) = post_claimed(tx, &hold, &used).await?;
     Ok(SettleResponse {
         hold_id: req.hold_id.clone(),
-        state: new_state.into(),
+        state: new_state,
         charge_id: Some(charge_id),
         amount_micros: amount,
         replayed: false,
@@ -131,35 +135,39 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
 /// What a claimed hold is charged for.
 struct Used<'a> {
     usage: Usage,
-    /// `provider`, `local` (the filter's count) or `estimate` (expiry policy).
-    source: &'a str,
-    outcome: &'a str,
+    source: UsageSource,
+    outcome: SettleOutcome,
     local_completion: Option<u32>,
     /// The provider that answered, as the filter saw it (fallback routes).
     provider: Option<&'a str>,
 }
 
 /// Who answered a request and with whose key: the provider the filter
-/// reports if it is one this hold allowed, else the hold's own.
-fn answered_by<'h>(hold: &'h HoldRow, reported: Option<&str>) -> (&'h str, Option<&'h str>) {
-    let own = (hold.provider_id.as_str(), hold.key_source.as_deref());
+/// reports if it is one this hold allowed (its own or a fallback), else the
+/// hold's own.
+async fn answered_by<'h>(
+    tx: &mut Tx,
+    hold: &'h HoldRow,
+    reported: Option<&'h str>,
+) -> LedgerResult<(&'h str, Option<KeySource>)> {
+    let own = (hold.provider_id.as_str(), hold.key_source);
     let Some(reported) = reported.filter(|p| *p != hold.provider_id) else {
-        return own;
+        return Ok(own);
     };
-    let fallback = hold
-        .fallback_key_sources
-        .as_deref()
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|entry| entry.split_once('='))
-        .find(|(provider, _)| *provider == reported);
-    match fallback {
-        Some((provider, source)) => (provider, Some(source)),
+    let fallback: Option<String> = sqlx::query_scalar(
+        "SELECT key_source FROM hold_fallbacks WHERE hold_id = $1 AND provider_id = $2",
+    )
+    .bind(&hold.id)
+    .bind(reported)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(match fallback {
+        Some(source) => (reported, KeySource::parse(&source)),
         None => {
             tracing::warn!(hold = %hold.id, reported, "settlement names a provider the hold did not allow; charging the hold's own");
             own
         }
-    }
+    })
 }
 
 /// Posts the charge of a claimed hold (at most the hold) with its charge row
@@ -175,9 +183,9 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     // Never post more than was reserved; the difference is recorded, not charged.
     let amount = cost.min(hold.amount);
     let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
-    let memo = (used.source == "estimate").then_some("expired");
+    let memo = (used.source == UsageSource::Estimate).then_some("expired");
     let transfer_id = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo).await?;
-    let (provider, key_source) = answered_by(hold, used.provider);
+    let (provider, key_source) = answered_by(tx, hold, used.provider).await?;
     let provider_cost = book_provider_cost(tx, hold, provider, key_source, &rule, &u).await?;
     let charge_id = new_id("ch");
     sqlx::query(
@@ -197,15 +205,15 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     .bind(i64::from(u.cached_prompt_tokens))
     .bind(i64::from(u.completion_tokens))
     .bind(used.local_completion.map(i64::from))
-    .bind(used.source)
-    .bind(used.outcome)
+    .bind(used.source.as_str())
+    .bind(used.outcome.as_str())
     .bind(&rule.id)
     .bind(rule.version)
     .bind(cost)
     .bind(amount)
     .bind(&transfer_id)
     .bind(now_ms())
-    .bind(key_source)
+    .bind(key_source.map(KeySource::as_str))
     .bind(provider_cost)
     .execute(&mut **tx)
     .await?;
@@ -223,11 +231,11 @@ async fn book_provider_cost(
     tx: &mut Tx,
     hold: &HoldRow,
     provider: &str,
-    key_source: Option<&str>,
+    key_source: Option<KeySource>,
     rule: &PriceRule,
     u: &Usage,
 ) -> LedgerResult<i64> {
-    if key_source != Some(KeySource::BuiltIn.as_str()) {
+    if key_source != Some(KeySource::BuiltIn) {
         return Ok(0);
     }
     let share = rule.provider_cost(
@@ -273,7 +281,7 @@ async fn record_charge_events(
     tx: &mut Tx,
     hold: &HoldRow,
     used: &Used<'_>,
-    (provider, key_source): (&str, Option<&str>),
+    (provider, key_source): (&str, Option<KeySource>),
     charge_id: &str,
     cost: i64,
     amount: i64,
@@ -356,9 +364,9 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
             continue;
         };
         let new_state = if policy == ExpiryPolicy::Void {
-            "voided"
+            HoldState::Voided
         } else {
-            "posted"
+            HoldState::Posted
         };
         if !claim(&mut tx, &id, new_state).await? {
             continue;
@@ -385,8 +393,8 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
             ExpiryPolicy::ChargePrompt | ExpiryPolicy::ChargeHeld => {
                 let used = Used {
                     usage,
-                    source: "estimate",
-                    outcome: "expired",
+                    source: UsageSource::Estimate,
+                    outcome: SettleOutcome::Expired,
                     local_completion: None,
                     provider: None,
                 };
