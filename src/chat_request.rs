@@ -47,91 +47,109 @@ impl ChatRequest {
         let obj = value.as_object().ok_or_else(|| {
             ApiError::invalid_request("invalid_json", "The request body must be a JSON object.")
         })?;
-
-        let model = match obj.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-            Some(_) => {
-                return Err(bad(
-                    "invalid_type",
-                    "model",
-                    "`model` must be a non-empty string.",
-                ))
-            }
-            None => {
-                return Err(bad(
-                    "missing_required_parameter",
-                    "model",
-                    "You must provide a model parameter.",
-                ))
-            }
-        };
-        let messages = match obj.get("messages") {
-            Some(Value::Array(ms)) if !ms.is_empty() => parse_messages(ms)?,
-            Some(Value::Array(_)) => {
-                return Err(bad(
-                    "empty_array",
-                    "messages",
-                    "`messages` must contain at least one message.",
-                ))
-            }
-            Some(_) => {
-                return Err(bad(
-                    "invalid_type",
-                    "messages",
-                    "`messages` must be an array.",
-                ))
-            }
-            None => {
-                return Err(bad(
-                    "missing_required_parameter",
-                    "messages",
-                    "Missing required parameter: 'messages'.",
-                ))
-            }
-        };
-        let user = match obj.get("user") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(u)) => Some(u.clone()),
-            Some(_) => return Err(bad("invalid_type", "user", "`user` must be a string.")),
-        };
-        let stream = match obj.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad("invalid_type", "stream", "`stream` must be a boolean.")),
-        };
-        let include_usage = obj
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
         let max_output_tokens = match optional_u32(obj, "max_completion_tokens")? {
             Some(v) => Some(v),
             None => optional_u32(obj, "max_tokens")?,
         };
-        let n = optional_u32(obj, "n")?.unwrap_or(1);
-        // OpenAI's own bound; a huge n would ask the sidecar to hold n × the output.
-        if !(1..=MAX_CHOICES).contains(&n) {
-            return Err(bad(
-                "invalid_value",
-                "n",
-                &format!("`n` must be between 1 and {MAX_CHOICES}."),
-            ));
-        }
-        let tools_json = match obj.get("tools") {
-            None | Some(Value::Null) => None,
-            Some(t @ Value::Array(_)) => Some(t.to_string()),
-            Some(_) => return Err(bad("invalid_type", "tools", "`tools` must be an array.")),
-        };
         Ok(ChatRequest {
-            model,
-            user,
-            stream,
-            include_usage,
+            model: parse_model(obj)?,
+            user: optional_string(obj, "user")?,
+            stream: optional_bool(obj, "stream")?.unwrap_or(false),
+            include_usage: obj
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             max_output_tokens,
-            n,
-            messages,
-            tools_json,
+            n: parse_n(obj)?,
+            messages: parse_messages_field(obj)?,
+            tools_json: parse_tools(obj)?,
         })
+    }
+}
+
+type Object = Map<String, Value>;
+
+fn parse_model(obj: &Object) -> Result<String, ApiError> {
+    match obj.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
+        Some(_) => Err(bad(
+            "invalid_type",
+            "model",
+            "`model` must be a non-empty string.",
+        )),
+        None => Err(bad(
+            "missing_required_parameter",
+            "model",
+            "You must provide a model parameter.",
+        )),
+    }
+}
+
+fn parse_messages_field(obj: &Object) -> Result<Vec<PromptMessage>, ApiError> {
+    match obj.get("messages") {
+        Some(Value::Array(ms)) if !ms.is_empty() => parse_messages(ms),
+        Some(Value::Array(_)) => Err(bad(
+            "empty_array",
+            "messages",
+            "`messages` must contain at least one message.",
+        )),
+        Some(_) => Err(bad(
+            "invalid_type",
+            "messages",
+            "`messages` must be an array.",
+        )),
+        None => Err(bad(
+            "missing_required_parameter",
+            "messages",
+            "Missing required parameter: 'messages'.",
+        )),
+    }
+}
+
+fn optional_string(obj: &Object, field: &str) -> Result<Option<String>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(
+            "invalid_type",
+            field,
+            &format!("`{field}` must be a string."),
+        )),
+    }
+}
+
+fn optional_bool(obj: &Object, field: &str) -> Result<Option<bool>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(
+            "invalid_type",
+            field,
+            &format!("`{field}` must be a boolean."),
+        )),
+    }
+}
+
+/// Choices asked for. OpenAI's own bound: a huge n would ask the sidecar to
+/// hold n × the output.
+fn parse_n(obj: &Object) -> Result<u32, ApiError> {
+    let n = optional_u32(obj, "n")?.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&n) {
+        return Err(bad(
+            "invalid_value",
+            "n",
+            &format!("`n` must be between 1 and {MAX_CHOICES}."),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_tools(obj: &Object) -> Result<Option<String>, ApiError> {
+    match obj.get("tools") {
+        None | Some(Value::Null) => Ok(None),
+        Some(t @ Value::Array(_)) => Ok(Some(t.to_string())),
+        Some(_) => Err(bad("invalid_type", "tools", "`tools` must be an array.")),
     }
 }
 

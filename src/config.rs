@@ -59,14 +59,20 @@ fn default_max_body_bytes() -> usize {
 fn default_route_header() -> String {
     "x-tollgate-route".into()
 }
+/// Settlement retries start here and double up to the maximum.
+pub const DEFAULT_SETTLE_RETRY_INITIAL_MS: u64 = 200;
+pub const DEFAULT_SETTLE_RETRY_MAX_MS: u64 = 30_000;
+/// Settlements kept for delivery at most; past it, holds expire by policy.
+pub const DEFAULT_SETTLE_BACKLOG_MAX: usize = 10_000;
+
 fn default_settle_retry_initial_ms() -> u64 {
-    200
+    DEFAULT_SETTLE_RETRY_INITIAL_MS
 }
 fn default_settle_retry_max_ms() -> u64 {
-    30_000
+    DEFAULT_SETTLE_RETRY_MAX_MS
 }
 fn default_settle_backlog_max() -> usize {
-    10_000
+    DEFAULT_SETTLE_BACKLOG_MAX
 }
 fn default_tick_ms() -> u64 {
     100

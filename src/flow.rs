@@ -7,19 +7,22 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tollgate_protocol::{
-    ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage,
-    UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
+    ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };
 
-use crate::chat_request::{force_include_usage, limit_output, set_model, ChatRequest};
+use crate::chat_request::{force_include_usage, ChatRequest};
 use crate::config::FilterConfig;
-use crate::host::{Callout, Flow, LogLevel, StreamHost};
+use crate::host::{Flow, LogLevel, StreamHost};
 use crate::observation::{Decision, Observation};
-use crate::provider_attempt::{self, point_at, PROVIDER_HEADER};
-use crate::replies::{action_reply, LocalReply};
+use crate::provider_attempt::{self, PROVIDER_HEADER};
+use crate::replies::LocalReply;
 use crate::request_identity::{
     bearer_key, classify_path, resolve_user, PathKind, UserIdError, USER_HEADER,
 };
+use decision::Allowed;
+
+#[path = "flow_decision.rs"]
+mod decision;
 use crate::response_reader::ResponseReader;
 use crate::tokens::Tokenizers;
 
@@ -227,7 +230,7 @@ impl PaywallStream {
         let mut body_size = body_size;
         if hide_usage {
             if let Some(rewritten) = force_include_usage(&body) {
-                self.replace_body(host, body_size, &rewritten);
+                host.rewrite_request_body(body_size, &rewritten);
                 body_size = rewritten.len();
             }
         }
@@ -250,56 +253,14 @@ impl PaywallStream {
             choices: chat.n,
             stream: chat.stream,
         };
-        let body = match serde_json::to_vec(&ask) {
-            Ok(b) => b,
-            Err(_) => {
-                return self.reply(
-                    host,
-                    LocalReply::error(
-                        500,
-                        &unavailable("could not encode the authorization request"),
-                    ),
-                )
-            }
+        let pending = Pending {
+            model: chat.model,
+            prompt_tokens,
+            stream: chat.stream,
+            hide_usage,
+            body_size,
         };
-        let callout = self.sidecar_callout(AUTHORIZE_PATH, body);
-        self.asked_at_ms = host.now_ms();
-        match host.dispatch(&callout) {
-            Ok(token) => {
-                self.state = State::AwaitingDecision {
-                    token,
-                    pending: Pending {
-                        model: chat.model,
-                        prompt_tokens,
-                        stream: chat.stream,
-                        hide_usage,
-                        body_size,
-                    },
-                };
-                Flow::Pause
-            }
-            Err(e) => {
-                host.log(
-                    LogLevel::Error,
-                    &format!(
-                        "request_id={} authorize dispatch failed: {e}",
-                        self.request_id
-                    ),
-                );
-                self.observations.push(Observation::Callout {
-                    millis: 0,
-                    ok: false,
-                });
-                self.decide(Decision::FailedClosed);
-                self.reply(
-                    host,
-                    LocalReply::error(
-                        503,
-                        &unavailable("The paywall service is unavailable. Try again shortly."),
-                    ),
-                )
-            }
-        }
+        self.ask_sidecar(host, &ask, pending)
     }
 
     /// The sidecar answered (or the callout failed: `status` None).
@@ -323,16 +284,12 @@ impl PaywallStream {
             ok: decision.is_some(),
         });
         let Some(decision) = decision else {
-            self.decide(Decision::FailedClosed);
+            let id = &self.request_id;
             host.log(
                 LogLevel::Warn,
-                &format!("request_id={} paywall sidecar gave no usable answer (status {status:?}); failing closed", self.request_id),
+                &format!("request_id={id} paywall sidecar gave no usable answer (status {status:?}); failing closed"),
             );
-            let reply = LocalReply::error(
-                503,
-                &unavailable("The paywall service is unavailable. Try again shortly."),
-            );
-            self.reply(host, reply);
+            self.fail_closed(host);
             return;
         };
         match decision {
@@ -343,100 +300,24 @@ impl PaywallStream {
                 fallback,
                 ..
             } => {
-                self.decide(Decision::Allowed);
-                // The body as the provider gets it: its name for the model, and
-                // the output limit lowered when the balance covers less. Most
-                // requests need neither, and the body is not copied out for them.
-                // On a fallback route each try renames the model for its provider
-                // (the provider-attempt filter); the tries, with their keys,
-                // stay in this VM.
-                let fallback = fallback
-                    .filter(|f| provider_attempt::register(&self.request_id, f.attempts.clone()));
-                let rename = route
-                    .upstream_model
-                    .as_deref()
-                    .filter(|m| *m != pending.model && fallback.is_none());
-                let mut clamped_to = None;
-                if rename.is_some() || max_output_tokens.is_some() {
-                    let original = host.request_body(pending.body_size).unwrap_or_default();
-                    let mut body = rename.and_then(|model| set_model(&original, model));
-                    if let Some(max) = max_output_tokens {
-                        if let Some(limited) =
-                            limit_output(body.as_deref().unwrap_or(&original), max)
-                        {
-                            body = Some(limited);
-                            clamped_to = Some(max);
-                        }
-                    }
-                    if let Some(rewritten) = &body {
-                        self.replace_body(host, pending.body_size, rewritten);
-                    }
-                }
-                host.set_request_header("authorization", None);
-                host.set_request_header(USER_HEADER, None);
-                match &fallback {
-                    None => {
-                        point_at(host, &route);
-                        host.set_request_header(&self.config.route_header, Some(&route.cluster));
-                    }
-                    Some(f) => host.set_request_header(&self.config.route_header, Some(&f.cluster)),
-                }
-                host.clear_route_cache();
-                host.log(
-                    LogLevel::Info,
-                    &format!(
-                        "request_id={} allowed hold={hold_id} provider={}",
-                        self.request_id, route.provider
-                    ),
-                );
-                self.state = State::Forwarded(Forwarded {
+                let allowed = Allowed {
                     hold_id,
-                    model: pending.model,
-                    prompt_tokens: pending.prompt_tokens,
-                    status: None,
-                    hide_usage: pending.hide_usage,
-                    reader: ResponseReader::json(),
-                    clamped_to,
-                    provider: route.provider,
-                    fallback: fallback.is_some(),
-                    credentials_refused: false,
-                });
-                host.resume_request();
+                    route,
+                    max_output_tokens,
+                    fallback,
+                };
+                self.forward(host, pending, allowed);
             }
             AuthorizeResponse::Action {
                 action,
                 message,
                 link,
-            } => {
-                self.decide(Decision::Denied(action));
-                let created = host.now_ms() / 1000;
-                let reply = action_reply(
-                    action,
-                    &message,
-                    &link,
-                    &pending.model,
-                    &self.request_id,
-                    created,
-                    pending.stream,
-                );
-                host.log(
-                    LogLevel::Info,
-                    &format!("request_id={} action={}", self.request_id, action.as_str()),
-                );
-                self.reply(host, reply);
-            }
+            } => self.deny(host, &pending, action, &message, &link),
             AuthorizeResponse::Reject {
                 status,
                 error,
                 retry_after_secs,
-            } => {
-                self.decide(Decision::Rejected);
-                let mut reply = LocalReply::error(u32::from(status), &error);
-                if let Some(secs) = retry_after_secs {
-                    reply = reply.with_header("retry-after", &secs.to_string());
-                }
-                self.reply(host, reply);
-            }
+            } => self.refuse(host, status, &error, retry_after_secs),
         }
     }
 
@@ -572,31 +453,6 @@ impl PaywallStream {
             upstream_status: status,
             provider: f.fallback.then_some(f.provider),
         });
-    }
-
-    /// Replaces the buffered request body and keeps `content-length` true.
-    fn replace_body(&self, host: &mut dyn StreamHost, old_size: usize, body: &[u8]) {
-        host.replace_request_body(old_size, body);
-        host.set_request_header("content-length", Some(&body.len().to_string()));
-    }
-
-    fn sidecar_callout(&self, path: &str, body: Vec<u8>) -> Callout {
-        Callout {
-            cluster: self.config.sidecar_cluster.clone(),
-            headers: vec![
-                (":method".into(), "POST".into()),
-                (":path".into(), path.into()),
-                (":authority".into(), self.config.sidecar_authority.clone()),
-                ("content-type".into(), "application/json".into()),
-                (
-                    INTERNAL_SECRET_HEADER.into(),
-                    self.config.internal_secret.clone(),
-                ),
-                ("x-request-id".into(), self.request_id.clone()),
-            ],
-            body,
-            timeout: self.config.callout_timeout,
-        }
     }
 
     fn too_large(&mut self, host: &mut dyn StreamHost) -> Flow {

@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use tollgate_protocol::{AuthorizeRequest, SettleOutcome, UsageSource};
+use tollgate_protocol::{
+    AuthorizeRequest, SettleOutcome, UsageSource, AUTHORIZE_PATH, INTERNAL_SECRET_HEADER,
+};
 
 use super::*;
+use crate::host::Callout;
 use crate::tokens::{EncodingName, ModelEncodings};
 
 #[derive(Default)]

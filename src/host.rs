@@ -40,6 +40,11 @@ pub trait StreamHost {
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Replaces the `old_size` buffered request bytes with `body`.
     fn replace_request_body(&mut self, old_size: usize, body: &[u8]);
+    /// Replaces the buffered request body and keeps `content-length` true.
+    fn rewrite_request_body(&mut self, old_size: usize, body: &[u8]) {
+        self.replace_request_body(old_size, body);
+        self.set_request_header("content-length", Some(&body.len().to_string()));
+    }
     fn response_header(&self, name: &str) -> Option<String>;
     fn set_response_header(&mut self, name: &str, value: Option<&str>);
     /// The current response body chunk of `size` bytes.

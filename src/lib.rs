@@ -26,6 +26,7 @@ pub mod replies;
 pub mod request_identity;
 pub mod response_reader;
 pub mod settlement_queue;
+pub mod sidecar;
 pub mod sse;
 pub mod stream_meter;
 pub mod tokens;

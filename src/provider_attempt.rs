@@ -168,8 +168,7 @@ impl ProviderAttemptStream {
         }
         let body = host.request_body(body_size).unwrap_or_default();
         if let Some(renamed) = set_model(&body, model) {
-            host.replace_request_body(body_size, &renamed);
-            host.set_request_header("content-length", Some(&renamed.len().to_string()));
+            host.rewrite_request_body(body_size, &renamed);
         }
         self.rename = None;
         Flow::Continue

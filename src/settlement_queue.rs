@@ -7,7 +7,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use tollgate_protocol::backoff::{backoff_ms, jitter_seed, with_jitter};
 use tollgate_protocol::SettleRequest;
+
+use crate::config::{self, FilterConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSettlement {
@@ -35,7 +38,26 @@ pub enum Enqueued {
     Rejected,
 }
 
+impl Default for SettlementQueue {
+    /// The configuration's defaults (before a configuration is applied).
+    fn default() -> Self {
+        SettlementQueue::new(
+            Duration::from_millis(config::DEFAULT_SETTLE_RETRY_INITIAL_MS),
+            Duration::from_millis(config::DEFAULT_SETTLE_RETRY_MAX_MS),
+            config::DEFAULT_SETTLE_BACKLOG_MAX,
+        )
+    }
+}
+
 impl SettlementQueue {
+    pub fn for_config(c: &FilterConfig) -> Self {
+        SettlementQueue::new(
+            c.settle_retry_initial,
+            c.settle_retry_max,
+            c.settle_backlog_max,
+        )
+    }
+
     pub fn new(retry_initial: Duration, retry_max: Duration, capacity: usize) -> Self {
         SettlementQueue {
             waiting: VecDeque::new(),
@@ -110,17 +132,17 @@ impl SettlementQueue {
     pub fn retry_later(&mut self, mut entry: PendingSettlement, now_ms: u64) {
         entry.attempts = entry.attempts.saturating_add(1);
         self.retries += 1;
-        entry.next_attempt_ms = now_ms.saturating_add(self.backoff_ms(entry.attempts));
+        let wait = self.backoff_ms(&entry);
+        entry.next_attempt_ms = now_ms.saturating_add(wait);
         self.waiting.push_back(entry);
     }
 
-    fn backoff_ms(&self, attempts: u32) -> u64 {
+    /// Exponential, with jitter by hold id (see `tollgate_protocol::backoff`).
+    fn backoff_ms(&self, entry: &PendingSettlement) -> u64 {
         let initial = u64::try_from(self.retry_initial.as_millis()).unwrap_or(u64::MAX);
         let max = u64::try_from(self.retry_max.as_millis()).unwrap_or(u64::MAX);
-        let factor = 1u64
-            .checked_shl(attempts.saturating_sub(1).min(32))
-            .unwrap_or(u64::MAX);
-        initial.saturating_mul(factor).min(max)
+        let ceiling = backoff_ms(initial, max, entry.attempts);
+        with_jitter(ceiling, jitter_seed(&entry.request.hold_id), entry.attempts)
     }
 }
 
@@ -153,12 +175,12 @@ mod tests {
         let due = q.take_due(0, 10);
         assert_eq!(due.len(), 1);
         q.sent(1, due.into_iter().next().unwrap());
-        q.failed(1, 0); // attempt 1 failed → retry at 100
-        assert!(q.take_due(99, 10).is_empty());
+        q.failed(1, 0); // attempt 1 failed → retry in 75..=100 ms
+        assert!(q.take_due(74, 10).is_empty());
         let due = q.take_due(100, 10);
         q.sent(2, due.into_iter().next().unwrap());
-        q.failed(2, 100); // attempt 2 failed → retry at 300
-        assert!(q.take_due(299, 10).is_empty());
+        q.failed(2, 100); // attempt 2 failed → retry in 150..=200 ms
+        assert!(q.take_due(249, 10).is_empty());
         let due = q.take_due(300, 10);
         assert_eq!(due[0].attempts, 2);
         q.sent(3, due.into_iter().next().unwrap());
@@ -169,12 +191,24 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped() {
+    fn backoff_is_capped_and_jittered_by_hold() {
         let q = queue(1);
-        assert_eq!(q.backoff_ms(1), 100);
-        assert_eq!(q.backoff_ms(4), 800);
-        assert_eq!(q.backoff_ms(5), 1000);
-        assert_eq!(q.backoff_ms(u32::MAX), 1000);
+        let entry = |hold: &str, attempts| PendingSettlement {
+            request: req(hold),
+            attempts,
+            next_attempt_ms: 0,
+        };
+        assert!((75..=100).contains(&q.backoff_ms(&entry("a", 1))));
+        assert!((600..=800).contains(&q.backoff_ms(&entry("a", 4))));
+        assert!((750..=1000).contains(&q.backoff_ms(&entry("a", 5))));
+        assert!((750..=1000).contains(&q.backoff_ms(&entry("a", u32::MAX))));
+        let spread: std::collections::BTreeSet<u64> = (0..50)
+            .map(|i| q.backoff_ms(&entry(&format!("h{i}"), 5)))
+            .collect();
+        assert!(
+            spread.len() > 10,
+            "settlements that failed together retry apart"
+        );
     }
 
     #[test]

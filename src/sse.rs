@@ -5,6 +5,10 @@
 //! Memory is bounded: an event larger than the limit is dropped and counted,
 //! never buffered without end. Every event carries the absolute byte offsets
 //! it spans in the stream, so a caller can cut it out of the bytes it forwards.
+//!
+//! Hand-written rather than a crate: none reports byte offsets (needed to
+//! hide the forced usage chunk without re-encoding the stream), and this one
+//! stays small inside the wasm filter.
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,6 @@ pub struct StreamMeter {
     provider_usage: Option<Usage>,
     done: bool,
     error: Option<String>,
-    chunks: u64,
 }
 
 impl StreamMeter {
@@ -73,7 +72,6 @@ impl StreamMeter {
                 self.append(index, &piece);
             }
         }
-        self.chunks += 1;
         let has_error = v.get("error").is_some_and(|e| !e.is_null());
         let has_usage = v.get("usage").is_some_and(|u| !u.is_null());
         match choices {
@@ -108,11 +106,6 @@ impl StreamMeter {
 
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
-    }
-
-    /// Chunks seen (JSON events, not counting `[DONE]`).
-    pub fn chunks(&self) -> u64 {
-        self.chunks
     }
 
     /// True when text was dropped for exceeding the bound (the count is then a floor).

@@ -107,36 +107,9 @@ async fn chat(
     body: Bytes,
 ) -> Response {
     m.requests.fetch_add(1, Ordering::SeqCst);
-    if let Ok(mut last) = m.last_headers.lock() {
-        *last = headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-    }
-    if !authorized(&m, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "invalid_api_key",
-            "Incorrect API key provided.",
-        );
-    }
-    if let Some(problem) = m.args.flavor.url_problem(&uri) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_url",
-            &problem,
-        );
-    }
-    if let Some(status) = m.args.fail_status {
-        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(
-            s,
-            "server_error",
-            "unavailable",
-            "The provider is unavailable.",
-        );
+    remember_headers(&m, &headers);
+    if let Err(refused) = admit(&m, &uri, &headers) {
+        return refused;
     }
     let faults = Faults::from_headers(&headers);
     if let Some(ms) = faults.delay_ms {
@@ -157,29 +130,82 @@ async fn chat(
             )
         }
     };
-    // Azure names the model by the deployment in the path; the body's is ignored.
-    let model = match &deployment {
-        Some(Path(d)) => Some(d.as_str()),
-        None => req["model"].as_str(),
-    };
+    if let Err(refused) = check_model(&m, deployment.as_ref().map(|Path(d)| d.as_str()), &req) {
+        return refused;
+    }
+    m.completions.fetch_add(1, Ordering::SeqCst);
+    answer(&m, &req, &faults)
+}
+
+/// The headers of the last request, for tests that check what arrived.
+fn remember_headers(m: &Mock, headers: &HeaderMap) {
+    if let Ok(mut last) = m.last_headers.lock() {
+        *last = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+    }
+}
+
+/// The provider's own refusals: the key, the URL shape of its kind, and the
+/// configured outage.
+#[allow(clippy::result_large_err)] // a refusal is the whole answer
+fn admit(m: &Mock, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
+    if !authorized(m, headers) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        ));
+    }
+    if let Some(problem) = m.args.flavor.url_problem(uri) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_url",
+            &problem,
+        ));
+    }
+    if let Some(status) = m.args.fail_status {
+        let s = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return Err(error(
+            s,
+            "server_error",
+            "unavailable",
+            "The provider is unavailable.",
+        ));
+    }
+    Ok(())
+}
+
+/// A known model and messages. Azure names the model by the deployment in
+/// the path; the body's is ignored.
+#[allow(clippy::result_large_err)] // a refusal is the whole answer
+fn check_model(m: &Mock, deployment: Option<&str>, req: &Value) -> Result<(), Response> {
+    let model = deployment.or_else(|| req["model"].as_str());
     let Some(model) = model.filter(|_| req["messages"].is_array()) else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             "invalid_request",
             "model and messages are required",
-        );
+        ));
     };
     if !m.args.models.iter().any(|known| known == model) {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "model_not_found",
             &format!("The model `{model}` does not exist or you do not have access to it."),
-        );
+        ));
     }
-    m.completions.fetch_add(1, Ordering::SeqCst);
-    let reply = decide(&m.bpe, &req);
+    Ok(())
+}
+
+/// The completion, as JSON or as an SSE stream.
+fn answer(m: &Mock, req: &Value, faults: &Faults) -> Response {
+    let reply = decide(&m.bpe, req);
     let id = format!("chatcmpl-mock{}", m.completions.load(Ordering::SeqCst));
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -197,8 +223,7 @@ async fn chat(
     let include_usage = req["stream_options"]["include_usage"] == true && !faults.omit_usage;
     let events = chunks(&m.bpe, &id, created, &reply, include_usage);
     let delay = Duration::from_millis(faults.chunk_delay_ms.unwrap_or(m.args.chunk_delay_ms));
-    let cut = faults.cut_after;
-    let stream = async_stream(events, delay, cut);
+    let stream = async_stream(events, delay, faults.cut_after);
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "text/event-stream")

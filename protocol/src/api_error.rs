@@ -49,12 +49,6 @@ impl ApiError {
             r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_string()
         })
     }
-
-    pub fn from_body(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Envelope>(body)
-            .ok()
-            .map(|e| e.error)
-    }
 }
 
 #[cfg(test)]
@@ -69,6 +63,7 @@ mod tests {
         assert_eq!(v["error"]["param"], "user");
         assert_eq!(v["error"]["code"], "missing_user");
         assert_eq!(v["error"]["message"], "no user");
-        assert_eq!(ApiError::from_body(e.to_body().as_bytes()), Some(e));
+        let back: Envelope = serde_json::from_str(&e.to_body()).unwrap();
+        assert_eq!(back.error, e);
     }
 }

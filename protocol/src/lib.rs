@@ -6,6 +6,7 @@
 
 pub mod api_error;
 pub mod authorize;
+pub mod backoff;
 pub mod credentials;
 pub mod money;
 pub mod pricing;

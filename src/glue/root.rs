@@ -7,16 +7,17 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
-use tollgate_protocol::{INTERNAL_SECRET_HEADER, SETTLE_PATH};
+use tollgate_protocol::SETTLE_PATH;
 
 use super::attempt::AttemptHttp;
 use super::envoy_host::{callout_body, callout_status, dispatch, log, now_ms};
 use super::metrics::{Metrics, StreamMetrics};
 use super::stream::{PaywallHttp, UnconfiguredHttp};
 use crate::config::FilterConfig;
-use crate::host::{Callout, LogLevel};
+use crate::host::LogLevel;
 use crate::provider_attempt::is_attempt_config;
 use crate::settlement_queue::SettlementQueue;
+use crate::sidecar::{sidecar_callout, SettleAnswer};
 use crate::tokens::Tokenizers;
 
 /// Settlements dispatched per tick, so a large backlog drains without a burst.
@@ -43,11 +44,7 @@ impl PaywallRoot {
             stream_metrics: Rc::default(),
             config: None,
             tokenizers: None,
-            queue: Rc::new(RefCell::new(SettlementQueue::new(
-                std::time::Duration::from_millis(200),
-                std::time::Duration::from_secs(30),
-                10_000,
-            ))),
+            queue: Rc::default(),
             draining: false,
             attempt_role: false,
         }
@@ -77,22 +74,8 @@ impl PaywallRoot {
                     continue;
                 }
             };
-            let callout = Callout {
-                cluster: config.sidecar_cluster.clone(),
-                headers: vec![
-                    (":method".into(), "POST".into()),
-                    (":path".into(), SETTLE_PATH.into()),
-                    (":authority".into(), config.sidecar_authority.clone()),
-                    ("content-type".into(), "application/json".into()),
-                    (
-                        INTERNAL_SECRET_HEADER.into(),
-                        config.internal_secret.clone(),
-                    ),
-                    ("x-request-id".into(), entry.request.request_id.clone()),
-                ],
-                body,
-                timeout: config.callout_timeout,
-            };
+            let id = entry.request.request_id.clone();
+            let callout = sidecar_callout(&config, SETTLE_PATH, &id, body);
             match dispatch(&callout) {
                 Ok(token) => queue.sent(token, entry),
                 Err(e) => {
@@ -122,8 +105,8 @@ impl Context for PaywallRoot {
         let Ok(mut queue) = self.queue.try_borrow_mut() else {
             return;
         };
-        match status {
-            Some(200) => {
+        match SettleAnswer::of(status) {
+            SettleAnswer::Acknowledged => {
                 if let Some(req) = queue.acknowledged(token) {
                     self.metrics.delivered();
                     log(
@@ -132,8 +115,8 @@ impl Context for PaywallRoot {
                     );
                 }
             }
-            // A 4xx other than 408/429 will not change on retry (unknown hold, bad secret).
-            Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
+            SettleAnswer::Refused => {
+                let s = status.unwrap_or(0);
                 let body = String::from_utf8_lossy(&callout_body(body_size)).into_owned();
                 if let Some(req) = queue.acknowledged(token) {
                     log(
@@ -145,10 +128,10 @@ impl Context for PaywallRoot {
                     );
                 }
             }
-            other => {
+            SettleAnswer::Retry => {
                 log(
                     LogLevel::Warn,
-                    &format!("settlement callout failed (status {other:?}); will retry"),
+                    &format!("settlement callout failed (status {status:?}); will retry"),
                 );
                 queue.failed(token, now_ms());
             }
@@ -215,11 +198,7 @@ impl RootContext for PaywallRoot {
         };
         if let Ok(mut q) = self.queue.try_borrow_mut() {
             if q.backlog() == 0 {
-                *q = SettlementQueue::new(
-                    config.settle_retry_initial,
-                    config.settle_retry_max,
-                    config.settle_backlog_max,
-                );
+                *q = SettlementQueue::for_config(&config);
             }
         }
         if let Err(e) = hostcalls::set_tick_period(config.tick) {

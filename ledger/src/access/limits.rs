@@ -111,11 +111,99 @@ pub async fn admit(
     amount: i64,
     now: i64,
 ) -> LedgerResult<Result<Counted, Refusal>> {
+    if !take_in_flight(tx, limits, wallet).await? {
+        return Ok(Err(Refusal::TooManyInFlight));
+    }
+    let minute_window = match take_rate(tx, limits, wallet, tokens, now).await? {
+        Ok(window) => window,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let mut counted = Counted {
         reserved_tokens: tokens,
+        minute_window,
         ..Default::default()
     };
-    // Every hold counts as in flight, capped or not, so a cap set later is exact.
+    for period in [Period::Day, Period::Month] {
+        let Some(cap) = period.cap(limits) else {
+            continue;
+        };
+        let start = period.start(now);
+        let args = [amount, cap];
+        let set = "spent = spent + $4";
+        if !take(
+            tx,
+            wallet,
+            period.kind(),
+            start,
+            set,
+            "spent + $4 <= $5",
+            &args,
+        )
+        .await?
+        {
+            return Ok(Err(Refusal::SpendCap {
+                period: period.name(),
+                cap,
+                resets_at: period.next(now),
+            }));
+        }
+        match period {
+            Period::Day => counted.day_window = Some(start),
+            Period::Month => counted.month_window = Some(start),
+        }
+    }
+    Ok(Ok(counted))
+}
+
+/// A spend-cap period (UTC calendar day or month).
+#[derive(Clone, Copy)]
+enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    /// As the refusal names it.
+    fn name(self) -> &'static str {
+        match self {
+            Period::Day => "daily",
+            Period::Month => "monthly",
+        }
+    }
+
+    /// As `limit_windows.kind` stores it.
+    fn kind(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+        }
+    }
+
+    fn cap(self, limits: &Limits) -> Option<i64> {
+        match self {
+            Period::Day => limits.daily_spend_cap,
+            Period::Month => limits.monthly_spend_cap,
+        }
+    }
+
+    fn start(self, now: i64) -> i64 {
+        match self {
+            Period::Day => calendar::day_start(now),
+            Period::Month => calendar::month_start(now),
+        }
+    }
+
+    fn next(self, now: i64) -> i64 {
+        match self {
+            Period::Day => calendar::next_day(now),
+            Period::Month => calendar::next_month(now),
+        }
+    }
+}
+
+/// Counts the hold as in flight. Every hold counts, capped or not, so a cap
+/// set later is exact. False when the wallet is at its cap.
+async fn take_in_flight(tx: &mut Tx, limits: &Limits, wallet: &str) -> LedgerResult<bool> {
     let cap = limits.max_open_holds.unwrap_or(i64::MAX);
     let taken = sqlx::query(
         "UPDATE accounts SET open_holds = open_holds + 1 WHERE id = $1 AND open_holds < $2",
@@ -124,78 +212,40 @@ pub async fn admit(
     .bind(cap)
     .execute(&mut **tx)
     .await?;
-    if taken.rows_affected() != 1 {
-        return Ok(Err(Refusal::TooManyInFlight));
+    Ok(taken.rows_affected() == 1)
+}
+
+/// Takes one request and `tokens` of this minute's rate limits. Returns the
+/// minute window counted in (None when the paywall sets no rate limit).
+async fn take_rate(
+    tx: &mut Tx,
+    limits: &Limits,
+    wallet: &str,
+    tokens: i64,
+    now: i64,
+) -> LedgerResult<Result<Option<i64>, Refusal>> {
+    if limits.requests_per_minute.is_none() && limits.tokens_per_minute.is_none() {
+        return Ok(Ok(None));
     }
-    if limits.requests_per_minute.is_some() || limits.tokens_per_minute.is_some() {
-        let start = calendar::minute_start(now);
-        let rpm = limits.requests_per_minute.unwrap_or(i64::MAX);
-        let tpm = limits.tokens_per_minute.unwrap_or(i64::MAX);
-        if !take(
-            tx,
-            wallet,
-            "minute",
-            start,
-            "requests = requests + 1, tokens = tokens + $4",
-            "requests + 1 <= $5 AND tokens + $4 <= $6",
-            &[tokens, rpm, tpm],
-        )
-        .await?
-        {
-            let what = if limits.requests_per_minute.is_some()
-                && requests_in(tx, wallet, start).await? + 1 > rpm
-            {
-                "requests"
-            } else {
-                "tokens"
-            };
-            return Ok(Err(Refusal::RateLimited {
-                what,
-                retry_after_secs: secs_until(now, calendar::next_minute(now)),
-            }));
-        }
-        counted.minute_window = Some(start);
+    let start = calendar::minute_start(now);
+    let rpm = limits.requests_per_minute.unwrap_or(i64::MAX);
+    let tpm = limits.tokens_per_minute.unwrap_or(i64::MAX);
+    let set = "requests = requests + 1, tokens = tokens + $4";
+    let guard = "requests + 1 <= $5 AND tokens + $4 <= $6";
+    if take(tx, wallet, "minute", start, set, guard, &[tokens, rpm, tpm]).await? {
+        return Ok(Ok(Some(start)));
     }
-    for (period, cap, start, next) in [
-        (
-            "daily",
-            limits.daily_spend_cap,
-            calendar::day_start(now),
-            calendar::next_day(now),
-        ),
-        (
-            "monthly",
-            limits.monthly_spend_cap,
-            calendar::month_start(now),
-            calendar::next_month(now),
-        ),
-    ] {
-        let Some(cap) = cap else { continue };
-        let kind = if period == "daily" { "day" } else { "month" };
-        if !take(
-            tx,
-            wallet,
-            kind,
-            start,
-            "spent = spent + $4",
-            "spent + $4 <= $5",
-            &[amount, cap],
-        )
-        .await?
-        {
-            return Ok(Err(Refusal::SpendCap {
-                period,
-                cap,
-                resets_at: next,
-            }));
-        }
-        if kind == "day" {
-            counted.day_window = Some(start);
-        } else {
-            counted.month_window = Some(start);
-        }
-    }
-    Ok(Ok(counted))
+    let what = if limits.requests_per_minute.is_some()
+        && requests_in(tx, wallet, start).await? + 1 > rpm
+    {
+        "requests"
+    } else {
+        "tokens"
+    };
+    Ok(Err(Refusal::RateLimited {
+        what,
+        retry_after_secs: secs_until(now, calendar::next_minute(now)),
+    }))
 }
 
 /// Ensures the window row exists, then applies `set` only if `guard` holds.

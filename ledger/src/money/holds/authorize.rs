@@ -8,7 +8,7 @@ use tollgate_protocol::{
 };
 
 use crate::access::consent;
-use crate::access::limits::{self, Counted, Refusal};
+use crate::access::limits::{self, Counted, Limits, Refusal};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::catalog::provider_keys;
@@ -37,28 +37,81 @@ pub async fn authorize(
     settings: &Settings,
     req: &AuthorizeRequest,
 ) -> LedgerResult<AuthorizeResponse> {
+    match check(db, settings, req).await? {
+        Ok(checked) => place_hold(db, settings, req, checked).await,
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// What authorize knows before it touches money.
+struct Checked {
+    paywall: Paywall,
+    route: ModelRoute,
+    plan: UpstreamPlan,
+    limits: Limits,
+    ask: Ask,
+}
+
+/// The most a request may use: output, tokens and cost at its maximum.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    choices: i64,
+    /// Output tokens asked per choice (`max_tokens`, or the model's default).
+    per_choice: i64,
+    /// Output tokens of all choices.
+    max_output: i64,
+    tokens: i64,
+    amount: i64,
+}
+
+impl Ask {
+    fn new(req: &AuthorizeRequest, route: &ModelRoute) -> Ask {
+        let per_choice = req
+            .max_output_tokens
+            .map(i64::from)
+            .unwrap_or(route.default_max_output_tokens);
+        Ask::with_output(req, route, per_choice)
+    }
+
+    fn with_output(req: &AuthorizeRequest, route: &ModelRoute, per_choice: i64) -> Ask {
+        let choices = i64::from(req.choices.max(1));
+        let max_output = per_choice.saturating_mul(choices);
+        Ask {
+            choices,
+            per_choice,
+            max_output,
+            tokens: i64::from(req.prompt_tokens).saturating_add(max_output),
+            amount: route.price.max_cost(
+                u64::from(req.prompt_tokens),
+                u64::try_from(max_output).unwrap_or(0),
+            ),
+        }
+    }
+}
+
+/// Key, user, model, provider and the per-request token cap: a refusal
+/// here answers without a transaction.
+async fn check(
+    db: &Db,
+    settings: &Settings,
+    req: &AuthorizeRequest,
+) -> LedgerResult<Result<Checked, AuthorizeResponse>> {
     let Some(paywall) = catalog::paywall_by_key(db, &req.paywall_key).await? else {
-        return Ok(reject(
-            401,
-            ApiError::authentication("Incorrect API key provided."),
-            None,
-        ));
+        let err = ApiError::authentication("Incorrect API key provided.");
+        return Ok(Err(reject(401, err, None)));
     };
     if req.user.trim().is_empty() {
         let err =
             ApiError::invalid_request("missing_user", "A user id is required.").with_param("user");
-        return Ok(reject(400, err, None));
+        return Ok(Err(reject(400, err, None)));
     }
     let Some(route) = catalog::model_route(db, &req.model).await? else {
         let msg = format!(
             "The model `{}` does not exist or you do not have access to it.",
             req.model
         );
-        return Ok(reject(
-            404,
-            ApiError::invalid_request("model_not_found", msg).with_param("model"),
-            None,
-        ));
+        let err = ApiError::invalid_request("model_not_found", msg).with_param("model");
+        return Ok(Err(reject(404, err, None)));
     };
     let Some(plan) = upstream_plan(db, settings, &paywall, &route, &req.model).await? else {
         let err = ApiError::new(
@@ -66,113 +119,129 @@ pub async fn authorize(
             "provider_unavailable",
             "The provider for this model is not configured.",
         );
-        return Ok(reject(503, err, None));
+        return Ok(Err(reject(503, err, None)));
     };
-    let per_choice = req
-        .max_output_tokens
-        .map(i64::from)
-        .unwrap_or(route.default_max_output_tokens);
-    let max_output = per_choice.saturating_mul(i64::from(req.choices.max(1)));
-    let amount = route.price.max_cost(
-        u64::from(req.prompt_tokens),
-        u64::try_from(max_output).unwrap_or(0),
-    );
-    let tokens = i64::from(req.prompt_tokens).saturating_add(max_output);
-
+    let ask = Ask::new(req, &route);
     let limits = limits::load(db, &paywall.id).await?;
-    if let Some(cap) = limits.max_tokens_per_request.filter(|cap| tokens > *cap) {
+    if let Some(cap) = limits
+        .max_tokens_per_request
+        .filter(|cap| ask.tokens > *cap)
+    {
         let msg = format!(
-            "This request may use up to {tokens} tokens (prompt estimate plus maximum output), above this app's \
-             limit of {cap} per request. Lower max_tokens or shorten the conversation."
+            "This request may use up to {} tokens (prompt estimate plus maximum output), above this app's \
+             limit of {cap} per request. Lower max_tokens or shorten the conversation.",
+            ask.tokens
         );
-        return Ok(reject(
-            400,
-            ApiError::invalid_request("max_tokens_exceeded", msg).with_param("max_tokens"),
-            None,
-        ));
+        let err = ApiError::invalid_request("max_tokens_exceeded", msg).with_param("max_tokens");
+        return Ok(Err(reject(400, err, None)));
     }
+    Ok(Ok(Checked {
+        paywall,
+        route,
+        plan,
+        limits,
+        ask,
+    }))
+}
 
-    let revenue = revenue_account(&paywall.id);
-    let now = now_ms();
+/// Affordability: a balance that cannot cover the requested output still
+/// gets the most output it can pay for, if that reaches the floor. Returns
+/// the ask to hold and the clamped output per choice (None: as asked), or
+/// None when not even the floor fits.
+fn fit_to_balance(
+    settings: &Settings,
+    req: &AuthorizeRequest,
+    route: &ModelRoute,
+    ask: Ask,
+    available: i64,
+) -> Option<(Ask, Option<i64>)> {
+    if ask.amount <= available {
+        return Some((ask, None));
+    }
+    let fit = route.price.affordable_output(
+        u64::from(req.prompt_tokens),
+        ask.choices.unsigned_abs(),
+        u64::try_from(ask.per_choice).unwrap_or(0),
+        available,
+    )?;
+    if fit < u64::from(settings.output_floor) {
+        return None;
+    }
+    let per_choice = i64::try_from(fit).unwrap_or(0);
+    Some((Ask::with_output(req, route, per_choice), Some(per_choice)))
+}
+
+/// In one transaction: the wallet, affordability, every limit, the
+/// reservation and the hold row.
+async fn place_hold(
+    db: &Db,
+    settings: &Settings,
+    req: &AuthorizeRequest,
+    c: Checked,
+) -> LedgerResult<AuthorizeResponse> {
+    let revenue = revenue_account(&c.paywall.id);
     let mut tx = db.pool.begin().await?;
-    let wallet = match wallets::open_wallet(&mut tx, &paywall.id, &req.user).await? {
+    let wallet = match wallets::open_wallet(&mut tx, &c.paywall.id, &req.user).await? {
         WalletFor::Ready(w) => w,
         WalletFor::NeedsConsent => {
             tx.rollback().await?;
-            return consent_needed(db, settings, &paywall, req).await;
+            return consent_needed(db, settings, &c.paywall, req).await;
         }
     };
-    book::ensure_account(&mut tx, &revenue, "revenue", Some(&paywall.id), None).await?;
-    // Affordability: a balance that cannot cover the requested output still
-    // gets the most output it can pay for, if that reaches the floor.
-    let choices = i64::from(req.choices.max(1));
+    book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
     let available = book::balance_in(&mut tx, &wallet).await?.available;
-    let clamped = if amount <= available {
-        None
-    } else {
-        let prompt = u64::from(req.prompt_tokens);
-        let wanted = u64::try_from(per_choice).unwrap_or(0);
-        let fit = route
-            .price
-            .affordable_output(prompt, choices.unsigned_abs(), wanted, available);
-        match fit.filter(|k| *k >= u64::from(settings.output_floor)) {
-            Some(k) => Some(i64::try_from(k).unwrap_or(0)),
-            None => {
-                tx.rollback().await?;
-                return topup_needed(db, settings, &paywall, req, amount).await;
-            }
-        }
+    let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, available) else {
+        tx.rollback().await?;
+        return topup_needed(db, settings, &c.paywall, req, c.ask.amount).await;
     };
-    let (max_output, amount, tokens) = match clamped {
-        None => (max_output, amount, tokens),
-        Some(k) => {
-            let out = k.saturating_mul(choices);
-            let cost = route.price.max_cost(
-                u64::from(req.prompt_tokens),
-                u64::try_from(out).unwrap_or(0),
-            );
-            (out, cost, i64::from(req.prompt_tokens).saturating_add(out))
-        }
-    };
-    let counted = match limits::admit(&mut tx, &limits, &wallet, tokens, amount, now).await? {
-        Ok(c) => c,
+    let admitted = limits::admit(
+        &mut tx,
+        &c.limits,
+        &wallet,
+        ask.tokens,
+        ask.amount,
+        now_ms(),
+    );
+    let counted = match admitted.await? {
+        Ok(counted) => counted,
         Err(refused) => {
             tx.rollback().await?;
-            return refusal(db, &paywall, req, refused).await;
+            return refusal(db, &c.paywall, req, refused).await;
         }
     };
     let hold_id = new_id("hold");
     let meta = TransferMeta {
-        paywall_id: Some(&paywall.id),
+        paywall_id: Some(&c.paywall.id),
         hold_id: Some(&hold_id),
         request_id: Some(&req.request_id),
         ..Default::default()
     };
-    let Some(transfer_id) = book::reserve(&mut tx, &wallet, &revenue, amount, &meta).await? else {
+    let reserved = book::reserve(&mut tx, &wallet, &revenue, ask.amount, &meta).await?;
+    let Some(transfer_id) = reserved else {
         // Nothing of this attempt stays; the top-up link is its own write.
         tx.rollback().await?;
-        return topup_needed(db, settings, &paywall, req, amount).await;
+        return topup_needed(db, settings, &c.paywall, req, ask.amount).await;
     };
     let hold = NewHold {
         id: &hold_id,
         wallet: &wallet,
         transfer_id: &transfer_id,
-        amount,
-        max_output,
+        amount: ask.amount,
+        max_output: ask.max_output,
         counted,
-        plan: &plan,
+        plan: &c.plan,
     };
-    insert_hold(&mut tx, settings, &paywall, req, &route, &hold).await?;
+    insert_hold(&mut tx, settings, &c.paywall, req, &c.route, &hold).await?;
     tx.commit().await?;
-    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount, clamped = ?clamped,
-                   provider = %plan.first.provider, key_source = plan.key_source.as_str(),
-                   fallbacks = plan.fallbacks.len(), "hold placed");
-    let fallback = plan.fallback_route();
+    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount = ask.amount, clamped = ?clamped,
+                   provider = %c.plan.first.provider, key_source = c.plan.key_source.as_str(),
+                   fallbacks = c.plan.fallbacks.len(), "hold placed");
+    let fallback = c.plan.fallback_route();
     Ok(AuthorizeResponse::Allow {
         hold_id,
-        held_micros: amount,
+        held_micros: ask.amount,
         max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
-        route: plan.first,
+        route: c.plan.first,
         fallback,
     })
 }

@@ -14,6 +14,7 @@ use futures_util::{stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::Row;
+use tollgate_protocol::backoff;
 
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
@@ -28,10 +29,22 @@ const LEASE_MS: i64 = 30_000;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_MS: i64 = 3_600_000;
 
-/// When the attempt after `attempts` failed ones is due: base × 2^(n−1), capped.
+/// The longest wait after `attempts` failed ones: base × 2^(n−1), capped.
 pub fn backoff_ms(base_ms: i64, attempts: i64) -> i64 {
-    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-    base_ms.saturating_mul(1i64 << exp).min(MAX_BACKOFF_MS)
+    let base = u64::try_from(base_ms).unwrap_or(0);
+    let n = u32::try_from(attempts.clamp(0, 64)).unwrap_or(64);
+    let cap = u64::try_from(MAX_BACKOFF_MS).unwrap_or(u64::MAX);
+    i64::try_from(backoff::backoff_ms(base, cap, n)).unwrap_or(MAX_BACKOFF_MS)
+}
+
+/// The wait before a delivery's next attempt: [`backoff_ms`] with jitter by
+/// delivery id, so deliveries that failed together (an endpoint outage) do
+/// not all come back at once.
+fn retry_wait_ms(base_ms: i64, attempts: i64, delivery_id: &str) -> i64 {
+    let ceiling = u64::try_from(backoff_ms(base_ms, attempts)).unwrap_or(0);
+    let n = u32::try_from(attempts.clamp(0, 64)).unwrap_or(64);
+    let wait = backoff::with_jitter(ceiling, backoff::jitter_seed(delivery_id), n);
+    i64::try_from(wait).unwrap_or(MAX_BACKOFF_MS)
 }
 
 /// Creates or updates the configured endpoints. A new endpoint starts after
@@ -267,7 +280,7 @@ async fn record_attempt(
         (Some(_), true) => ("failed", now, None),
         (Some(_), false) => (
             "pending",
-            now.saturating_add(backoff_ms(base_backoff_ms, attempts)),
+            now.saturating_add(retry_wait_ms(base_backoff_ms, attempts, id)),
             None,
         ),
     };
