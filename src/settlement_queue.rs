@@ -28,6 +28,8 @@ pub struct SettlementQueue {
     capacity: usize,
     dropped: u64,
     retries: u64,
+    /// Envoy is stopping the VM: everything goes out now, backoff or not.
+    draining: bool,
 }
 
 /// Result of offering a settlement to the queue.
@@ -67,6 +69,7 @@ impl SettlementQueue {
             capacity,
             dropped: 0,
             retries: 0,
+            draining: false,
         }
     }
 
@@ -81,6 +84,21 @@ impl SettlementQueue {
             next_attempt_ms: now_ms,
         });
         Enqueued::Accepted
+    }
+
+    /// Envoy is about to stop the VM: settlements still queued would be lost
+    /// with it, so every one is due now, and the VM may stop only once
+    /// [`Self::drained`].
+    pub fn drain(&mut self) {
+        self.draining = true;
+        for e in &mut self.waiting {
+            e.next_attempt_ms = 0;
+        }
+    }
+
+    /// Draining, and the sidecar acknowledged (or refused) everything.
+    pub fn drained(&self) -> bool {
+        self.draining && self.backlog() == 0
     }
 
     /// Everything not yet acknowledged by the sidecar.
@@ -132,7 +150,11 @@ impl SettlementQueue {
     pub fn retry_later(&mut self, mut entry: PendingSettlement, now_ms: u64) {
         entry.attempts = entry.attempts.saturating_add(1);
         self.retries += 1;
-        let wait = self.backoff_ms(&entry);
+        let wait = if self.draining {
+            0
+        } else {
+            self.backoff_ms(&entry)
+        };
         entry.next_attempt_ms = now_ms.saturating_add(wait);
         self.waiting.push_back(entry);
     }
@@ -209,6 +231,32 @@ mod tests {
             spread.len() > 10,
             "settlements that failed together retry apart"
         );
+    }
+
+    #[test]
+    fn draining_sends_everything_now_and_ends_when_all_is_answered() {
+        let mut q = queue(10);
+        q.push(req("a"), 0);
+        q.push(req("b"), 0);
+        let due = q.take_due(0, 1);
+        q.sent(1, due.into_iter().next().unwrap());
+        q.failed(1, 0); // "a" waits its backoff
+        assert!(!q.drained());
+        q.drain();
+        assert!(!q.drained());
+        let due = q.take_due(0, usize::MAX);
+        assert_eq!(due.len(), 2, "backoff no longer holds anything back");
+        for (token, e) in (10..).zip(due) {
+            q.sent(token, e);
+        }
+        q.failed(10, 0); // a failure while draining retries at once
+        let again = q.take_due(0, usize::MAX);
+        assert_eq!(again.len(), 1);
+        q.sent(12, again.into_iter().next().unwrap());
+        q.acknowledged(11);
+        assert!(!q.drained(), "one is still out");
+        q.acknowledged(12);
+        assert!(q.drained());
     }
 
     #[test]

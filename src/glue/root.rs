@@ -30,8 +30,6 @@ pub struct PaywallRoot {
     config: Option<Rc<FilterConfig>>,
     tokenizers: Option<Rc<Tokenizers>>,
     queue: Rc<RefCell<SettlementQueue>>,
-    /// Envoy is stopping this VM: deliver everything, then say `proxy_done`.
-    draining: bool,
     /// Configured as the provider-attempt role (an upstream filter on fallback
     /// routes) rather than the paywall.
     attempt_role: bool,
@@ -45,7 +43,6 @@ impl PaywallRoot {
             config: None,
             tokenizers: None,
             queue: Rc::default(),
-            draining: false,
             attempt_role: false,
         }
     }
@@ -136,7 +133,7 @@ impl Context for PaywallRoot {
                 queue.failed(token, now_ms());
             }
         }
-        if self.draining && queue.backlog() == 0 {
+        if queue.drained() {
             log(
                 LogLevel::Info,
                 "tollgate: every settlement delivered; VM done",
@@ -149,7 +146,9 @@ impl Context for PaywallRoot {
     /// Settlements still queued would be lost with it, so they all go out now
     /// and the VM reports done only once the sidecar has acknowledged them.
     fn on_done(&mut self) -> bool {
-        self.draining = true;
+        if let Ok(mut queue) = self.queue.try_borrow_mut() {
+            queue.drain();
+        }
         self.deliver(u64::MAX, usize::MAX);
         let backlog = self.queue.try_borrow().map_or(0, |q| q.backlog());
         if backlog == 0 {

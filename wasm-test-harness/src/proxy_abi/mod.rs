@@ -121,100 +121,131 @@ fn grpc(name: &'static str) -> impl Fn() -> Result<i32> {
     move || bail!("{name}: the harness does not implement gRPC calls")
 }
 
+/// Every host function of the ABI, by subject.
 pub fn link(linker: &mut Linker<Host>) -> Result<()> {
-    let env = "env";
-    linker.func_wrap(env, "proxy_log", proxy_log)?;
-    linker.func_wrap(env, "proxy_get_log_level", proxy_get_log_level)?;
+    link_logging_and_time(linker)?;
+    link_buffers_and_headers(linker)?;
+    link_properties_and_shared_state(linker)?;
+    link_stream_and_calls(linker)?;
+    link_metrics(linker)?;
+    link_grpc(linker)
+}
+
+const ENV: &str = "env";
+
+fn link_logging_and_time(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(ENV, "proxy_log", proxy_log)?;
+    linker.func_wrap(ENV, "proxy_get_log_level", proxy_get_log_level)?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_get_current_time_nanoseconds",
         proxy_get_current_time_nanoseconds,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_set_tick_period_milliseconds",
         proxy_set_tick_period_milliseconds,
     )?;
-    linker.func_wrap(env, "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
-    linker.func_wrap(env, "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
+    Ok(())
+}
+
+fn link_buffers_and_headers(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(ENV, "proxy_get_buffer_bytes", proxy_get_buffer_bytes)?;
+    linker.func_wrap(ENV, "proxy_set_buffer_bytes", proxy_set_buffer_bytes)?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_get_header_map_pairs",
         proxy_get_header_map_pairs,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_set_header_map_pairs",
         proxy_set_header_map_pairs,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_get_header_map_value",
         proxy_get_header_map_value,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_replace_header_map_value",
         proxy_replace_header_map_value,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_remove_header_map_value",
         proxy_remove_header_map_value,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_add_header_map_value",
         proxy_add_header_map_value,
     )?;
-    linker.func_wrap(env, "proxy_get_property", proxy_get_property)?;
-    linker.func_wrap(env, "proxy_set_property", proxy_set_property)?;
-    linker.func_wrap(env, "proxy_get_shared_data", proxy_get_shared_data)?;
-    linker.func_wrap(env, "proxy_set_shared_data", proxy_set_shared_data)?;
+    Ok(())
+}
+
+fn link_properties_and_shared_state(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(ENV, "proxy_get_property", proxy_get_property)?;
+    linker.func_wrap(ENV, "proxy_set_property", proxy_set_property)?;
+    linker.func_wrap(ENV, "proxy_get_shared_data", proxy_get_shared_data)?;
+    linker.func_wrap(ENV, "proxy_set_shared_data", proxy_set_shared_data)?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_register_shared_queue",
         proxy_register_shared_queue,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_resolve_shared_queue",
         proxy_resolve_shared_queue,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_dequeue_shared_queue",
         proxy_dequeue_shared_queue,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_enqueue_shared_queue",
         proxy_enqueue_shared_queue,
     )?;
-    linker.func_wrap(env, "proxy_continue_stream", proxy_continue_stream)?;
-    linker.func_wrap(env, "proxy_close_stream", proxy_close_stream)?;
-    linker.func_wrap(env, "proxy_send_local_response", proxy_send_local_response)?;
-    linker.func_wrap(env, "proxy_http_call", proxy_http_call)?;
-    linker.func_wrap(env, "proxy_get_status", proxy_get_status)?;
+    Ok(())
+}
+
+fn link_stream_and_calls(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(ENV, "proxy_continue_stream", proxy_continue_stream)?;
+    linker.func_wrap(ENV, "proxy_close_stream", proxy_close_stream)?;
+    linker.func_wrap(ENV, "proxy_send_local_response", proxy_send_local_response)?;
+    linker.func_wrap(ENV, "proxy_http_call", proxy_http_call)?;
+    linker.func_wrap(ENV, "proxy_get_status", proxy_get_status)?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_set_effective_context",
         proxy_set_effective_context,
     )?;
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_call_foreign_function",
         proxy_call_foreign_function,
     )?;
-    linker.func_wrap(env, "proxy_done", proxy_done)?;
-    linker.func_wrap(env, "proxy_define_metric", proxy_define_metric)?;
-    linker.func_wrap(env, "proxy_get_metric", proxy_get_metric)?;
-    linker.func_wrap(env, "proxy_record_metric", proxy_record_metric)?;
-    linker.func_wrap(env, "proxy_increment_metric", proxy_increment_metric)?;
-    // gRPC signatures, typed as the ABI declares them.
+    linker.func_wrap(ENV, "proxy_done", proxy_done)?;
+    Ok(())
+}
+
+fn link_metrics(linker: &mut Linker<Host>) -> Result<()> {
+    linker.func_wrap(ENV, "proxy_define_metric", proxy_define_metric)?;
+    linker.func_wrap(ENV, "proxy_get_metric", proxy_get_metric)?;
+    linker.func_wrap(ENV, "proxy_record_metric", proxy_record_metric)?;
+    linker.func_wrap(ENV, "proxy_increment_metric", proxy_increment_metric)?;
+    Ok(())
+}
+
+/// gRPC signatures, typed as the ABI declares them; every call is refused.
+fn link_grpc(linker: &mut Linker<Host>) -> Result<()> {
     let call = grpc("proxy_grpc_call");
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_grpc_call",
         move |_: C,
               _: i32,
@@ -232,7 +263,7 @@ pub fn link(linker: &mut Linker<Host>) -> Result<()> {
     )?;
     let stream = grpc("proxy_grpc_stream");
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_grpc_stream",
         move |_: C, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32, _: i32| {
             stream()
@@ -240,13 +271,13 @@ pub fn link(linker: &mut Linker<Host>) -> Result<()> {
     )?;
     let send = grpc("proxy_grpc_send");
     linker.func_wrap(
-        env,
+        ENV,
         "proxy_grpc_send",
         move |_: C, _: i32, _: i32, _: i32, _: i32| send(),
     )?;
     let cancel = grpc("proxy_grpc_cancel");
-    linker.func_wrap(env, "proxy_grpc_cancel", move |_: C, _: i32| cancel())?;
+    linker.func_wrap(ENV, "proxy_grpc_cancel", move |_: C, _: i32| cancel())?;
     let close = grpc("proxy_grpc_close");
-    linker.func_wrap(env, "proxy_grpc_close", move |_: C, _: i32| close())?;
+    linker.func_wrap(ENV, "proxy_grpc_close", move |_: C, _: i32| close())?;
     Ok(())
 }
