@@ -1,7 +1,7 @@
 //! Lookups on the hot path: the paywall behind a key, the route and current
 //! price of a model (exact names before globs), the models a paywall can use.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::access::secrets::{constant_time_eq, sha256_hex};
 use crate::catalog::provider_kinds as providers;
@@ -9,7 +9,7 @@ use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::pricing::PriceRule;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Paywall {
     pub id: String,
     pub name: String,
@@ -41,37 +41,51 @@ pub struct ModelRoute {
 /// Looks a paywall up by its key. The key is hashed first, so the database
 /// never sees it, and the stored hash is compared in constant time.
 pub async fn paywall_by_key(db: &Db, key: &str) -> LedgerResult<Option<Paywall>> {
+    #[derive(sqlx::FromRow)]
+    struct KeyedPaywall {
+        #[sqlx(flatten)]
+        paywall: Paywall,
+        key_hash: String,
+    }
     let hash = sha256_hex(key);
-    let row = sqlx::query(
+    let row: Option<KeyedPaywall> = sqlx::query_as(
         "SELECT p.id, p.name, p.mode, k.key_hash FROM paywall_keys k JOIN paywalls p ON p.id = k.paywall_id
          WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
     )
     .bind(&hash)
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.and_then(|r| {
-        let stored: String = r.get("key_hash");
-        constant_time_eq(&stored, &hash).then(|| Paywall {
-            id: r.get("id"),
-            name: r.get("name"),
-            mode: r.get("mode"),
-        })
-    }))
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.and_then(|r| constant_time_eq(&r.key_hash, &hash).then_some(r.paywall)))
 }
 
 pub(super) const PRICE_COLUMNS: &str =
     "p.id AS price_id, p.model AS price_model, p.version, p.input_per_m, p.cached_input_per_m, p.output_per_m, p.markup_bps, p.min_charge";
 
-pub(super) fn price_from_row(r: &sqlx::any::AnyRow) -> PriceRule {
-    PriceRule {
-        id: r.get("price_id"),
-        model: r.get("price_model"),
-        version: r.get("version"),
-        input_per_m: r.get("input_per_m"),
-        cached_input_per_m: r.get("cached_input_per_m"),
-        output_per_m: r.get("output_per_m"),
-        markup_bps: r.get("markup_bps"),
-        min_charge: r.get("min_charge"),
+/// A price rule as [`PRICE_COLUMNS`] select it.
+#[derive(sqlx::FromRow)]
+pub(super) struct PriceRow {
+    price_id: String,
+    price_model: String,
+    version: i64,
+    input_per_m: i64,
+    cached_input_per_m: i64,
+    output_per_m: i64,
+    markup_bps: i64,
+    min_charge: i64,
+}
+
+impl From<PriceRow> for PriceRule {
+    fn from(r: PriceRow) -> PriceRule {
+        PriceRule {
+            id: r.price_id,
+            model: r.price_model,
+            version: r.version,
+            input_per_m: r.input_per_m,
+            cached_input_per_m: r.cached_input_per_m,
+            output_per_m: r.output_per_m,
+            markup_bps: r.markup_bps,
+            min_charge: r.min_charge,
+        }
     }
 }
 
@@ -83,12 +97,9 @@ pub async fn model_route(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute
         return Ok(Some(route));
     }
     let patterns: Vec<String> =
-        sqlx::query("SELECT name FROM models WHERE name LIKE '%*%' OR name LIKE '%?%'")
+        sqlx::query_scalar("SELECT name FROM models WHERE name LIKE '%*%' OR name LIKE '%?%'")
             .fetch_all(&db.pool)
-            .await?
-            .iter()
-            .map(|r| r.get("name"))
-            .collect();
+            .await?;
     let best = patterns
         .into_iter()
         .filter(|p| glob_matches(p, model))
@@ -138,6 +149,54 @@ const PROVIDER_COLUMNS: &str =
     "pr.cluster, pr.auth_header, pr.auth_scheme, pr.api_key_env, pr.api_key_file, pr.kind,
     pr.base_url, pr.api_version";
 
+/// A provider as [`PROVIDER_COLUMNS`] select it, with the provider id and the
+/// name it knows the model by.
+#[derive(sqlx::FromRow)]
+struct ProviderRow {
+    provider_id: String,
+    upstream_model: Option<String>,
+    cluster: String,
+    auth_header: String,
+    auth_scheme: String,
+    api_key_env: String,
+    api_key_file: Option<String>,
+    kind: String,
+    base_url: Option<String>,
+    api_version: Option<String>,
+}
+
+/// A model's own route: its row, its provider and its current price.
+#[derive(sqlx::FromRow)]
+struct ModelRow {
+    name: String,
+    default_max_output_tokens: i64,
+    #[sqlx(flatten)]
+    provider: ProviderRow,
+    #[sqlx(flatten)]
+    price: PriceRow,
+}
+
+impl ProviderRow {
+    fn route(self, model: &str, default_max_output_tokens: i64, price: PriceRule) -> ModelRoute {
+        ModelRoute {
+            model: model.to_string(),
+            provider_id: self.provider_id,
+            cluster: self.cluster,
+            auth_header: self.auth_header,
+            auth_scheme: self.auth_scheme,
+            api_key_env: self.api_key_env,
+            api_key_file: self.api_key_file.unwrap_or_default(),
+            kind: self.kind,
+            base_url: self.base_url,
+            api_version: self.api_version,
+            upstream_model: self.upstream_model,
+            default_max_output_tokens,
+            price,
+            fallbacks: Vec::new(),
+        }
+    }
+}
+
 async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRoute>> {
     let sql = format!(
         "SELECT m.name, m.provider_id, m.upstream_model, m.default_max_output_tokens, {PROVIDER_COLUMNS}, {PRICE_COLUMNS}
@@ -147,62 +206,35 @@ async fn model_route_exact(db: &Db, model: &str) -> LedgerResult<Option<ModelRou
          WHERE m.name = $1
          ORDER BY p.version DESC LIMIT 1"
     );
-    let Some(row) = sqlx::query(&sql)
+    let row: Option<ModelRow> = sqlx::query_as(&sql)
         .bind(model)
         .fetch_optional(&db.pool)
-        .await?
-    else {
+        .await?;
+    let Some(row) = row else {
         return Ok(None);
     };
-    let route = route_from_row(&row, price_from_row(&row));
+    let max_output = row.default_max_output_tokens;
+    let route = row.provider.route(&row.name, max_output, row.price.into());
     let sql = format!(
         "SELECT f.provider_id, f.upstream_model, {PROVIDER_COLUMNS}
          FROM model_fallbacks f JOIN providers pr ON pr.id = f.provider_id
          WHERE f.model = $1 ORDER BY f.position"
     );
-    let fallbacks = sqlx::query(&sql)
-        .bind(model)
-        .fetch_all(&db.pool)
-        .await?
-        .iter()
-        .map(|r| ModelRoute {
-            model: route.model.clone(),
-            default_max_output_tokens: route.default_max_output_tokens,
-            ..route_from_row(r, route.price.clone())
-        })
+    let fallbacks: Vec<ProviderRow> = sqlx::query_as(&sql).bind(model).fetch_all(&db.pool).await?;
+    let fallbacks = fallbacks
+        .into_iter()
+        .map(|f| f.route(&route.model, max_output, route.price.clone()))
         .collect();
     Ok(Some(ModelRoute { fallbacks, ..route }))
 }
 
-/// The provider part of a route from a row with `provider_id`, `upstream_model`
-/// and [`PROVIDER_COLUMNS`]; model fields are read when the row has them.
-fn route_from_row(r: &sqlx::any::AnyRow, price: PriceRule) -> ModelRoute {
-    ModelRoute {
-        model: r.try_get("name").unwrap_or_default(),
-        provider_id: r.get("provider_id"),
-        cluster: r.get("cluster"),
-        auth_header: r.get("auth_header"),
-        auth_scheme: r.get("auth_scheme"),
-        api_key_env: r.get("api_key_env"),
-        api_key_file: r
-            .try_get::<Option<String>, _>("api_key_file")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
-        kind: r.get("kind"),
-        base_url: r.get("base_url"),
-        api_version: r.get("api_version"),
-        upstream_model: r.get("upstream_model"),
-        default_max_output_tokens: r.try_get("default_max_output_tokens").unwrap_or(0),
-        price,
-        fallbacks: Vec::new(),
-    }
-}
-
 pub async fn price_rule(tx: &mut Transaction<'static, Any>, id: &str) -> LedgerResult<PriceRule> {
     let sql = format!("SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
-    row.map(|r| price_from_row(&r))
+    let row: Option<PriceRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.map(PriceRule::from)
         .ok_or_else(|| LedgerError::Internal(format!("price rule {id} missing")))
 }
 
@@ -220,23 +252,29 @@ pub async fn list_models(
          WHERE p.version = (SELECT MAX(version) FROM price_rules q WHERE q.model = m.name)
          ORDER BY m.name"
     );
-    let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
-    let fallbacks =
-        sqlx::query("SELECT model, provider_id FROM model_fallbacks ORDER BY model, position")
+    #[derive(sqlx::FromRow)]
+    struct Sold {
+        name: String,
+        provider_id: String,
+        #[sqlx(flatten)]
+        price: PriceRow,
+    }
+    let rows: Vec<Sold> = sqlx::query_as(&sql).fetch_all(&db.pool).await?;
+    let fallbacks: Vec<(String, String)> =
+        sqlx::query_as("SELECT model, provider_id FROM model_fallbacks ORDER BY model, position")
             .fetch_all(&db.pool)
             .await?;
     let mut out = Vec::new();
-    for r in &rows {
-        let name: String = r.get("name");
+    for r in rows {
         // The first provider of the model's chain this paywall can use.
-        let chain = std::iter::once(r.get::<String, _>("provider_id")).chain(
+        let chain = std::iter::once(&r.provider_id).chain(
             fallbacks
                 .iter()
-                .filter(|f| f.get::<String, _>("model") == name)
-                .map(|f| f.get::<String, _>("provider_id")),
+                .filter(|(model, _)| *model == r.name)
+                .map(|(_, provider)| provider),
         );
         if let Some(provider) = chain.into_iter().find(|p| usable.contains(p)) {
-            out.push((name, provider, price_from_row(r)));
+            out.push((r.name.clone(), provider.clone(), r.price.into()));
         }
     }
     Ok(out)
@@ -246,24 +284,23 @@ pub async fn list_models(
 /// operator's, or none needed).
 async fn usable_providers(db: &Db, paywall_id: &str) -> LedgerResult<Vec<String>> {
     let own_keys = crate::catalog::provider_keys::providers_with_key(db, paywall_id).await?;
-    let rows = sqlx::query("SELECT id, kind, api_key_env, api_key_file FROM providers")
-        .fetch_all(&db.pool)
-        .await?;
+    let rows: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, kind, api_key_env, api_key_file FROM providers")
+            .fetch_all(&db.pool)
+            .await?;
     Ok(rows
-        .iter()
-        .filter(|r| {
-            let id: String = r.get("id");
-            let file: Option<String> = r.try_get("api_key_file").ok().flatten();
-            let Some(kind) = providers::ProviderKind::parse(&r.get::<String, _>("kind")) else {
+        .into_iter()
+        .filter(|(id, kind, env, file)| {
+            let Some(kind) = providers::ProviderKind::parse(kind) else {
                 return false;
             };
             let built_in = providers::BuiltInKeyRef {
-                env: &r.get::<String, _>("api_key_env"),
+                env,
                 file: file.as_deref().unwrap_or(""),
             };
-            providers::key_available(kind, own_keys.contains(&id), built_in)
+            providers::key_available(kind, own_keys.contains(id), built_in)
         })
-        .map(|r| r.get("id"))
+        .map(|(id, ..)| id)
         .collect())
 }
 

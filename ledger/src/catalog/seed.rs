@@ -4,7 +4,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use super::routes::{price_from_row, PRICE_COLUMNS};
+use super::routes::{PriceRow, PRICE_COLUMNS};
 use crate::access::limits::{self, Limits};
 use crate::access::paywall_keys;
 use crate::calendar::now_ms;
@@ -189,11 +189,11 @@ async fn upsert_price(
     now: i64,
 ) -> anyhow::Result<()> {
     let sql = format!("SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.model = $1 ORDER BY p.version DESC LIMIT 1");
-    let current = sqlx::query(&sql)
+    let current: Option<PriceRow> = sqlx::query_as(&sql)
         .bind(&wanted.model)
         .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| price_from_row(&r));
+        .await?;
+    let current = current.map(PriceRule::from);
     let same = |c: &PriceRule| {
         c.input_per_m == wanted.input_per_m
             && c.cached_input_per_m == wanted.cached_input_per_m

@@ -19,7 +19,7 @@ use tollgate_protocol::backoff;
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::config::WebhookSeed;
-use crate::db::{opt_i64, Db};
+use crate::db::Db;
 use crate::error::LedgerResult;
 
 /// Attempts before a delivery is given up (`failed`; an admin can replay it).
@@ -79,46 +79,65 @@ pub async fn seed(db: &Db, hooks: &[WebhookSeed]) -> anyhow::Result<()> {
 
 /// Turns new events into deliveries for every endpoint that wants them.
 /// Returns how many deliveries were created.
+/// An endpoint as the enqueuer reads it.
+#[derive(sqlx::FromRow)]
+struct EndpointCursor {
+    id: String,
+    paywall_id: Option<String>,
+    /// Comma-separated event names; None: every event.
+    event_kinds: Option<String>,
+    cursor_seq: i64,
+}
+
+impl EndpointCursor {
+    fn wants(&self, ev: &EventRef) -> bool {
+        let kind_ok = self
+            .event_kinds
+            .as_deref()
+            .is_none_or(|k| k.split(',').any(|w| w == ev.kind));
+        let paywall_ok = self
+            .paywall_id
+            .as_ref()
+            .is_none_or(|p| Some(p) == ev.paywall_id.as_ref());
+        kind_ok && paywall_ok
+    }
+}
+
+/// An event as the enqueuer matches it.
+#[derive(sqlx::FromRow)]
+struct EventRef {
+    seq: i64,
+    id: String,
+    kind: String,
+    paywall_id: Option<String>,
+}
+
 pub async fn enqueue(db: &Db) -> LedgerResult<u64> {
-    let endpoints =
-        sqlx::query("SELECT id, paywall_id, event_kinds, cursor_seq FROM webhook_endpoints")
+    let endpoints: Vec<EndpointCursor> =
+        sqlx::query_as("SELECT id, paywall_id, event_kinds, cursor_seq FROM webhook_endpoints")
             .fetch_all(&db.pool)
             .await?;
     let mut created = 0;
     for e in endpoints {
-        let id: String = e.get("id");
-        let cursor: i64 = e.get("cursor_seq");
-        let paywall: Option<String> = e.try_get("paywall_id").ok().flatten();
-        let kinds: Option<String> = e.try_get("event_kinds").ok().flatten();
+        let id = &e.id;
         let mut tx = db.pool.begin().await?;
-        let events = sqlx::query(
+        let events: Vec<EventRef> = sqlx::query_as(
             "SELECT seq, id, kind, paywall_id FROM events WHERE seq > $1 ORDER BY seq LIMIT 500",
         )
-        .bind(cursor)
+        .bind(e.cursor_seq)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(last) = events.last().map(|r| r.get::<i64, _>("seq")) else {
+        let Some(last) = events.last().map(|ev| ev.seq) else {
             continue;
         };
-        for ev in &events {
-            let kind: String = ev.get("kind");
-            let ev_paywall: Option<String> = ev.try_get("paywall_id").ok().flatten();
-            let wanted = kinds
-                .as_deref()
-                .is_none_or(|k| k.split(',').any(|w| w == kind))
-                && paywall
-                    .as_ref()
-                    .is_none_or(|p| Some(p) == ev_paywall.as_ref());
-            if !wanted {
-                continue;
-            }
+        for ev in events.iter().filter(|ev| e.wants(ev)) {
             let done = sqlx::query(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, state, attempts, next_attempt_at, created_at)
                  VALUES ($1, $2, $3, 'pending', 0, $4, $4) ON CONFLICT (endpoint_id, event_id) DO NOTHING",
             )
             .bind(new_id("whd"))
-            .bind(&id)
-            .bind(ev.get::<String, _>("id"))
+            .bind(id)
+            .bind(&ev.id)
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
@@ -129,7 +148,7 @@ pub async fn enqueue(db: &Db) -> LedgerResult<u64> {
             "UPDATE webhook_endpoints SET cursor_seq = $1 WHERE id = $2 AND cursor_seq < $1",
         )
         .bind(last)
-        .bind(&id)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -137,20 +156,36 @@ pub async fn enqueue(db: &Db) -> LedgerResult<u64> {
     Ok(created)
 }
 
-/// The JSON body an endpoint receives for an event (documented in the README),
-/// from a row with the event's columns as `event_id`, `kind`, `event_created_at`,
-/// `request_id`, `paywall_id`, `user_id` and `payload`.
-pub fn envelope(event: &sqlx::any::AnyRow) -> Value {
-    let payload: String = event.get("payload");
-    json!({
-        "id": event.get::<String, _>("event_id"),
-        "type": event.get::<String, _>("kind"),
-        "created": event.get::<i64, _>("event_created_at") / 1000,
-        "request_id": event.try_get::<Option<String>, _>("request_id").ok().flatten(),
-        "paywall": event.try_get::<Option<String>, _>("paywall_id").ok().flatten(),
-        "user": event.try_get::<Option<String>, _>("user_id").ok().flatten(),
-        "data": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
-    })
+/// A due delivery with its endpoint and its event.
+#[derive(sqlx::FromRow)]
+struct DueDelivery {
+    id: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    url: String,
+    secret_env: String,
+    event_id: String,
+    kind: String,
+    request_id: Option<String>,
+    paywall_id: Option<String>,
+    user_id: Option<String>,
+    payload: String,
+    event_created_at: i64,
+}
+
+impl DueDelivery {
+    /// The JSON body an endpoint receives for the event (documented in the README).
+    fn envelope(&self) -> Value {
+        json!({
+            "id": self.event_id,
+            "type": self.kind,
+            "created": self.event_created_at / 1000,
+            "request_id": self.request_id,
+            "paywall": self.paywall_id,
+            "user": self.user_id,
+            "data": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
+        })
+    }
 }
 
 /// One HTTP POST of a delivery: the status, or why there was none.
@@ -194,7 +229,7 @@ pub async fn deliver_due(
     base_backoff_ms: i64,
     limit: i64,
 ) -> LedgerResult<usize> {
-    let due = sqlx::query(
+    let due: Vec<DueDelivery> = sqlx::query_as(
         "SELECT d.id, d.attempts, d.next_attempt_at, d.event_id, w.url, w.secret_env,
             e.kind, e.request_id, e.paywall_id, e.user_id, e.payload, e.created_at AS event_created_at
          FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
@@ -221,41 +256,41 @@ pub async fn deliver_due(
 /// another dispatcher claimed it first.
 async fn deliver_one(
     db: &Db,
-    d: sqlx::any::AnyRow,
+    d: DueDelivery,
     now: i64,
     base_backoff_ms: i64,
 ) -> LedgerResult<bool> {
-    let id: String = d.get("id");
+    let id = &d.id;
     // Claim it: of several dispatchers, one sends it.
     let claimed = sqlx::query(
         "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2 AND state = 'pending' AND next_attempt_at = $3",
     )
     .bind(now.saturating_add(LEASE_MS))
-    .bind(&id)
-    .bind(d.get::<i64, _>("next_attempt_at"))
+    .bind(id)
+    .bind(d.next_attempt_at)
     .execute(&db.pool)
     .await?;
     if claimed.rows_affected() != 1 {
         return Ok(false);
     }
-    let body = envelope(&d).to_string().into_bytes();
-    let secret_env: String = d.get("secret_env");
-    let result = match std::env::var(&secret_env) {
+    let body = d.envelope().to_string().into_bytes();
+    let secret_env = &d.secret_env;
+    let result = match std::env::var(secret_env) {
         Ok(secret) if !secret.is_empty() => {
             let headers = vec![
                 ("content-type", "application/json".to_string()),
-                ("tollgate-event-id", d.get::<String, _>("event_id")),
+                ("tollgate-event-id", d.event_id.clone()),
                 ("tollgate-delivery-id", id.clone()),
                 (
                     signature::SIGNATURE_HEADER,
                     signature::sign(&secret, now / 1000, &body),
                 ),
             ];
-            post(d.get::<&str, _>("url"), headers, body).await
+            post(&d.url, headers, body).await
         }
         _ => Err(format!("signing secret {secret_env} is not set")),
     };
-    record_attempt(db, &id, d.get("attempts"), result, now, base_backoff_ms).await?;
+    record_attempt(db, id, d.attempts, result, now, base_backoff_ms).await?;
     Ok(true)
 }
 
@@ -316,8 +351,21 @@ pub struct EndpointInfo {
     pub failed: i64,
 }
 
+/// An endpoint row with its delivery counts.
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: String,
+    url: String,
+    secret_env: String,
+    paywall_id: Option<String>,
+    event_kinds: Option<String>,
+    pending: i64,
+    delivered: i64,
+    failed: i64,
+}
+
 pub async fn list_endpoints(db: &Db) -> LedgerResult<Vec<EndpointInfo>> {
-    let rows = sqlx::query(
+    let rows: Vec<EndpointRow> = sqlx::query_as(
         "SELECT w.id, w.url, w.secret_env, w.paywall_id, w.event_kinds,
             CAST((SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'pending') AS BIGINT) AS pending,
             CAST((SELECT COUNT(*) FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.state = 'delivered') AS BIGINT) AS delivered,
@@ -327,26 +375,24 @@ pub async fn list_endpoints(db: &Db) -> LedgerResult<Vec<EndpointInfo>> {
     .fetch_all(&db.pool)
     .await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| EndpointInfo {
-            id: r.get("id"),
-            url: r.get("url"),
-            secret_env: r.get("secret_env"),
-            paywall: r.try_get("paywall_id").ok().flatten(),
+            id: r.id,
+            url: r.url,
+            secret_env: r.secret_env,
+            paywall: r.paywall_id,
             events: r
-                .try_get::<Option<String>, _>("event_kinds")
-                .ok()
-                .flatten()
+                .event_kinds
                 .map(|k| k.split(',').map(str::to_string).collect()),
-            pending: r.get("pending"),
-            delivered: r.get("delivered"),
-            failed: r.get("failed"),
+            pending: r.pending,
+            delivered: r.delivered,
+            failed: r.failed,
         })
         .collect())
 }
 
 /// A delivery in the log.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct DeliveryInfo {
     pub id: String,
     pub event_id: String,
@@ -362,8 +408,8 @@ pub struct DeliveryInfo {
 
 /// An endpoint's deliveries, newest first.
 pub async fn deliveries(db: &Db, endpoint: &str, limit: i64) -> LedgerResult<Vec<DeliveryInfo>> {
-    let rows = sqlx::query(
-        "SELECT d.id, d.event_id, e.kind, e.request_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
+    Ok(sqlx::query_as(
+        "SELECT d.id, d.event_id, e.kind AS event_type, e.request_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
             d.last_error, d.delivered_at
          FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.endpoint_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2",
@@ -371,22 +417,7 @@ pub async fn deliveries(db: &Db, endpoint: &str, limit: i64) -> LedgerResult<Vec
     .bind(endpoint)
     .bind(limit)
     .fetch_all(&db.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| DeliveryInfo {
-            id: r.get("id"),
-            event_id: r.get("event_id"),
-            event_type: r.get("kind"),
-            request_id: r.try_get("request_id").ok().flatten(),
-            state: r.get("state"),
-            attempts: r.get("attempts"),
-            next_attempt_at: r.get("next_attempt_at"),
-            last_status: opt_i64(r, "last_status"),
-            last_error: r.try_get("last_error").ok().flatten(),
-            delivered_at: opt_i64(r, "delivered_at"),
-        })
-        .collect())
+    .await?)
 }
 
 /// Sends a delivery again (delivered or failed ones included): it becomes
