@@ -2,8 +2,8 @@
 //! their modes, keys, limits, models and prices. Everything the TOML seeds can
 //! be changed here too; at the next start the TOML wins for what it names.
 
+use crate::catalog::{PriceRow, PRICE_COLUMNS};
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::access::paywall_keys::{self, CreatedKey};
 use crate::calendar::now_ms;
@@ -37,7 +37,7 @@ fn check_mode(mode: &str) -> LedgerResult<()> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct PaywallInfo {
     pub id: String,
     pub name: String,
@@ -46,18 +46,11 @@ pub struct PaywallInfo {
 }
 
 pub async fn list_paywalls(db: &Db) -> LedgerResult<Vec<PaywallInfo>> {
-    let rows = sqlx::query("SELECT id, name, mode, created_at FROM paywalls ORDER BY id")
-        .fetch_all(&db.pool)
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PaywallInfo {
-            id: r.get("id"),
-            name: r.get("name"),
-            mode: r.get("mode"),
-            created_at: r.get("created_at"),
-        })
-        .collect())
+    Ok(
+        sqlx::query_as("SELECT id, name, mode, created_at FROM paywalls ORDER BY id")
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }
 
 /// Creates a paywall and its first key (returned once, in plaintext).
@@ -157,24 +150,9 @@ pub async fn put_model(db: &Db, model: &ModelSeed) -> LedgerResult<PriceRule> {
 
 /// Every version of a model's price, newest first.
 pub async fn price_history(db: &Db, model: &str) -> LedgerResult<Vec<PriceRule>> {
-    let rows = sqlx::query(
-        "SELECT id, model, version, input_per_m, cached_input_per_m, output_per_m, markup_bps, min_charge
-         FROM price_rules WHERE model = $1 ORDER BY version DESC",
-    )
-    .bind(model)
-    .fetch_all(&db.pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| PriceRule {
-            id: r.get("id"),
-            model: r.get("model"),
-            version: r.get("version"),
-            input_per_m: r.get("input_per_m"),
-            cached_input_per_m: r.get("cached_input_per_m"),
-            output_per_m: r.get("output_per_m"),
-            markup_bps: r.get("markup_bps"),
-            min_charge: r.get("min_charge"),
-        })
-        .collect())
+    let sql = format!(
+        "SELECT {PRICE_COLUMNS} FROM price_rules p WHERE p.model = $1 ORDER BY p.version DESC"
+    );
+    let rows: Vec<PriceRow> = sqlx::query_as(&sql).bind(model).fetch_all(&db.pool).await?;
+    Ok(rows.into_iter().map(PriceRule::from).collect())
 }

@@ -25,6 +25,14 @@ macro_rules! words {
             }
         }
 
+        impl TryFrom<String> for $name {
+            type Error = $crate::states::UnknownWord;
+
+            fn try_from(text: String) -> Result<$name, $crate::states::UnknownWord> {
+                $name::parse(&text).ok_or($crate::states::UnknownWord(text))
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -33,6 +41,18 @@ macro_rules! words {
     };
 }
 pub(crate) use words;
+
+/// A stored or received word that names no variant (`TryFrom<String>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownWord(pub String);
+
+impl std::fmt::Display for UnknownWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown word {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownWord {}
 
 /// Where a hold is in its two-phase life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,5 +115,10 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         assert_eq!(HoldState::parse("expired"), None);
+        assert_eq!(
+            HoldState::try_from("voided".to_string()),
+            Ok(HoldState::Voided)
+        );
+        assert!(KeySource::try_from("nobody".to_string()).is_err());
     }
 }

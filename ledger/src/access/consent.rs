@@ -4,7 +4,6 @@
 //! read the state (`GET /v1/user/connect`) and revoke it (`GET /v1/user/disconnect`).
 
 use serde_json::json;
-use sqlx::Row;
 
 use crate::access::links::{self, Link, LinkHolder};
 use crate::calendar::now_ms;
@@ -67,12 +66,13 @@ pub async fn connected_since(
     paywall_id: &str,
     user_id: &str,
 ) -> LedgerResult<Option<i64>> {
-    let row = sqlx::query("SELECT connected_at FROM connections WHERE paywall_id = $1 AND user_id = $2 AND revoked_at IS NULL")
-        .bind(paywall_id)
-        .bind(user_id)
-        .fetch_optional(&db.pool)
-        .await?;
-    Ok(row.map(|r| r.get("connected_at")))
+    Ok(sqlx::query_scalar(
+        "SELECT connected_at FROM connections WHERE paywall_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(paywall_id)
+    .bind(user_id)
+    .fetch_optional(&db.pool)
+    .await?)
 }
 
 /// Revokes a connection. Holds already placed still settle; new requests need consent again.

@@ -9,14 +9,12 @@
 //! - `daily_spend_cap`, `monthly_spend_cap`: UTC day / month windows; a hold
 //!   counts its full amount until settle corrects it to the posted amount.
 
-use sqlx::Row;
-
 use crate::calendar;
-use crate::db::{opt_i64, Db};
+use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::money::book::Tx;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct Limits {
     pub max_tokens_per_request: Option<i64>,
     pub requests_per_minute: Option<i64>,
@@ -27,23 +25,14 @@ pub struct Limits {
 }
 
 pub async fn load(db: &Db, paywall_id: &str) -> LedgerResult<Limits> {
-    let row = sqlx::query(
+    let row: Option<Limits> = sqlx::query_as(
         "SELECT max_tokens_per_request, requests_per_minute, tokens_per_minute, max_open_holds,
                 daily_spend_cap, monthly_spend_cap FROM limits WHERE paywall_id = $1",
     )
     .bind(paywall_id)
     .fetch_optional(&db.pool)
     .await?;
-    Ok(row
-        .map(|r| Limits {
-            max_tokens_per_request: opt_i64(&r, "max_tokens_per_request"),
-            requests_per_minute: opt_i64(&r, "requests_per_minute"),
-            tokens_per_minute: opt_i64(&r, "tokens_per_minute"),
-            max_open_holds: opt_i64(&r, "max_open_holds"),
-            daily_spend_cap: opt_i64(&r, "daily_spend_cap"),
-            monthly_spend_cap: opt_i64(&r, "monthly_spend_cap"),
-        })
-        .unwrap_or_default())
+    Ok(row.unwrap_or_default())
 }
 
 /// Replaces a paywall's limits (all `None` removes them).
@@ -280,12 +269,14 @@ async fn take(
 }
 
 async fn requests_in(tx: &mut Tx, wallet: &str, start: i64) -> LedgerResult<i64> {
-    let row = sqlx::query("SELECT requests FROM usage_windows WHERE wallet_account = $1 AND window_kind = 'minute' AND window_start = $2")
-        .bind(wallet)
-        .bind(start)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map(|r| r.get::<i64, _>("requests")).unwrap_or(0))
+    let requests: Option<i64> = sqlx::query_scalar(
+        "SELECT requests FROM usage_windows WHERE wallet_account = $1 AND window_kind = 'minute' AND window_start = $2",
+    )
+    .bind(wallet)
+    .bind(start)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(requests.unwrap_or(0))
 }
 
 /// Gives back what a resolved hold did not use: it is no longer in flight,
@@ -329,14 +320,4 @@ pub async fn release(
             .await?;
     }
     Ok(())
-}
-
-/// The `Counted` a hold row recorded (None for holds placed before limits existed).
-pub fn counted_from_row(row: &sqlx::any::AnyRow) -> Option<Counted> {
-    Some(Counted {
-        reserved_tokens: opt_i64(row, "reserved_tokens")?,
-        minute_window: opt_i64(row, "minute_window"),
-        day_window: opt_i64(row, "day_window"),
-        month_window: opt_i64(row, "month_window"),
-    })
 }

@@ -5,8 +5,6 @@
 //! opens nothing and changes nothing. Issuing one records its event
 //! (`topup_link.created` or `authorization.requested`).
 
-use sqlx::Row;
-
 use crate::access::secrets::{new_token, sha256_hex};
 use crate::calendar::now_ms;
 use crate::db::Db;
@@ -38,7 +36,7 @@ pub struct Link {
 }
 
 /// Who a valid link was issued for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LinkHolder {
     pub paywall_id: String,
     pub paywall_name: String,
@@ -84,20 +82,15 @@ pub async fn create(
 
 /// The holder of a known, unexpired, unused link of this purpose.
 pub async fn open(db: &Db, purpose: LinkPurpose, token: &str) -> LedgerResult<Option<LinkHolder>> {
-    let row = sqlx::query(
-        "SELECT l.paywall_id, l.user_id, p.name FROM links l JOIN paywalls p ON p.id = l.paywall_id
+    Ok(sqlx::query_as(
+        "SELECT l.paywall_id, l.user_id, p.name AS paywall_name FROM links l JOIN paywalls p ON p.id = l.paywall_id
          WHERE l.token_hash = $1 AND l.purpose = $2 AND l.used_at IS NULL AND l.expires_at > $3",
     )
     .bind(sha256_hex(token))
     .bind(purpose.as_str())
     .bind(now_ms())
     .fetch_optional(&db.pool)
-    .await?;
-    Ok(row.map(|r| LinkHolder {
-        paywall_id: r.get("paywall_id"),
-        paywall_name: r.get("name"),
-        user_id: r.get("user_id"),
-    }))
+    .await?)
 }
 
 /// Spends a link inside `tx`; false if it was already used (or is not of this purpose).

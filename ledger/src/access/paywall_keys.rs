@@ -5,7 +5,6 @@
 //! changes, the previous config key is revoked at the next start.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::access::secrets::{new_id, random_hex, sha256_hex};
 use crate::calendar::now_ms;
@@ -18,12 +17,13 @@ pub const CONFIG_LABEL: &str = "config";
 /// Makes `key` a live config key of the paywall and revokes earlier config keys.
 pub async fn seed_config_key(tx: &mut Tx, paywall_id: &str, key: &str) -> LedgerResult<()> {
     let hash = sha256_hex(key);
-    let owner = sqlx::query("SELECT paywall_id FROM paywall_keys WHERE key_hash = $1")
-        .bind(&hash)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT paywall_id FROM paywall_keys WHERE key_hash = $1")
+            .bind(&hash)
+            .fetch_optional(&mut **tx)
+            .await?;
     match owner {
-        Some(row) if row.get::<String, _>("paywall_id") != paywall_id => {
+        Some(owner) if owner != paywall_id => {
             return Err(LedgerError::Invalid(format!(
                 "the key of paywall {paywall_id} already belongs to another paywall"
             )));
@@ -100,7 +100,7 @@ pub async fn revoke(db: &Db, paywall_id: &str, key_id: &str) -> LedgerResult<boo
 }
 
 /// A key as listed: never its plaintext or its hash.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct KeyInfo {
     pub id: String,
     pub label: String,
@@ -109,17 +109,10 @@ pub struct KeyInfo {
 }
 
 pub async fn list(db: &Db, paywall_id: &str) -> LedgerResult<Vec<KeyInfo>> {
-    let rows = sqlx::query("SELECT id, label, created_at, revoked_at FROM paywall_keys WHERE paywall_id = $1 ORDER BY created_at, id")
-        .bind(paywall_id)
-        .fetch_all(&db.pool)
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| KeyInfo {
-            id: r.get("id"),
-            label: r.get("label"),
-            created_at: r.get("created_at"),
-            revoked_at: r.try_get::<Option<i64>, _>("revoked_at").ok().flatten(),
-        })
-        .collect())
+    Ok(sqlx::query_as(
+        "SELECT id, label, created_at, revoked_at FROM paywall_keys WHERE paywall_id = $1 ORDER BY created_at, id",
+    )
+    .bind(paywall_id)
+    .fetch_all(&db.pool)
+    .await?)
 }

@@ -63,8 +63,9 @@ impl MasterKey {
 }
 
 /// A secret as stored: which master key sealed it, the nonce, the ciphertext.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Sealed {
+    #[sqlx(rename = "master_key_id")]
     pub key_id: String,
     pub nonce: String,
     pub ciphertext: String,

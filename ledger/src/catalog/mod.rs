@@ -14,4 +14,5 @@ mod seed;
 pub use routes::{
     glob_matches, list_models, model_route, paywall_by_key, price_rule, ModelRoute, Paywall,
 };
+pub(crate) use routes::{PriceRow, PRICE_COLUMNS};
 pub use seed::{put_model, seed, seed_limits, MAX_FALLBACKS};

@@ -5,7 +5,6 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::calendar::now_ms;
 use crate::catalog::master_key::{KeyError, Keyring, Sealed};
@@ -30,27 +29,17 @@ fn fingerprint(key: &str) -> String {
 }
 
 /// A stored key as listed: never the key.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema, sqlx::FromRow)]
 pub struct ProviderKeyInfo {
+    #[sqlx(rename = "paywall_id")]
     pub paywall: String,
+    #[sqlx(rename = "provider_id")]
     pub provider: String,
     pub version: i64,
     pub fingerprint: String,
     pub master_key_id: String,
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-fn info_from_row(r: &sqlx::any::AnyRow) -> ProviderKeyInfo {
-    ProviderKeyInfo {
-        paywall: r.get("paywall_id"),
-        provider: r.get("provider_id"),
-        version: r.get("version"),
-        fingerprint: r.get("fingerprint"),
-        master_key_id: r.get("master_key_id"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
 }
 
 const INFO_COLUMNS: &str =
@@ -68,17 +57,18 @@ fn check_key(key: &str) -> LedgerResult<()> {
 }
 
 async fn require_paywall_and_provider(db: &Db, paywall: &str, provider: &str) -> LedgerResult<()> {
-    let found = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM paywalls WHERE id = $1) AS pw, (SELECT COUNT(*) FROM providers WHERE id = $2) AS pr",
+    let (paywalls, providers): (i64, i64) = sqlx::query_as(
+        "SELECT CAST((SELECT COUNT(*) FROM paywalls WHERE id = $1) AS BIGINT),
+                CAST((SELECT COUNT(*) FROM providers WHERE id = $2) AS BIGINT)",
     )
     .bind(paywall)
     .bind(provider)
     .fetch_one(&db.pool)
     .await?;
-    if found.get::<i64, _>("pw") == 0 {
+    if paywalls == 0 {
         return Err(LedgerError::NotFound(format!("no paywall {paywall}")));
     }
-    if found.get::<i64, _>("pr") == 0 {
+    if providers == 0 {
         return Err(LedgerError::NotFound(format!("no provider {provider}")));
     }
     Ok(())
@@ -119,13 +109,12 @@ pub async fn set(
     let sql = format!(
         "SELECT {INFO_COLUMNS} FROM provider_keys WHERE paywall_id = $1 AND provider_id = $2"
     );
-    let row = sqlx::query(&sql)
+    let info: ProviderKeyInfo = sqlx::query_as(&sql)
         .bind(paywall)
         .bind(provider)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    let info = info_from_row(&row);
     tracing::info!(paywall, provider, version = info.version, fingerprint = %info.fingerprint, "provider key stored");
     Ok(info)
 }
@@ -134,8 +123,10 @@ pub async fn list(db: &Db, paywall: &str) -> LedgerResult<Vec<ProviderKeyInfo>> 
     let sql = format!(
         "SELECT {INFO_COLUMNS} FROM provider_keys WHERE paywall_id = $1 ORDER BY provider_id"
     );
-    let rows = sqlx::query(&sql).bind(paywall).fetch_all(&db.pool).await?;
-    Ok(rows.iter().map(info_from_row).collect())
+    Ok(sqlx::query_as(&sql)
+        .bind(paywall)
+        .fetch_all(&db.pool)
+        .await?)
 }
 
 /// Removes a paywall's key; false if there was none. Requests then use the
@@ -155,13 +146,12 @@ pub async fn delete(db: &Db, paywall: &str, provider: &str) -> LedgerResult<bool
 
 /// The providers a paywall has its own key for.
 pub async fn providers_with_key(db: &Db, paywall: &str) -> LedgerResult<Vec<String>> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_scalar(
         "SELECT provider_id FROM provider_keys WHERE paywall_id = $1 ORDER BY provider_id",
     )
     .bind(paywall)
     .fetch_all(&db.pool)
-    .await?;
-    Ok(rows.iter().map(|r| r.get("provider_id")).collect())
+    .await?)
 }
 
 /// A paywall's key for a provider: None when it brought none, an error when
@@ -172,23 +162,14 @@ pub async fn lookup(
     paywall: &str,
     provider: &str,
 ) -> LedgerResult<Option<Result<String, KeyError>>> {
-    let row = sqlx::query(
+    let sealed: Option<Sealed> = sqlx::query_as(
         "SELECT master_key_id, nonce, ciphertext FROM provider_keys WHERE paywall_id = $1 AND provider_id = $2",
     )
     .bind(paywall)
     .bind(provider)
     .fetch_optional(&db.pool)
     .await?;
-    Ok(row.map(|r| keyring.open(&sealed_from_row(&r), &associated_data(paywall, provider))))
-}
-
-/// The sealed key of a row with `master_key_id`, `nonce` and `ciphertext`.
-fn sealed_from_row(r: &sqlx::any::AnyRow) -> Sealed {
-    Sealed {
-        key_id: r.get("master_key_id"),
-        nonce: r.get("nonce"),
-        ciphertext: r.get("ciphertext"),
-    }
+    Ok(sealed.map(|s| keyring.open(&s, &associated_data(paywall, provider))))
 }
 
 /// Re-seals every stored key with the current master key (after a master key
@@ -201,16 +182,23 @@ pub async fn rewrap(db: &Db, keyring: &Keyring) -> LedgerResult<usize> {
         ));
     };
     let mut tx = db.pool.begin().await?;
-    let rows = sqlx::query(
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        paywall_id: String,
+        provider_id: String,
+        #[sqlx(flatten)]
+        sealed: Sealed,
+    }
+    let rows: Vec<Stored> = sqlx::query_as(
         "SELECT paywall_id, provider_id, master_key_id, nonce, ciphertext FROM provider_keys WHERE master_key_id <> $1",
     )
     .bind(&current)
     .fetch_all(&mut *tx)
     .await?;
     for r in &rows {
-        let (paywall, provider): (String, String) = (r.get("paywall_id"), r.get("provider_id"));
-        let aad = associated_data(&paywall, &provider);
-        let plain = keyring.open(&sealed_from_row(r), &aad).map_err(|e| {
+        let (paywall, provider) = (&r.paywall_id, &r.provider_id);
+        let aad = associated_data(paywall, provider);
+        let plain = keyring.open(&r.sealed, &aad).map_err(|e| {
             LedgerError::Invalid(format!("paywall {paywall}, provider {provider}: {e}"))
         })?;
         let resealed = keyring
@@ -222,8 +210,8 @@ pub async fn rewrap(db: &Db, keyring: &Keyring) -> LedgerResult<usize> {
         .bind(&resealed.key_id)
         .bind(&resealed.nonce)
         .bind(&resealed.ciphertext)
-        .bind(&paywall)
-        .bind(&provider)
+        .bind(paywall)
+        .bind(provider)
         .execute(&mut *tx)
         .await?;
     }

@@ -4,7 +4,7 @@
 //! variable or a file); paywalls' own keys are in `provider_keys`.
 
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::catalog::provider_kinds::{key_available, BuiltInKeyRef, ProviderKind};
 use crate::config::ProviderSeed;
@@ -62,22 +62,29 @@ pub struct ProviderInfo {
 }
 
 pub async fn list_providers(db: &Db) -> LedgerResult<Vec<ProviderInfo>> {
-    let rows = sqlx::query(
+    #[derive(sqlx::FromRow)]
+    struct ProviderRow {
+        id: String,
+        kind: String,
+        cluster: String,
+        base_url: Option<String>,
+        api_version: Option<String>,
+        auth_header: String,
+        api_key_env: String,
+        api_key_file: Option<String>,
+    }
+    let rows: Vec<ProviderRow> = sqlx::query_as(
         "SELECT id, kind, cluster, base_url, api_version, auth_header, api_key_env, api_key_file
          FROM providers ORDER BY id",
     )
     .fetch_all(&db.pool)
     .await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| {
-            let env: String = r.get("api_key_env");
-            let file: String = r
-                .try_get::<Option<String>, _>("api_key_file")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let kind: String = r.get("kind");
+            let env = r.api_key_env;
+            let file = r.api_key_file.unwrap_or_default();
+            let kind = r.kind;
             let operator_key = match (env.is_empty(), file.is_empty()) {
                 (false, _) => format!("env:{env}"),
                 (true, false) => format!("file:{file}"),
@@ -90,12 +97,12 @@ pub async fn list_providers(db: &Db) -> LedgerResult<Vec<ProviderInfo>> {
             let available = (!env.is_empty() || !file.is_empty())
                 && ProviderKind::parse(&kind).is_some_and(|k| key_available(k, false, at));
             ProviderInfo {
-                id: r.get("id"),
+                id: r.id,
                 kind,
-                cluster: r.get("cluster"),
-                base_url: r.get("base_url"),
-                api_version: r.get("api_version"),
-                auth_header: r.get("auth_header"),
+                cluster: r.cluster,
+                base_url: r.base_url,
+                api_version: r.api_version,
+                auth_header: r.auth_header,
                 operator_key,
                 operator_key_available: available,
             }

@@ -58,12 +58,12 @@ pub async fn paywall_by_key(db: &Db, key: &str) -> LedgerResult<Option<Paywall>>
     Ok(row.and_then(|r| constant_time_eq(&r.key_hash, &hash).then_some(r.paywall)))
 }
 
-pub(super) const PRICE_COLUMNS: &str =
+pub(crate) const PRICE_COLUMNS: &str =
     "p.id AS price_id, p.model AS price_model, p.version, p.input_per_m, p.cached_input_per_m, p.output_per_m, p.markup_bps, p.min_charge";
 
 /// A price rule as [`PRICE_COLUMNS`] select it.
 #[derive(sqlx::FromRow)]
-pub(super) struct PriceRow {
+pub(crate) struct PriceRow {
     price_id: String,
     price_model: String,
     version: i64,

@@ -2,7 +2,7 @@
 //! changes. A changed price becomes a new rule version; an unchanged one is
 //! left alone, so seeding is safe at every start and from several sidecars.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use super::routes::{PriceRow, PRICE_COLUMNS};
 use crate::access::limits::{self, Limits};
@@ -116,14 +116,14 @@ async fn put_fallbacks(tx: &mut Transaction<'static, Any>, m: &ModelSeed) -> any
     );
     let mut clusters = Vec::new();
     for provider in std::iter::once(&m.provider).chain(m.fallbacks.iter().map(|f| &f.provider)) {
-        let row = sqlx::query("SELECT cluster FROM providers WHERE id = $1")
-            .bind(provider)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(row) = row else {
+        let cluster: Option<String> =
+            sqlx::query_scalar("SELECT cluster FROM providers WHERE id = $1")
+                .bind(provider)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(cluster) = cluster else {
             anyhow::bail!("model {}: unknown provider {provider}", m.name);
         };
-        let cluster: String = row.get("cluster");
         anyhow::ensure!(
             !clusters.contains(&cluster),
             "model {}: provider {provider} repeats cluster {cluster} in the fallback chain",

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Executor};
 
 /// Schema migrations, one folder per dialect (`ledger/migrations/`), run by
 /// sqlx's migrator and recorded in `_sqlx_migrations`. Never edit a released
@@ -114,11 +114,10 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         }
-        let legacy: i64 = sqlx::query(exists_sql)
+        let legacy: i64 = sqlx::query_scalar(exists_sql)
             .bind(LEGACY_HISTORY)
             .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+            .await?;
         if legacy == 0 {
             return Ok(());
         }
@@ -167,9 +166,4 @@ fn sqlite_url_with_create(url: &str) -> String {
     } else {
         format!("{url}?mode=rwc")
     }
-}
-
-/// Reads an optional BIGINT column.
-pub fn opt_i64(row: &AnyRow, col: &str) -> Option<i64> {
-    row.try_get::<Option<i64>, _>(col).ok().flatten()
 }

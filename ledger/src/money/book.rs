@@ -4,7 +4,7 @@
 //! caller's transaction. Nothing here commits.
 
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
@@ -76,25 +76,20 @@ async fn balance_with<'e, E>(executor: E, account: &str) -> LedgerResult<Option<
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
-    let row = sqlx::query(
+    let sums: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT debits_pending, debits_posted, credits_posted FROM accounts WHERE id = $1",
     )
     .bind(account)
     .fetch_optional(executor)
     .await?;
-    Ok(row.map(|r| balance_from(&r)))
-}
-
-fn balance_from(r: &sqlx::any::AnyRow) -> Balance {
-    let dp: i64 = r.get("debits_pending");
-    let dpo: i64 = r.get("debits_posted");
-    let cpo: i64 = r.get("credits_posted");
-    let posted = cpo - dpo;
-    Balance {
-        posted,
-        held: dp,
-        available: posted - dp,
-    }
+    Ok(sums.map(|(debits_pending, debits_posted, credits_posted)| {
+        let posted = credits_posted - debits_posted;
+        Balance {
+            posted,
+            held: debits_pending,
+            available: posted - debits_pending,
+        }
+    }))
 }
 
 /// Fields of a transfer row beyond the two accounts and the amount.

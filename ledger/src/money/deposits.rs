@@ -3,7 +3,6 @@
 
 use serde::Serialize;
 use serde_json::json;
-use sqlx::Row;
 use tollgate_protocol::format_micros;
 
 use crate::access::links::{self, Link, LinkHolder};
@@ -117,36 +116,45 @@ pub async fn entries(
     after: i64,
     limit: i64,
 ) -> LedgerResult<Vec<Entry>> {
-    let wallet = wallet.to_string();
-    let rows = sqlx::query(
+    #[derive(sqlx::FromRow)]
+    struct TransferRow {
+        seq: i64,
+        id: String,
+        kind: String,
+        debit_account: String,
+        amount: i64,
+        request_id: Option<String>,
+        hold_id: Option<String>,
+        memo: Option<String>,
+        created_at: i64,
+    }
+    let rows: Vec<TransferRow> = sqlx::query_as(
         "SELECT seq, id, kind, debit_account, amount, request_id, hold_id, memo, created_at FROM transfers
          WHERE (debit_account = $1 OR credit_account = $1) AND seq > $2 AND (paywall_id = $4 OR paywall_id IS NULL)
          ORDER BY seq LIMIT $3",
     )
-    .bind(&wallet)
+    .bind(wallet)
     .bind(after)
     .bind(limit)
     .bind(paywall_id)
     .fetch_all(&db.pool)
     .await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|r| {
-            let debit: String = r.get("debit_account");
-            let amount: i64 = r.get("amount");
-            let outgoing = debit == wallet;
-            let signed = if outgoing { -amount } else { amount };
+            let outgoing = r.debit_account == wallet;
+            let signed = if outgoing { -r.amount } else { r.amount };
             Entry {
-                seq: r.get("seq"),
-                id: r.get("id"),
-                kind: r.get("kind"),
+                seq: r.seq,
+                id: r.id,
+                kind: r.kind,
                 amount: format_micros(signed),
                 amount_micros: signed,
                 direction: if outgoing { "debit" } else { "credit" },
-                request_id: r.get("request_id"),
-                hold_id: r.get("hold_id"),
-                memo: r.get("memo"),
-                created_at: r.get("created_at"),
+                request_id: r.request_id,
+                hold_id: r.hold_id,
+                memo: r.memo,
+                created_at: r.created_at,
             }
         })
         .collect())

@@ -3,11 +3,9 @@
 //! is 422; the same key while the first call still runs is 409. Keys are
 //! scoped to the paywall and kept at least 24 hours.
 
-use sqlx::Row;
-
 use crate::access::secrets::sha256_hex;
 use crate::calendar::now_ms;
-use crate::db::{opt_i64, Db};
+use crate::db::Db;
 use crate::error::LedgerResult;
 
 /// Keys are kept this long before the sweeper may delete them (≥ 24 h).
@@ -50,32 +48,36 @@ pub async fn begin(db: &Db, paywall_id: &str, key: &str, fingerprint: &str) -> L
     if inserted.rows_affected() == 1 {
         return Ok(Begin::Fresh);
     }
-    let row = sqlx::query("SELECT request_hash, state, status, body FROM idempotency_keys WHERE paywall_id = $1 AND idem_key = $2")
-        .bind(paywall_id)
-        .bind(key)
-        .fetch_optional(&db.pool)
-        .await?;
-    let Some(row) = row else {
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        request_hash: String,
+        state: String,
+        status: Option<i64>,
+        body: Option<String>,
+    }
+    let row: Option<Stored> = sqlx::query_as(
+        "SELECT request_hash, state, status, body FROM idempotency_keys WHERE paywall_id = $1 AND idem_key = $2",
+    )
+    .bind(paywall_id)
+    .bind(key)
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(stored) = row else {
         // Deleted between the two statements (expired): treat as in flight; the client retries.
         return Ok(Begin::InFlight);
     };
-    let stored_hash: String = row.get("request_hash");
-    if stored_hash != fingerprint {
+    if stored.request_hash != fingerprint {
         return Ok(Begin::Mismatch);
     }
-    let state: String = row.get("state");
-    if state != "done" {
+    if stored.state != "done" {
         return Ok(Begin::InFlight);
     }
     Ok(Begin::Replay {
-        status: opt_i64(&row, "status")
+        status: stored
+            .status
             .and_then(|s| u16::try_from(s).ok())
             .unwrap_or(200),
-        body: row
-            .try_get::<Option<String>, _>("body")
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
+        body: stored.body.unwrap_or_default(),
     })
 }
 

@@ -2,7 +2,6 @@
 //! each violation. Read-only; safe to run against a live database.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::db::Db;
 use crate::error::LedgerResult;
@@ -117,31 +116,30 @@ pub async fn verify(db: &Db, now_ms: i64, expiry_grace_ms: i64) -> LedgerResult<
         violations: Vec::new(),
     };
     for (check, sql) in CHECKS {
-        for row in sqlx::query(sql).fetch_all(&db.pool).await? {
+        let details: Vec<Option<String>> = sqlx::query_scalar(sql).fetch_all(&db.pool).await?;
+        for detail in details {
             report.violations.push(Violation {
                 check,
-                detail: row.try_get::<String, _>("detail").unwrap_or_default(),
+                detail: detail.unwrap_or_default(),
             });
         }
     }
     // The sweeper resolves expired holds every few seconds; one still open
     // well past its expiry means the sweeper is not doing its job.
-    let overdue = sqlx::query("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1")
-        .bind(now_ms - expiry_grace_ms)
-        .fetch_all(&db.pool)
-        .await?;
-    for row in overdue {
+    let overdue: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1")
+            .bind(now_ms - expiry_grace_ms)
+            .fetch_all(&db.pool)
+            .await?;
+    for id in overdue {
         report.violations.push(Violation {
             check: "no_expired_hold_open",
-            detail: format!(
-                "{} is past its expiry and still pending",
-                row.get::<String, _>("id")
-            ),
+            detail: format!("{id} is past its expiry and still pending"),
         });
     }
     Ok(report)
 }
 
 async fn scalar(db: &Db, sql: &str) -> LedgerResult<i64> {
-    Ok(sqlx::query(sql).fetch_one(&db.pool).await?.get::<i64, _>(0))
+    Ok(sqlx::query_scalar(sql).fetch_one(&db.pool).await?)
 }

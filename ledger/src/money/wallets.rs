@@ -5,8 +5,6 @@
 //!   `wallet:shared:<user>`, usable by a paywall only after the user consented
 //!   through an authorization link (see [`crate::access::consent`]).
 
-use sqlx::Row;
-
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::money::book::{self, Tx};
@@ -34,7 +32,7 @@ async fn mode_and_connection<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let row = sqlx::query(
+    let (mode, connected_at): (String, Option<i64>) = sqlx::query_as(
         "SELECT p.mode, c.connected_at FROM paywalls p
          LEFT JOIN connections c ON c.paywall_id = p.id AND c.user_id = $2 AND c.revoked_at IS NULL
          WHERE p.id = $1",
@@ -44,12 +42,7 @@ where
     .fetch_optional(executor)
     .await?
     .ok_or_else(|| LedgerError::NotFound(format!("no paywall {paywall_id}")))?;
-    let connected = row
-        .try_get::<Option<i64>, _>("connected_at")
-        .ok()
-        .flatten()
-        .is_some();
-    Ok((row.get("mode"), connected))
+    Ok((mode, connected_at.is_some()))
 }
 
 fn decide(paywall_id: &str, user_id: &str, mode: &str, connected: bool) -> WalletFor {

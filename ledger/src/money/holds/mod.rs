@@ -9,37 +9,61 @@ mod settle;
 pub use authorize::authorize;
 pub use settle::{expire_holds, settle, settle_batch, ExpiryPolicy};
 
-use sqlx::Row;
 use tollgate_protocol::{HoldState, KeySource};
 
 use crate::access::limits::{self, Counted};
 use crate::calendar::now_ms;
-use crate::error::{LedgerError, LedgerResult};
+use crate::error::LedgerResult;
 use crate::money::book::{self, Resolution, TransferMeta, Tx};
 
 /// A hold as settle needs it.
+#[derive(sqlx::FromRow)]
 struct HoldRow {
     id: String,
     paywall_id: String,
     user_id: String,
+    #[sqlx(rename = "wallet_account")]
     wallet: String,
+    #[sqlx(rename = "revenue_account")]
     revenue: String,
     request_id: String,
     model: String,
     provider_id: String,
     amount: i64,
+    #[sqlx(try_from = "i64")]
     prompt_tokens_est: u32,
+    #[sqlx(try_from = "i64")]
     max_output_tokens: u32,
     price_rule_id: String,
+    #[sqlx(try_from = "String")]
     state: HoldState,
     transfer_id: String,
-    counted: Option<Counted>,
+    reserved_tokens: Option<i64>,
+    minute_window: Option<i64>,
+    day_window: Option<i64>,
+    month_window: Option<i64>,
     /// None on holds from before key sources were kept.
-    key_source: Option<KeySource>,
+    key_source: Option<String>,
+}
+
+impl HoldRow {
+    /// What the hold took of the limits (None on holds from before limits).
+    fn counted(&self) -> Option<Counted> {
+        Some(Counted {
+            reserved_tokens: self.reserved_tokens?,
+            minute_window: self.minute_window,
+            day_window: self.day_window,
+            month_window: self.month_window,
+        })
+    }
+
+    fn key_source(&self) -> Option<KeySource> {
+        self.key_source.as_deref().and_then(KeySource::parse)
+    }
 }
 
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
                 prompt_tokens_est, max_output_tokens,
                 price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window,
@@ -48,36 +72,7 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
     )
     .bind(hold_id)
     .fetch_optional(&mut **tx)
-    .await?;
-    row.map(|r| -> LedgerResult<HoldRow> {
-        Ok(HoldRow {
-            id: r.get("id"),
-            paywall_id: r.get("paywall_id"),
-            user_id: r.get("user_id"),
-            wallet: r.get("wallet_account"),
-            revenue: r.get("revenue_account"),
-            request_id: r.get("request_id"),
-            model: r.get("model"),
-            provider_id: r.get("provider_id"),
-            amount: r.get("amount"),
-            prompt_tokens_est: u32::try_from(r.get::<i64, _>("prompt_tokens_est"))
-                .unwrap_or(u32::MAX),
-            max_output_tokens: u32::try_from(r.get::<i64, _>("max_output_tokens"))
-                .unwrap_or(u32::MAX),
-            price_rule_id: r.get("price_rule_id"),
-            state: HoldState::parse(r.get("state")).ok_or_else(|| {
-                LedgerError::Internal(format!("hold {hold_id} has an unknown state"))
-            })?,
-            transfer_id: r.get("transfer_id"),
-            counted: limits::counted_from_row(&r),
-            key_source: r
-                .try_get::<Option<&str>, _>("key_source")
-                .ok()
-                .flatten()
-                .and_then(KeySource::parse),
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// Claims a pending hold for resolution. The conditional UPDATE is the
@@ -126,7 +121,7 @@ async fn resolve(
     limits::release(
         tx,
         &hold.wallet,
-        hold.counted,
+        hold.counted(),
         used_tokens,
         hold.amount - posted,
     )

@@ -4,7 +4,6 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::Row;
 use tollgate_protocol::{
     format_micros, HoldState, KeySource, SettleOutcome, SettleRequest, SettleResponse, Usage,
     UsageSource,
@@ -14,7 +13,7 @@ use super::{claim, load_hold, resolve, HoldRow};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::catalog;
-use crate::db::{opt_i64, Db};
+use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::faults;
 use crate::money::book::{self, Resolution, TransferMeta, Tx};
@@ -22,15 +21,17 @@ use crate::outbox::events;
 use crate::pricing::PriceRule;
 
 async fn replay(tx: &mut Tx, hold_id: &str, state: HoldState) -> LedgerResult<SettleResponse> {
-    let row = sqlx::query("SELECT id, amount FROM charges WHERE hold_id = $1")
-        .bind(hold_id)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let charge: Option<(String, i64)> =
+        sqlx::query_as("SELECT id, amount FROM charges WHERE hold_id = $1")
+            .bind(hold_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (charge_id, amount_micros) = charge.unzip();
     Ok(SettleResponse {
         hold_id: hold_id.to_string(),
         state,
-        charge_id: row.as_ref().map(|r| r.get("id")),
-        amount_micros: row.as_ref().and_then(|r| opt_i64(r, "amount")).unwrap_or(0),
+        charge_id,
+        amount_micros: amount_micros.unwrap_or(0),
         replayed: true,
     })
 }
@@ -150,7 +151,7 @@ async fn answered_by<'h>(
     hold: &'h HoldRow,
     reported: Option<&'h str>,
 ) -> LedgerResult<(&'h str, Option<KeySource>)> {
-    let own = (hold.provider_id.as_str(), hold.key_source);
+    let own = (hold.provider_id.as_str(), hold.key_source());
     let Some(reported) = reported.filter(|p| *p != hold.provider_id) else {
         return Ok(own);
     };
@@ -349,14 +350,12 @@ impl ExpiryPolicy {
 /// Resolves holds past their TTL by `policy`. A settlement that arrives
 /// later finds the hold resolved and moves nothing.
 pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResult<usize> {
-    let ids: Vec<String> =
-        sqlx::query("SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1 LIMIT 500")
-            .bind(now)
-            .fetch_all(&db.pool)
-            .await?
-            .iter()
-            .map(|r| r.get("id"))
-            .collect();
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM holds WHERE state = 'pending' AND expires_at < $1 LIMIT 500",
+    )
+    .bind(now)
+    .fetch_all(&db.pool)
+    .await?;
     let mut expired = 0;
     for id in ids {
         let mut tx = db.pool.begin().await?;

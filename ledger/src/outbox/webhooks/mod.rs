@@ -13,7 +13,6 @@ use std::time::Duration;
 use futures_util::{stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::Row;
 use tollgate_protocol::backoff;
 
 use crate::access::secrets::new_id;
@@ -51,10 +50,10 @@ fn retry_wait_ms(base_ms: i64, attempts: i64, delivery_id: &str) -> i64 {
 /// the newest event (no flood of history); an existing one keeps its place.
 pub async fn seed(db: &Db, hooks: &[WebhookSeed]) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
-    let newest: i64 = sqlx::query("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS s FROM events")
-        .fetch_one(&mut *tx)
-        .await?
-        .get("s");
+    let newest: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
     for h in hooks {
         h.check()?;
         sqlx::query(
