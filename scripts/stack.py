@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import socket
-import string
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import envoy_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = os.environ.get("TOLLGATE_PROFILE", "debug")
@@ -112,11 +114,6 @@ WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 
 
-def yaml_items(items: list, indent: int) -> str:
-    """YAML list items, one JSON object per line (JSON is YAML), at `indent`."""
-    return "\n".join(" " * indent + "- " + json.dumps(item) for item in items)
-
-
 # Envoy's own log as JSON lines (`%j` is the message, JSON-escaped); the filter's
 # lines carry `request_id=…` in the message.
 ENVOY_JSON_LOG_FORMAT = '{"time":"%Y-%m-%dT%T.%fZ","level":"%l","component":"%n","message":"%j"}'
@@ -134,16 +131,6 @@ def envoy_providers(ledger_config: Path, wasm: str, env: dict[str, str] | None =
                           "--config", str(ledger_config), "--wasm", wasm],
                          env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
-
-
-def render_envoy(template: string.Template, providers: dict | None, **values) -> str:
-    """Envoy's configuration from `envoy/envoy.yaml`-style template: the
-    provider routes and clusters (from `envoy-providers`) and `values`."""
-    return template.substitute(
-        TOLLGATE_PROVIDER_ROUTES=yaml_items(providers["routes"], 24) if providers else "",
-        TOLLGATE_PROVIDER_CLUSTERS=yaml_items(providers["clusters"], 4) if providers else "",
-        **values,
-    )
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -187,22 +174,21 @@ class Stack:
         return envoy_providers(self.ledger_config, str(WASM), env, self.profile)
 
     def render_envoy_config(self) -> Path:
-        template = string.Template(self.envoy_template.read_text())
-        providers = self.provider_resources() if "TOLLGATE_PROVIDER_ROUTES" in template.template else None
-        text = render_envoy(
-            template, providers,
-            ENVOY_ADMIN_PORT=self.ports.admin,
-            TOLLGATE_BIND_ADDRESS="127.0.0.1",
-            TOLLGATE_PORT=self.ports.public,
-            TOLLGATE_LEDGER_HOST="127.0.0.1",
-            TOLLGATE_LEDGER_PORT=self.ports.ledger,
-            MOCK_PROVIDER_PORT=self.ports.mock,
-            TOLLGATE_WASM=str(WASM),
-            TOLLGATE_INTERNAL_SECRET=self.secrets.internal_secret,
-            TOLLGATE_CALLOUT_TIMEOUT_MS=self.callout_timeout_ms,
-            TOLLGATE_MAX_BODY_BYTES=self.max_body_bytes,
-            MOCK_PROVIDER_KEY=self.secrets.provider_key,
-        )
+        paywall = self.envoy_template == ROOT / "envoy" / "envoy.yaml"
+        text = envoy_config.render(self.envoy_template, envoy_config.EnvoySettings(
+            admin_port=self.ports.admin,
+            public_port=self.ports.public,
+            ledger_port=self.ports.ledger,
+            wasm=str(WASM),
+            filter_config={
+                "internal_secret": self.secrets.internal_secret,
+                "callout_timeout_ms": self.callout_timeout_ms,
+                "max_body_bytes": self.max_body_bytes,
+            },
+            providers=self.provider_resources() if paywall else None,
+            mock_port=self.ports.mock,
+            mock_key=self.secrets.provider_key,
+        ))
         out = self.state_dir / "envoy.yaml"
         # It carries the internal secret: readable by this user only.
         out.touch(mode=0o600)
