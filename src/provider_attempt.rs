@@ -66,6 +66,7 @@ fn lookup(request_id: &str) -> Option<Rc<Vec<ProviderRoute>>> {
 }
 
 /// Whether a request's tries are registered (tests check none is left behind).
+#[cfg(test)]
 pub fn registered_for(request_id: &str) -> bool {
     REGISTRY.with(|r| r.borrow().routes.contains_key(request_id))
 }

@@ -75,11 +75,6 @@ impl SseParser {
         self.offset
     }
 
-    /// True while part of an event has been read but not yet dispatched.
-    pub fn in_event(&self) -> bool {
-        self.event_start.is_some()
-    }
-
     /// Offset where the event in progress began, if one is.
     pub fn pending_start(&self) -> Option<u64> {
         self.event_start
@@ -255,7 +250,6 @@ mod tests {
     fn an_unterminated_event_is_not_dispatched() {
         let mut p = SseParser::new(1 << 20);
         assert!(p.push(b"data: partial").is_empty());
-        assert!(p.in_event());
         assert_eq!(p.pending_start(), Some(0));
     }
 }

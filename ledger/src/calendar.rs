@@ -1,5 +1,6 @@
 //! UTC calendar windows from Unix milliseconds, without a date library:
-//! days since the epoch ↔ civil dates (Howard Hinnant's algorithms), and the
+//! days since the epoch ↔ civil dates (Howard Hinnant's algorithms: the only date
+//! maths the ledger needs, so no date crate with time zones it must not use), and the
 //! wall clock every stored timestamp comes from.
 
 /// Now, in Unix milliseconds (the unit of every timestamp column).
