@@ -12,6 +12,7 @@ use crate::config::{LimitsSeed, ModelSeed};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::pricing::PriceRule;
+use tollgate_protocol::PaywallMode;
 
 fn check_id(id: &str) -> LedgerResult<()> {
     let ok = !id.is_empty()
@@ -28,20 +29,17 @@ fn check_id(id: &str) -> LedgerResult<()> {
     }
 }
 
-fn check_mode(mode: &str) -> LedgerResult<()> {
-    match mode {
-        "isolated" | "shared" => Ok(()),
-        _ => Err(LedgerError::Invalid(
-            "mode must be \"isolated\" or \"shared\"".into(),
-        )),
-    }
+fn check_mode(mode: &str) -> LedgerResult<PaywallMode> {
+    PaywallMode::parse(mode)
+        .ok_or_else(|| LedgerError::Invalid("mode must be \"isolated\" or \"shared\"".into()))
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct PaywallInfo {
     pub id: String,
     pub name: String,
-    pub mode: String,
+    #[sqlx(try_from = "String")]
+    pub mode: PaywallMode,
     pub created_at: i64,
 }
 
@@ -61,11 +59,11 @@ pub async fn create_paywall(
     mode: &str,
 ) -> LedgerResult<(Paywall, CreatedKey)> {
     check_id(id)?;
-    check_mode(mode)?;
+    let mode = check_mode(mode)?;
     let inserted = sqlx::query("INSERT INTO paywalls (id, name, mode, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
         .bind(id)
         .bind(name)
-        .bind(mode)
+        .bind(mode.as_str())
         .bind(now_ms())
         .execute(&db.pool)
         .await?;
@@ -79,7 +77,7 @@ pub async fn create_paywall(
         Paywall {
             id: id.into(),
             name: name.into(),
-            mode: mode.into(),
+            mode,
         },
         key,
     ))

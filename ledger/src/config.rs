@@ -323,7 +323,7 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         let cfg: Config = toml::from_str(&expand_env(text)?)?;
         for p in &cfg.paywalls {
-            if p.mode != "isolated" && p.mode != "shared" {
+            if tollgate_protocol::PaywallMode::parse(&p.mode).is_none() {
                 anyhow::bail!("paywall {}: mode must be \"isolated\" or \"shared\"", p.id);
             }
         }

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -27,6 +28,7 @@ use common::{config, hold_for, settle_req};
 backend_tests!(
     a_charge_event_is_signed_retried_logged_and_replayed,
     an_endpoint_that_keeps_failing_is_given_up,
+    due_deliveries_go_out_in_parallel_up_to_the_bound,
 );
 
 const SECRET_ENV: &str = "WEBHOOK_TEST_SECRET";
@@ -219,4 +221,51 @@ fn backoff_doubles_up_to_an_hour() {
     assert_eq!(webhooks::backoff_ms(1000, 2), 2000);
     assert_eq!(webhooks::backoff_ms(1000, 5), 16000);
     assert_eq!(webhooks::backoff_ms(1000, 40), 3_600_000);
+}
+
+/// A receiver that answers slowly and remembers how many deliveries it held
+/// at once.
+#[derive(Clone, Default)]
+struct SlowReceiver {
+    in_flight: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+}
+
+async fn receive_slowly(State(r): State<SlowReceiver>) -> StatusCode {
+    let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    r.most.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    r.in_flight.fetch_sub(1, Ordering::SeqCst);
+    r.received.fetch_add(1, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+/// One dispatcher pass sends its due deliveries side by side (not one after
+/// another), never more than its bound at once, and each exactly once.
+async fn due_deliveries_go_out_in_parallel_up_to_the_bound(db: &Db) {
+    let r = SlowReceiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/hooks", post(receive_slowly))
+        .with_state(r.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    setup(db, &url).await;
+    for i in 0..20 {
+        charge(db, &format!("u{i}"), &format!("par-{i}")).await;
+    }
+    assert_eq!(webhooks::enqueue(db).await.unwrap(), 20);
+    let now = tollgate_ledger::calendar::now_ms();
+    let sent = webhooks::deliver_due(db, now, BASE_BACKOFF_MS, 50)
+        .await
+        .unwrap();
+    assert_eq!(sent, 20);
+    assert_eq!(r.received.load(Ordering::SeqCst), 20);
+    let most = r.most.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} deliveries at once");
+    let log = webhooks::deliveries(db, "hooks", 50).await.unwrap();
+    assert!(log
+        .iter()
+        .all(|d| d.state == "delivered" && d.attempts == 1));
 }

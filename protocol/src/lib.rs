@@ -20,7 +20,7 @@ pub use authorize::{
 pub use credentials::bearer_token;
 pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
 pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
-pub use states::{HoldState, KeySource, LinkPurpose};
+pub use states::{HoldState, KeySource, LinkPurpose, PaywallMode};
 
 /// Path of the internal authorize call (filter → sidecar). Never routed from the public listener.
 pub const AUTHORIZE_PATH: &str = "/internal/v1/authorize";

@@ -83,6 +83,19 @@ pub enum KeySource {
 
 words!(KeySource { Byok => "byok", BuiltIn => "built_in" });
 
+/// Whose wallet a paywall's users spend from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PaywallMode {
+    /// One wallet per paywall and user; no consent step.
+    Isolated,
+    /// One wallet per user across shared paywalls, after the user's consent.
+    Shared,
+}
+
+words!(PaywallMode { Isolated => "isolated", Shared => "shared" });
+
 /// What a link shown to an end user is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -108,6 +121,10 @@ mod tests {
         }
         for s in KeySource::ALL {
             assert_eq!(KeySource::parse(s.as_str()), Some(*s));
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in PaywallMode::ALL {
+            assert_eq!(PaywallMode::parse(s.as_str()), Some(*s));
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         for s in LinkPurpose::ALL {

@@ -8,12 +8,14 @@ use crate::catalog::provider_kinds as providers;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::pricing::PriceRule;
+use tollgate_protocol::PaywallMode;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Paywall {
     pub id: String,
     pub name: String,
-    pub mode: String,
+    #[sqlx(try_from = "String")]
+    pub mode: PaywallMode,
 }
 
 /// A model as a paywall can use it: where it goes and what it costs now.

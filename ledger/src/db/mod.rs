@@ -1,5 +1,7 @@
-//! Storage: one SQL dialect subset run through sqlx's `Any` driver, so the
-//! same ledger code (and the same test suite) serves SQLite and PostgreSQL.
+//! Storage: the queries are one SQL dialect subset run through sqlx's `Any`
+//! driver, so the same ledger code (and the same test suite) serves SQLite and
+//! PostgreSQL. Only the schema differs a little: its migrations live in one
+//! folder per dialect (`ledger/migrations/`), run by sqlx's migrator.
 
 use std::time::Duration;
 

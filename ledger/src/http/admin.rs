@@ -50,7 +50,7 @@ pub struct CreatedPaywall {
     object: &'static str,
     id: String,
     name: String,
-    mode: String,
+    mode: tollgate_protocol::PaywallMode,
     /// The first key (shown only this once).
     key: CreatedKey,
 }

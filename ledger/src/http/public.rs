@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tollgate_protocol::{format_micros, ApiError};
+use tollgate_protocol::{format_micros, ApiError, PaywallMode};
 
 use super::auth::PaywallAuth;
 use super::errors::{api_error, bad_request, Answer};
@@ -185,11 +185,11 @@ pub async fn ledger_entries(
     .into_response())
 }
 
-fn connection(user: String, mode: &str, connected: bool) -> Connection {
+fn connection(user: String, mode: PaywallMode, connected: bool) -> Connection {
     Connection {
         object: "connection",
         user,
-        mode: mode.to_string(),
+        mode,
         connected,
         connected_at: None,
         url: None,
@@ -212,13 +212,13 @@ pub async fn connect(
     Query(q): Query<UserQuery>,
 ) -> Answer {
     let user = require_user(q.user.as_deref())?;
-    if paywall.mode != "shared" {
-        return Ok(Json(connection(user, &paywall.mode, true)).into_response());
+    if paywall.mode != PaywallMode::Shared {
+        return Ok(Json(connection(user, paywall.mode, true)).into_response());
     }
     let answer = match consent::connected_since(&state.db, &paywall.id, &user).await? {
         Some(since) => Connection {
             connected_at: Some(since / 1000),
-            ..connection(user, "shared", true)
+            ..connection(user, PaywallMode::Shared, true)
         },
         None => {
             let mut tx = state.db.pool.begin().await.map_err(LedgerError::from)?;
@@ -227,7 +227,7 @@ pub async fn connect(
             Connection {
                 url: Some(link.url),
                 expires_at: Some(link.expires_at / 1000),
-                ..connection(user, "shared", false)
+                ..connection(user, PaywallMode::Shared, false)
             }
         }
     };
@@ -248,7 +248,7 @@ pub async fn disconnect(
     Query(q): Query<UserQuery>,
 ) -> Answer {
     let user = require_user(q.user.as_deref())?;
-    if paywall.mode != "shared" {
+    if paywall.mode != PaywallMode::Shared {
         return Err(bad_request(
             "not_shared_mode",
             "This paywall keeps isolated wallets; there is nothing to disconnect.",
@@ -257,7 +257,7 @@ pub async fn disconnect(
     let revoked = consent::disconnect(&state.db, &paywall.id, &user).await?;
     Ok(Json(Connection {
         revoked: Some(revoked),
-        ..connection(user, "shared", false)
+        ..connection(user, PaywallMode::Shared, false)
     })
     .into_response())
 }

@@ -128,8 +128,7 @@ pub struct Connection {
     #[schema(value_type = String, example = "connection")]
     pub object: &'static str,
     pub user: String,
-    /// `isolated` or `shared`.
-    pub mode: String,
+    pub mode: tollgate_protocol::PaywallMode,
     pub connected: bool,
     /// Unix seconds, when connected.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@
 use crate::access::secrets::sha256_hex;
 use crate::calendar::now_ms;
 use crate::db::Db;
-use crate::error::LedgerResult;
+use crate::error::{LedgerError, LedgerResult};
 
 /// Keys are kept this long before the sweeper may delete them (≥ 24 h).
 pub const RETENTION_MS: i64 = 48 * 3600 * 1000;
@@ -34,6 +34,27 @@ pub fn request_fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     sha256_hex(&String::from_utf8_lossy(&material))
 }
 
+/// Where a key's first call is (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyState {
+    InFlight,
+    Done,
+}
+
+impl TryFrom<String> for KeyState {
+    type Error = LedgerError;
+
+    fn try_from(text: String) -> LedgerResult<KeyState> {
+        match text.as_str() {
+            "in_flight" => Ok(KeyState::InFlight),
+            "done" => Ok(KeyState::Done),
+            _ => Err(LedgerError::Internal(format!(
+                "idempotency key state {text:?}"
+            ))),
+        }
+    }
+}
+
 pub async fn begin(db: &Db, paywall_id: &str, key: &str, fingerprint: &str) -> LedgerResult<Begin> {
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (paywall_id, idem_key, request_hash, state, created_at)
@@ -51,7 +72,9 @@ pub async fn begin(db: &Db, paywall_id: &str, key: &str, fingerprint: &str) -> L
     #[derive(sqlx::FromRow)]
     struct Stored {
         request_hash: String,
-        state: String,
+        /// `in_flight` until the first call's answer is stored, then `done`.
+        #[sqlx(try_from = "String")]
+        state: KeyState,
         status: Option<i64>,
         body: Option<String>,
     }
@@ -69,7 +92,7 @@ pub async fn begin(db: &Db, paywall_id: &str, key: &str, fingerprint: &str) -> L
     if stored.request_hash != fingerprint {
         return Ok(Begin::Mismatch);
     }
-    if stored.state != "done" {
+    if stored.state == KeyState::InFlight {
         return Ok(Begin::InFlight);
     }
     Ok(Begin::Replay {

@@ -8,6 +8,7 @@
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::money::book::{self, Tx};
+use tollgate_protocol::PaywallMode;
 
 pub fn isolated_wallet(paywall_id: &str, user_id: &str) -> String {
     format!("wallet:{paywall_id}:{user_id}")
@@ -28,7 +29,7 @@ async fn mode_and_connection<'e, E>(
     executor: E,
     paywall_id: &str,
     user_id: &str,
-) -> LedgerResult<(String, bool)>
+) -> LedgerResult<(PaywallMode, bool)>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
@@ -42,29 +43,31 @@ where
     .fetch_optional(executor)
     .await?
     .ok_or_else(|| LedgerError::NotFound(format!("no paywall {paywall_id}")))?;
+    let mode = PaywallMode::parse(&mode)
+        .ok_or_else(|| LedgerError::Internal(format!("paywall {paywall_id} has mode {mode:?}")))?;
     Ok((mode, connected_at.is_some()))
 }
 
-fn decide(paywall_id: &str, user_id: &str, mode: &str, connected: bool) -> WalletFor {
+fn decide(paywall_id: &str, user_id: &str, mode: PaywallMode, connected: bool) -> WalletFor {
     match (mode, connected) {
-        ("shared", true) => WalletFor::Ready(shared_wallet(user_id)),
-        ("shared", false) => WalletFor::NeedsConsent,
-        _ => WalletFor::Ready(isolated_wallet(paywall_id, user_id)),
+        (PaywallMode::Shared, true) => WalletFor::Ready(shared_wallet(user_id)),
+        (PaywallMode::Shared, false) => WalletFor::NeedsConsent,
+        (PaywallMode::Isolated, _) => WalletFor::Ready(isolated_wallet(paywall_id, user_id)),
     }
 }
 
 /// The wallet, read outside a transaction (balances, listings).
 pub async fn wallet_for(db: &Db, paywall_id: &str, user_id: &str) -> LedgerResult<WalletFor> {
     let (mode, connected) = mode_and_connection(&db.pool, paywall_id, user_id).await?;
-    Ok(decide(paywall_id, user_id, &mode, connected))
+    Ok(decide(paywall_id, user_id, mode, connected))
 }
 
 /// The wallet inside a money transaction, created if it does not exist yet.
 pub async fn open_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> LedgerResult<WalletFor> {
     let (mode, connected) = mode_and_connection(&mut **tx, paywall_id, user_id).await?;
-    let wallet = decide(paywall_id, user_id, &mode, connected);
+    let wallet = decide(paywall_id, user_id, mode, connected);
     if let WalletFor::Ready(account) = &wallet {
-        let owner = (mode != "shared").then_some(paywall_id);
+        let owner = (mode == PaywallMode::Isolated).then_some(paywall_id);
         book::ensure_account(tx, account, "wallet", owner, Some(user_id)).await?;
     }
     Ok(wallet)

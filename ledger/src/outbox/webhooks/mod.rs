@@ -188,7 +188,17 @@ impl DueDelivery {
 }
 
 /// One HTTP POST of a delivery: the status, or why there was none.
-pub type SendResult = Result<u16, String>;
+pub type SendResult = Result<u16, SendError>;
+
+/// Why a delivery got no HTTP answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("signing secret {0} is not set")]
+    Unsigned(String),
+    /// Connection, TLS or timeout, as the HTTP client words it (without the URL).
+    #[error("{0}")]
+    Transport(String),
+}
 
 /// Deliveries one dispatcher sends at the same time.
 const PARALLEL_DELIVERIES: usize = 8;
@@ -217,7 +227,7 @@ pub async fn post(url: &str, headers: Vec<(&'static str, String)>, body: Vec<u8>
     req.send()
         .await
         .map(|resp| resp.status().as_u16())
-        .map_err(|e| e.without_url().to_string())
+        .map_err(|e| SendError::Transport(e.without_url().to_string()))
 }
 
 /// Sends every due delivery (at most `limit`, up to [`PARALLEL_DELIVERIES`]
@@ -287,7 +297,7 @@ async fn deliver_one(
             ];
             post(&d.url, headers, body).await
         }
-        _ => Err(format!("signing secret {secret_env} is not set")),
+        _ => Err(SendError::Unsigned(secret_env.clone())),
     };
     record_attempt(db, id, d.attempts, result, now, base_backoff_ms).await?;
     Ok(true)
@@ -307,7 +317,7 @@ async fn record_attempt(
             Some(i64::from(*s)),
             (!(200..300).contains(s)).then(|| format!("HTTP {s}")),
         ),
-        Err(e) => (None, Some(e.clone())),
+        Err(e) => (None, Some(e.to_string())),
     };
     let (state, next, delivered) = match (&error, attempts >= MAX_ATTEMPTS) {
         (None, _) => ("delivered", now, Some(now)),
