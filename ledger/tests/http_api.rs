@@ -15,7 +15,7 @@ use tollgate_ledger::http::{router, AppState};
 use tollgate_ledger::money::deposits;
 use tower::ServiceExt;
 
-use common::{settings, KEY, OTHER_KEY};
+use common::{settings, KEY, MALL_KEY, OTHER_KEY};
 
 const SECRET: &str = "internal-secret-for-tests-0123";
 
@@ -82,7 +82,25 @@ backend_tests!(
     manual_charge_needs_the_balance,
     paywalls_see_only_their_own_users,
     internal_api_requires_the_secret,
+    money_for_an_unconnected_shared_user_is_refused_not_failed,
 );
+
+/// A shared-mode user who has not authorized the paywall: a deposit or a
+/// manual charge is a 403 that says so (not the ledger's 503), and moves nothing.
+async fn money_for_an_unconnected_shared_user_is_refused_not_failed(db: &Db) {
+    let body = json!({"user": "stranger", "amount": "1.00"});
+    for path in ["/v1/user/balance/deposit", "/v1/user/charge"] {
+        let a = send(db, "POST", path, Some(MALL_KEY), &[], Some(body.clone())).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {:?}", a.body);
+        assert_eq!(a.body["error"]["code"], "user_not_connected");
+    }
+    let moved = count(
+        db,
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE debit_account LIKE '%stranger%' OR credit_account LIKE '%stranger%'",
+    )
+    .await;
+    assert_eq!(moved, 0);
+}
 
 async fn concurrent_manual_charges_with_one_key_move_money_once(db: &Db) {
     deposits::deposit(db, "app", "u", 10_000_000, "test")

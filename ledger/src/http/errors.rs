@@ -38,34 +38,45 @@ pub fn bad_request(code: &str, message: impl Into<String>) -> Response {
     )
 }
 
+/// The status and OpenAI-shaped error a ledger failure answers with. A
+/// failure of the ledger itself is logged and counted, and says no more.
+pub fn ledger_error_parts(e: LedgerError) -> (StatusCode, ApiError) {
+    match e {
+        LedgerError::NotFound(m) => (
+            StatusCode::NOT_FOUND,
+            ApiError::invalid_request("not_found", m),
+        ),
+        LedgerError::Invalid(m) => (
+            StatusCode::BAD_REQUEST,
+            ApiError::invalid_request("invalid_request", m),
+        ),
+        LedgerError::Conflict(m) => (
+            StatusCode::CONFLICT,
+            ApiError::invalid_request("conflict", m),
+        ),
+        LedgerError::NotConnected(m) => (
+            StatusCode::FORBIDDEN,
+            ApiError::new("permission_error", "user_not_connected", m),
+        ),
+        other => {
+            if other.is_transient() {
+                metrics::count(metrics::DATABASE_ERRORS, &["api"]);
+            }
+            tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");
+            let err = ApiError::new(
+                "server_error",
+                "ledger_unavailable",
+                "The ledger is temporarily unavailable.",
+            );
+            (StatusCode::SERVICE_UNAVAILABLE, err)
+        }
+    }
+}
+
 impl IntoResponse for LedgerError {
     fn into_response(self) -> Response {
-        match self {
-            LedgerError::NotFound(m) => not_found(&m),
-            LedgerError::Invalid(m) => bad_request("invalid_request", m),
-            LedgerError::Conflict(m) => api_error(
-                StatusCode::CONFLICT,
-                ApiError::invalid_request("conflict", m),
-            ),
-            LedgerError::NotConnected(m) => api_error(
-                StatusCode::FORBIDDEN,
-                ApiError::new("permission_error", "user_not_connected", m),
-            ),
-            other => {
-                if other.is_transient() {
-                    metrics::count(metrics::DATABASE_ERRORS, &["api"]);
-                }
-                tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");
-                api_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ApiError::new(
-                        "server_error",
-                        "ledger_unavailable",
-                        "The ledger is temporarily unavailable.",
-                    ),
-                )
-            }
-        }
+        let (status, error) = ledger_error_parts(self);
+        api_error(status, error)
     }
 }
 

@@ -10,10 +10,12 @@ use serde_json::{json, Value};
 use tollgate_protocol::{parse_amount, ApiError};
 
 use super::auth::PaywallAuth;
+use super::errors::ledger_error_parts;
 use super::idempotent::{run_once, IdempotencyKey};
 use super::public::{amount, balance_of, require_user};
 use super::schemas::{Balance, Charge, ErrorBody, Movement as MovementDoc};
 use super::Shared;
+use crate::error::LedgerError;
 use crate::money::deposits;
 use crate::money::manual_charges;
 
@@ -45,14 +47,11 @@ fn bad(code: &str, param: &str, msg: impl Into<String>) -> Answer {
     )
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Answer {
-    tracing::error!(error = %e, "ledger operation failed");
-    let err = ApiError::new(
-        "server_error",
-        "ledger_unavailable",
-        "The ledger is temporarily unavailable.",
-    );
-    (StatusCode::SERVICE_UNAVAILABLE, err.to_body())
+/// A refused movement (a shared-mode user who has not authorized this
+/// paywall is 403) or the ledger's own failure (503, not stored for replay).
+fn failed(e: LedgerError) -> Answer {
+    let (status, error) = ledger_error_parts(e);
+    (status, error.to_body())
 }
 
 fn parse_movement(body: &[u8]) -> Result<Movement, Answer> {
@@ -115,7 +114,7 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
         (status = 200, description = "New balance", body = Balance),
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "Missing or unknown key", body = ErrorBody),
-        (status = 403, description = "Forbidden", body = ErrorBody),
+        (status = 403, description = "A shared-mode user who has not authorized this paywall", body = ErrorBody),
         (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
         (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 503, description = "Temporarily unavailable", body = ErrorBody),
@@ -140,7 +139,7 @@ pub async fn deposit(
             match deposits::deposit(&state.db, &paywall.id, &m.user, m.amount, "api_deposit").await
             {
                 Ok(b) => (StatusCode::OK, json_text(&balance_of(&m.user, b))),
-                Err(e) => unavailable(e),
+                Err(e) => failed(e),
             }
         },
     )
@@ -156,7 +155,7 @@ pub async fn deposit(
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "Missing or unknown key", body = ErrorBody),
         (status = 402, description = "The balance does not cover the charge", body = ErrorBody),
-        (status = 403, description = "Forbidden", body = ErrorBody),
+        (status = 403, description = "A shared-mode user who has not authorized this paywall", body = ErrorBody),
         (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
         (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 503, description = "Temporarily unavailable", body = ErrorBody),
@@ -204,7 +203,7 @@ pub async fn charge(
                     .with_param("amount")
                     .to_body(),
                 ),
-                Err(e) => unavailable(e),
+                Err(e) => failed(e),
             }
         },
     )
