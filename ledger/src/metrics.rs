@@ -131,6 +131,16 @@ pub fn init() {
     handle();
 }
 
+/// How often histogram samples are folded into their buckets.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their buckets. The exporter keeps
+/// samples until then, so without it (and without scrapes) they would grow
+/// without bound; the server runs it every [`UPKEEP_EVERY`].
+pub fn upkeep() {
+    handle().run_upkeep();
+}
+
 fn labels(names: &[&'static str], values: &[&str]) -> Vec<Label> {
     names
         .iter()

@@ -59,6 +59,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         i64::try_from(cfg.server.webhook_retry_base_ms).unwrap_or(i64::MAX),
     ));
     tokio::spawn(sweep(db, state.settings.hold_expiry));
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(crate::metrics::UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            crate::metrics::upkeep();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen).await?;
     tracing::info!(listen = %cfg.server.listen, backend = ?state.db.backend, "tollgate-ledger listening");
     axum::serve(listener, router(state))

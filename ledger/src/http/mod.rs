@@ -32,7 +32,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use errors::{api_error, parse_json};
+use errors::api_error;
 
 use crate::db::Db;
 use crate::settings::Settings;
