@@ -1,24 +1,20 @@
 //! The sidecar's own port: liveness, Prometheus metrics and the OpenAPI
 //! document. Envoy's public listener routes none of them.
 
-use std::sync::Arc;
-
+use axum::body::Bytes;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
-/// The OpenAPI document as served, rendered once when the router is built.
+/// The OpenAPI document as served, rendered once when the router is built
+/// (a cheap shared buffer: each answer clones a reference, not the text).
 #[derive(Clone)]
-pub struct Document(pub Arc<String>);
+pub struct Document(pub Bytes);
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of every API the sidecar serves", content_type = "application/json")))]
 pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
-    (
-        [("content-type", "application/json")],
-        doc.0.as_str().to_owned(),
-    )
-        .into_response()
+    ([("content-type", "application/json")], doc.0).into_response()
 }
 
 /// Prometheus metrics of the sidecar (its own port only; never routed through Envoy).

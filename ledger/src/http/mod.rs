@@ -25,6 +25,7 @@ pub mod schemas;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::Router;
 use tollgate_protocol::ApiError;
@@ -84,15 +85,19 @@ fn documented_routes() -> OpenApiRouter<Shared> {
 /// The OpenAPI document of every API the sidecar serves, plus the operations
 /// Envoy's filter answers on the same public paths (marked `x-served-by`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = documented_routes().split_for_parts();
+    routes_and_document().1
+}
+
+/// The router and its whole document, from the one set of annotations.
+fn routes_and_document() -> (Router<Shared>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = documented_routes().split_for_parts();
     doc.merge(docs::envoy_served());
-    doc
+    (router, doc)
 }
 
 pub fn router(state: Shared) -> Router {
-    let (router, mut doc) = documented_routes().split_for_parts();
-    doc.merge(docs::envoy_served());
-    let document = Arc::new(doc.to_json().unwrap_or_else(|_| "{}".to_string()));
+    let (router, doc) = routes_and_document();
+    let document = Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_string()));
     router
         .layer(axum::Extension(meta::Document(document)))
         .fallback(|| async {
