@@ -38,11 +38,21 @@ run: build
 	$(PY) scripts/stack.py run
 
 ## Tests. TOLLGATE_REQUIRE_POSTGRES=1 turns a missing PostgreSQL into a failure (CI sets it).
+PG_REPORT := $(CURDIR)/.tollgate/pg-report
 test: lint test-rust test-e2e test-fuzz
+	@ran=$$(cat $(PG_REPORT)/ran 2>/dev/null | wc -l); skipped=$$(cat $(PG_REPORT)/skipped 2>/dev/null | wc -l); \
+	if [ "$$skipped" -gt 0 ]; then \
+	  echo "PostgreSQL suites: SKIPPED in $$skipped tests ($$ran ran): PostgreSQL was not reachable, those tests passed without testing anything. Start it, or run with TOLLGATE_REQUIRE_POSTGRES=1 to fail instead."; \
+	elif [ "$$ran" -eq 0 ]; then \
+	  echo "PostgreSQL suites: did not run."; \
+	else \
+	  echo "PostgreSQL suites: ran ($$ran tests against a real PostgreSQL)."; \
+	fi
 
 test-rust: build
 	@pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null || echo "NOTE: PostgreSQL is not reachable on 127.0.0.1:5432: the ledger's PostgreSQL tests will be skipped (TOLLGATE_REQUIRE_POSTGRES=1 turns that into a failure)."
-	$(CARGO) test --workspace
+	@rm -rf $(PG_REPORT)
+	TOLLGATE_PG_REPORT_DIR=$(PG_REPORT) $(CARGO) test --workspace
 
 test-e2e: build $(COMPOSE)
 	$(PY) -m pytest tests/e2e tests/reference -q

@@ -401,14 +401,25 @@ impl PaywallStream {
     }
 
     /// The stream is over (Envoy's `on_log`): a forwarded request that did not
-    /// complete is settled now, with what it used so far.
-    pub fn on_stream_done(&mut self, _host: &mut dyn StreamHost) {
+    /// complete is settled now, with what it used so far. Envoy's code details
+    /// say who ended it: the provider's side (an upstream reset) or the client.
+    pub fn on_stream_done(&mut self, host: &mut dyn StreamHost) {
         if matches!(self.state, State::Forwarded(_)) {
-            self.finish(SettleOutcome::ClientAborted);
+            let upstream_ended = host
+                .response_code_details()
+                .is_some_and(|d| d.starts_with("upstream_"));
+            self.finish(if upstream_ended {
+                SettleOutcome::ProviderCut
+            } else {
+                SettleOutcome::ClientAborted
+            });
         }
     }
 
-    fn finish(&mut self, outcome: SettleOutcome) {
+    /// `ended`: how the stream ended as the host saw it — `Completed` when the
+    /// response reached its end, else who cut it. What the response carried
+    /// (an error status, an error event, no finish) refines it.
+    fn finish(&mut self, ended: SettleOutcome) {
         let State::Forwarded(f) = std::mem::replace(&mut self.state, State::Done) else {
             return;
         };
@@ -425,15 +436,20 @@ impl PaywallStream {
             prompt: u64::from(f.prompt_tokens),
             completion: u64::from(local_completion),
         });
-        let outcome = match outcome {
-            SettleOutcome::Completed if !provider_ok => SettleOutcome::UpstreamFailed,
+        let outcome = match ended {
+            // An error status: the provider produced nothing (the hold is voided).
+            _ if status != 0 && !provider_ok => SettleOutcome::ProviderError,
+            SettleOutcome::Completed if !provider_ok => SettleOutcome::ProviderError,
+            _ if reading.error.is_some() => SettleOutcome::ProviderError,
+            SettleOutcome::Completed if !reading.ended_properly => SettleOutcome::ProviderCut,
             // A client that left before any provider answer: the provider may
             // still have run the prompt, so the prompt estimate is charged.
             o => o,
         };
+        let voided = outcome == SettleOutcome::ProviderError && !provider_ok;
         let (usage, usage_source) = match reading.provider_usage {
             Some(u) if provider_ok => (u, UsageSource::Provider),
-            _ if outcome == SettleOutcome::UpstreamFailed => (Usage::default(), UsageSource::Local),
+            _ if voided => (Usage::default(), UsageSource::Local),
             _ => (
                 Usage {
                     prompt_tokens: f.prompt_tokens,

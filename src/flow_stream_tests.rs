@@ -126,6 +126,68 @@ fn a_stream_cut_before_its_usage_bills_the_local_count() {
     assert_eq!(st.usage.completion_tokens, 2);
 }
 
+/// Where the provider stopped: a stream that ends (cleanly or by an
+/// upstream reset) without a finish reason or `[DONE]` is `provider_cut`;
+/// an error event after a 200 is `provider_error`; both bill what was streamed.
+#[test]
+fn provider_cuts_and_error_events_are_named_and_bill_what_streamed() {
+    let first_two = SSE.match_indices("\n\n").nth(2).unwrap().0 + 2; // "", "Hello", " world"
+    let error_event =
+        "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n";
+    let with_error = format!("{}{error_event}", &SSE[..first_two]);
+    let cases: [(&str, &str, Option<&str>, SettleOutcome); 3] = [
+        // The upstream ended its body early: end_of_stream, no finish, no [DONE].
+        ("ended", &SSE[..first_two], None, SettleOutcome::ProviderCut),
+        // Envoy reset the stream after the provider's connection dropped.
+        (
+            "reset",
+            SSE,
+            Some("upstream_reset_after_response_started{connection_termination}"),
+            SettleOutcome::ProviderCut,
+        ),
+        ("error", &with_error, None, SettleOutcome::ProviderError),
+    ];
+    for (name, body, reset, expected) in cases {
+        let mut h = host(
+            "POST",
+            "/v1/chat/completions",
+            Some("Bearer pk"),
+            STREAM_BODY,
+        );
+        let mut s = forwarded(&mut h);
+        let stop = reset.map(|_| first_two / 16); // a reset: the end never comes
+        stream_through(&mut s, &mut h, body, 16, stop);
+        if let Some(details) = reset {
+            h.code_details = Some(details.into());
+            s.on_stream_done(&mut h);
+        }
+        let st = s.take_settlement().unwrap();
+        assert_eq!(st.outcome, expected, "{name}");
+        assert_eq!(st.upstream_status, 200, "{name}");
+        assert_eq!(st.usage_source, UsageSource::Local, "{name}");
+        assert_eq!(st.usage.prompt_tokens, 9, "{name}");
+        assert!(
+            st.usage.completion_tokens >= 1,
+            "{name}: what streamed is billed"
+        );
+    }
+    // A client that leaves is still `client_aborted` (Envoy names the downstream).
+    let mut h = host(
+        "POST",
+        "/v1/chat/completions",
+        Some("Bearer pk"),
+        STREAM_BODY,
+    );
+    let mut s = forwarded(&mut h);
+    stream_through(&mut s, &mut h, SSE, 16, Some(3));
+    h.code_details = Some("downstream_remote_disconnect".into());
+    s.on_stream_done(&mut h);
+    assert_eq!(
+        s.take_settlement().unwrap().outcome,
+        SettleOutcome::ClientAborted
+    );
+}
+
 #[test]
 fn a_clamped_allow_lowers_the_limit_and_says_so() {
     let body = r#"{"model":"gpt-4o","user":"alice","max_completion_tokens":500,"messages":[{"role":"user","content":"hi"}]}"#;

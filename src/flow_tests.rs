@@ -27,6 +27,8 @@ struct FakeHost {
     replaced_chunk: Option<Vec<u8>>,
     /// The provider cluster of an upstream try (provider-attempt role).
     upstream_cluster: Option<String>,
+    /// Envoy's `response.code_details` when the stream ends.
+    code_details: Option<String>,
 }
 
 impl crate::provider_attempt::AttemptHost for FakeHost {
@@ -85,6 +87,9 @@ impl StreamHost for FakeHost {
     fn log(&self, _level: LogLevel, _message: &str) {}
     fn now_ms(&self) -> u64 {
         1_700_000_000_000
+    }
+    fn response_code_details(&self) -> Option<String> {
+        self.code_details.clone()
     }
 }
 
@@ -424,7 +429,7 @@ fn upstream_error_voids_and_client_abort_charges_what_was_used() {
     h.resp_headers.insert(":status".into(), "503".into());
     s.on_response_headers(&mut h, true);
     let st = s.take_settlement().unwrap();
-    assert_eq!(st.outcome, SettleOutcome::UpstreamFailed);
+    assert_eq!(st.outcome, SettleOutcome::ProviderError);
     assert_eq!(st.usage.completion_tokens, 0);
     assert_eq!(st.upstream_status, 503);
 
@@ -462,7 +467,7 @@ fn a_provider_refusing_its_key_becomes_our_502_and_voids() {
             "{body}"
         );
         let st = s.take_settlement().unwrap();
-        assert_eq!(st.outcome, SettleOutcome::UpstreamFailed);
+        assert_eq!(st.outcome, SettleOutcome::ProviderError);
         assert_eq!(st.upstream_status.to_string(), status);
     }
 }

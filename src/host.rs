@@ -60,4 +60,7 @@ pub trait StreamHost {
     fn log(&self, level: LogLevel, message: &str);
     /// Host time in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
+    /// Why the stream ended, as Envoy's `response.code_details` says
+    /// (`upstream_reset_after_response_started{…}`, `downstream_remote_disconnect`).
+    fn response_code_details(&self) -> Option<String>;
 }

@@ -26,6 +26,9 @@ pub struct Reading {
     pub local_completion_tokens: u32,
     /// SSE only: `[DONE]` arrived.
     pub saw_done: bool,
+    /// The response ended properly: a JSON body, or a stream that carried a
+    /// finish reason or `[DONE]` (false: the provider cut it).
+    pub ended_properly: bool,
     /// SSE only: a provider error object arrived mid-stream.
     pub error: Option<String>,
 }
@@ -94,6 +97,7 @@ impl ResponseReader {
                     provider_usage: r.provider_usage,
                     local_completion_tokens: clamp(count(&r.completion_text)),
                     saw_done: false,
+                    ended_properly: true,
                     error: None,
                 }
             }
@@ -101,6 +105,7 @@ impl ResponseReader {
                 provider_usage: r.meter.provider_usage(),
                 local_completion_tokens: clamp(r.meter.local_completion_tokens(count)),
                 saw_done: r.meter.saw_done(),
+                ended_properly: r.meter.ended_properly(),
                 error: r.meter.error().map(str::to_string),
             },
         }

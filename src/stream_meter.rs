@@ -1,7 +1,8 @@
 //! Meters a streamed chat completion as its events pass: the generated text
 //! of every choice (content, refusals, tool-call names and arguments), the
 //! provider's usage when it comes (the last one wins: some providers repeat
-//! a cumulative usage on every chunk), `[DONE]`, and mid-stream errors. Only
+//! a cumulative usage on every chunk), finish reasons, `[DONE]`, and
+//! mid-stream errors. Only
 //! the extracted text is kept (bounded), never the raw stream.
 
 use std::collections::BTreeMap;
@@ -34,6 +35,8 @@ pub struct StreamMeter {
     truncated: bool,
     provider_usage: Option<Usage>,
     done: bool,
+    /// A choice carried a `finish_reason`.
+    finished: bool,
     error: Option<String>,
 }
 
@@ -66,6 +69,9 @@ impl StreamMeter {
         let choices = v.get("choices").and_then(Value::as_array);
         for choice in choices.into_iter().flatten() {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            if choice.get("finish_reason").is_some_and(|r| !r.is_null()) {
+                self.finished = true;
+            }
             if let Some(delta) = choice.get("delta") {
                 let mut piece = String::new();
                 push_choice_text(&mut piece, delta);
@@ -102,6 +108,11 @@ impl StreamMeter {
 
     pub fn saw_done(&self) -> bool {
         self.done
+    }
+
+    /// The stream ended as a stream should: `[DONE]` or a finish reason came.
+    pub fn ended_properly(&self) -> bool {
+        self.done || self.finished
     }
 
     pub fn error(&self) -> Option<&str> {
@@ -163,6 +174,7 @@ mod tests {
         assert_eq!(m.texts().get(&1).map(String::as_str), Some("Bye"));
         assert_eq!(m.provider_usage().map(|u| u.completion_tokens), Some(3));
         assert!(m.saw_done());
+        assert!(m.ended_properly());
         assert_eq!(m.local_completion_tokens(|t| t.len()), 8);
     }
 
@@ -176,7 +188,17 @@ mod tests {
         assert_eq!(m.texts().get(&0).map(String::as_str), Some("f{\"a\":1}"));
         assert_eq!(m.texts().get(&1).map(String::as_str), Some("No."));
         assert!(!m.saw_done());
+        assert!(!m.ended_properly(), "no finish reason, no [DONE]: cut");
         assert_eq!(m.provider_usage(), None);
+    }
+
+    #[test]
+    fn a_finish_reason_without_done_ends_properly() {
+        let (m, _) = meter(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+        );
+        assert!(!m.saw_done());
+        assert!(m.ended_properly());
     }
 
     #[test]

@@ -270,7 +270,7 @@ async fn measure(backend: &'static str, url: &str) -> Figures {
         let (d, s) = (d.clone(), s.clone());
         async move {
             let (hold, rid) = &s[i];
-            holds::settle(&d, &settle_req(hold, rid))
+            holds::settle(&d, &settle_req(hold, rid), holds::ExpiryPolicy::Void)
                 .await
                 .expect("settle");
         }
@@ -288,7 +288,9 @@ async fn measure(backend: &'static str, url: &str) -> Figures {
                 .iter()
                 .map(|(h, r)| settle_req(h, r))
                 .collect();
-            holds::settle_batch(&d, &reqs).await.expect("batch");
+            holds::settle_batch(&d, &reqs, holds::ExpiryPolicy::Void)
+                .await
+                .expect("batch");
         }
     })
     .await;

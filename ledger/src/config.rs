@@ -93,6 +93,36 @@ pub struct ServerConfig {
     pub webhook_retry_base_ms: u64,
 }
 
+impl ServerConfig {
+    /// The development processor credits whatever is typed into the top-up
+    /// page: refuse it unless its links point at this machine only (or the
+    /// operator insists with `TOLLGATE_ALLOW_DEV_PAYMENTS=1`).
+    pub fn check_dev_payments(&self, allowed_anyway: bool) -> anyhow::Result<()> {
+        if !self.dev_payments || allowed_anyway || is_loopback_url(&self.public_url) {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "refusing to start: `dev_payments = true` (the development payment processor, which \
+             credits any amount typed in) with `public_url = {:?}`, which is not a loopback address. \
+             Turn dev_payments off, or set TOLLGATE_ALLOW_DEV_PAYMENTS=1 if this is really a demo.",
+            self.public_url
+        )
+    }
+}
+
+/// Whether `url` names this machine only (localhost, 127.0.0.0/8, ::1).
+pub fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn default_webhook_poll_ms() -> u64 {
     1000
 }
@@ -398,5 +428,34 @@ mod env_tests {
             .to_string();
         assert!(err.contains("CONFIG_TEST_UNSET"), "{err}");
         assert!(expand_env("x = \"${OPEN").is_err());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://LOCALHOST",
+            "http://127.9.9.9",
+            "http://[::1]:8080",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://pay.example.com",
+            "http://0.0.0.0:8080",
+            "http://10.0.0.1",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "not a url",
+            "",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }

@@ -15,6 +15,8 @@ use crate::settings::Settings;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let allow_dev = std::env::var("TOLLGATE_ALLOW_DEV_PAYMENTS").is_ok_and(|v| v == "1");
+    cfg.server.check_dev_payments(allow_dev)?;
     crate::metrics::init();
     let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {
         anyhow::anyhow!(

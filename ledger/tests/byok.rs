@@ -226,6 +226,7 @@ async fn provider_cost_follows_whose_key_was_used(db: &Db) {
     let done = holds::settle(
         db,
         &settle_req(&hold, "r-op", 1000, 50, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -249,6 +250,7 @@ async fn provider_cost_follows_whose_key_was_used(db: &Db) {
     holds::settle(
         db,
         &settle_req(&hold, "r-own", 1000, 50, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -278,6 +280,7 @@ async fn provider_cost_follows_whose_key_was_used(db: &Db) {
     holds::settle(
         db,
         &settle_req(&hold, "r-own", 1000, 50, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();

@@ -201,3 +201,69 @@ async fn admin_commands_manage_paywalls_keys_limits_and_prices() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("already exists"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `serve` refuses the development processor behind a public address: a
+/// non-zero exit naming the setting, unless TOLLGATE_ALLOW_DEV_PAYMENTS=1.
+#[tokio::test]
+async fn serve_refuses_dev_payments_on_a_public_url() {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-devpay-{}",
+        tollgate_ledger::access::secrets::random_hex(6)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ledger.toml");
+    std::fs::write(
+        &config,
+        "[server]\ndev_payments = true\npublic_url = \"https://pay.example.com\"\n",
+    )
+    .unwrap();
+    let serve = |allow: Option<&str>| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-ledger"));
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                &format!("sqlite://{}/ledger.db", dir.display()),
+            ])
+            .env("TOLLGATE_INTERNAL_SECRET", "devpay-test-secret-0123456789")
+            .env_remove("TOLLGATE_ALLOW_DEV_PAYMENTS")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(v) = allow {
+            cmd.env("TOLLGATE_ALLOW_DEV_PAYMENTS", v);
+        }
+        (cmd.spawn().unwrap(), port)
+    };
+    for allow in [None, Some("0"), Some("yes")] {
+        let (child, _) = serve(allow);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{allow:?}: it started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("dev_payments") && stderr.contains("TOLLGATE_ALLOW_DEV_PAYMENTS"),
+            "{stderr}"
+        );
+    }
+    // With the override it serves.
+    let (mut child, port) = serve(Some("1"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "it exited with the override"
+        );
+        assert!(std::time::Instant::now() < deadline, "did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

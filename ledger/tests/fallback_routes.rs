@@ -181,7 +181,9 @@ async fn settle_charges_the_provider_that_answered(db: &Db) {
     let settle = |hold: String, rid: &'static str, provider: Option<&'static str>| async move {
         let mut req = settle_req(&hold, rid, 100, 10, SettleOutcome::Completed);
         req.provider = provider.map(str::to_string);
-        holds::settle(db, &req).await.unwrap();
+        holds::settle(db, &req, holds::ExpiryPolicy::Void)
+            .await
+            .unwrap();
     };
 
     // Answered by the BYOK fallback: charged under it, no provider cost.

@@ -10,7 +10,7 @@ use tollgate_ledger::db::Db;
 use tollgate_ledger::money::book;
 use tollgate_ledger::money::deposits;
 use tollgate_ledger::money::holds;
-use tollgate_ledger::money::idempotency::{self, Begin};
+use tollgate_ledger::money::idempotency::{self, KeyClaim, Stored};
 use tollgate_ledger::money::wallets::isolated_wallet as wallet_account;
 use tollgate_protocol::{Action, AuthorizeResponse, HoldState, SettleOutcome, UsageSource};
 
@@ -115,6 +115,7 @@ async fn hold_then_settle_charges_exactly_the_price(db: &Db) {
     let res = holds::settle(
         db,
         &settle_req(&hold, "req-1", 90, 20, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -170,12 +171,14 @@ async fn settle_is_idempotent_by_hold(db: &Db) {
     let first = holds::settle(
         db,
         &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
     let again = holds::settle(
         db,
         &settle_req(&hold, "req-2", 100, 10, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -194,12 +197,14 @@ async fn settle_is_idempotent_by_hold(db: &Db) {
     let err = holds::settle(
         db,
         &settle_req(&hold, "other", 1, 1, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await;
     assert!(err.is_err());
     let missing = holds::settle(
         db,
         &settle_req("hold_nope", "x", 1, 1, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await;
     assert!(matches!(
@@ -216,6 +221,7 @@ async fn upstream_failure_voids_the_hold(db: &Db) {
     let res = holds::settle(
         db,
         &settle_req(&hold, "req-3", 0, 0, SettleOutcome::UpstreamFailed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -235,6 +241,7 @@ async fn charge_never_exceeds_the_hold(db: &Db) {
     let res = holds::settle(
         db,
         &settle_req(&hold, "req-4", 10, 5000, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -356,6 +363,7 @@ async fn concurrent_settles_post_once(db: &Db) {
             holds::settle(
                 &db,
                 &settle_req(&hold, "req-5", 100, 10, SettleOutcome::Completed),
+                holds::ExpiryPolicy::Void,
             )
             .await
             .unwrap()
@@ -383,40 +391,64 @@ async fn concurrent_settles_post_once(db: &Db) {
 }
 
 async fn idempotency_keys_replay_reject_and_block(db: &Db) {
-    let fp = idempotency::request_fingerprint("POST", "/x", b"{\"a\":1}");
+    let claim = |paywall: &str, body: &[u8]| KeyClaim {
+        paywall_id: paywall.into(),
+        key: "k1".into(),
+        fingerprint: idempotency::request_fingerprint("POST", "/x", body),
+    };
+    let first = claim("app", b"{\"a\":1}");
     assert_eq!(
-        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
-        Begin::Fresh
+        idempotency::lookup(db, &first).await.unwrap(),
+        Stored::Absent
     );
+
+    // A transaction that rolls back (a crash before commit) leaves no key.
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(idempotency::reserve(&mut tx, &first).await.unwrap());
+    tx.rollback().await.unwrap();
     assert_eq!(
-        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
-        Begin::InFlight
+        idempotency::lookup(db, &first).await.unwrap(),
+        Stored::Absent
     );
-    idempotency::complete(db, "app", "k1", 200, "{\"ok\":true}")
+
+    // Reserved and finished in one transaction: replayed from then on.
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(idempotency::reserve(&mut tx, &first).await.unwrap());
+    idempotency::finish(&mut tx, &first, 200, "{\"ok\":true}")
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     assert_eq!(
-        idempotency::begin(db, "app", "k1", &fp).await.unwrap(),
-        Begin::Replay {
+        idempotency::lookup(db, &first).await.unwrap(),
+        Stored::Replay {
             status: 200,
             body: "{\"ok\":true}".into()
         }
     );
-    let other = idempotency::request_fingerprint("POST", "/x", b"{\"a\":2}");
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(!idempotency::reserve(&mut tx, &first).await.unwrap());
+    tx.rollback().await.unwrap();
+
+    let other = claim("app", b"{\"a\":2}");
     assert_eq!(
-        idempotency::begin(db, "app", "k1", &other).await.unwrap(),
-        Begin::Mismatch
+        idempotency::lookup(db, &other).await.unwrap(),
+        Stored::Mismatch
     );
-    // Scoped per paywall: another paywall's same key is fresh.
+    // Scoped per paywall: another paywall's same key is fresh; a refusal is kept.
+    let elsewhere = claim("other", b"{\"a\":2}");
     assert_eq!(
-        idempotency::begin(db, "other", "k1", &other).await.unwrap(),
-        Begin::Fresh
+        idempotency::lookup(db, &elsewhere).await.unwrap(),
+        Stored::Absent
     );
-    // Abandoned keys can be reused.
-    idempotency::abandon(db, "other", "k1").await.unwrap();
+    idempotency::record(db, &elsewhere, 402, "{}")
+        .await
+        .unwrap();
     assert_eq!(
-        idempotency::begin(db, "other", "k1", &other).await.unwrap(),
-        Begin::Fresh
+        idempotency::lookup(db, &elsewhere).await.unwrap(),
+        Stored::Replay {
+            status: 402,
+            body: "{}".into()
+        }
     );
     // Kept for the retention window, purged after.
     let now = tollgate_ledger::calendar::now_ms();
@@ -475,13 +507,16 @@ async fn settle_refuses_the_sidecars_own_words(db: &Db) {
     let mut estimate = settle_req(&hold, "r-words", 10, 1, SettleOutcome::Completed);
     estimate.usage_source = UsageSource::Estimate;
     for req in [expired, estimate] {
-        let refused = holds::settle(db, &req).await.unwrap_err();
+        let refused = holds::settle(db, &req, holds::ExpiryPolicy::Void)
+            .await
+            .unwrap_err();
         assert!(refused.to_string().contains("sidecar's own"), "{refused}");
     }
     assert_eq!(balance(db, "u").await.held, held);
     let done = holds::settle(
         db,
         &settle_req(&hold, "r-words", 10, 1, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();

@@ -70,7 +70,10 @@ async fn settle(db: &Db, hold: &str, rid: &str, prompt: u32, completion: u32) ->
         upstream_status: 200,
         provider: None,
     };
-    holds::settle(db, &req).await.unwrap().amount_micros
+    holds::settle(db, &req, holds::ExpiryPolicy::Void)
+        .await
+        .unwrap()
+        .amount_micros
 }
 
 async fn table_counts(db: &Db) -> Vec<i64> {

@@ -20,6 +20,7 @@ backend_tests!(
     price_change_is_a_new_version_and_holds_keep_theirs,
     expiry_policies_charge_nothing_the_prompt_or_the_hold,
     expired_holds_are_voided,
+    a_settlement_after_the_ttl_resolves_by_policy_before_any_sweep,
     a_settlement_batch_commits_once_and_replays_like_single_settles,
     glob_prices_cover_model_families_and_exact_names_win,
     a_short_balance_gets_a_shorter_answer_down_to_the_floor,
@@ -94,6 +95,7 @@ async fn free_requests_post_zero_and_verify_clean(db: &Db) {
     let res = holds::settle(
         db,
         &settle_req(&hold, "free", 0, 0, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -121,12 +123,14 @@ async fn price_change_is_a_new_version_and_holds_keep_theirs(db: &Db) {
     let old = holds::settle(
         db,
         &settle_req(&old_hold, "old", 0, 100, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
     let new = holds::settle(
         db,
         &settle_req(&new_hold, "new", 0, 100, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -177,6 +181,7 @@ async fn expiry_policies_charge_nothing_the_prompt_or_the_hold(db: &Db) {
         let late = holds::settle(
             db,
             &settle_req(&hold, &rid, 100, 10, SettleOutcome::Completed),
+            holds::ExpiryPolicy::Void,
         )
         .await
         .unwrap();
@@ -208,11 +213,91 @@ async fn expired_holds_are_voided(db: &Db) {
     let late = holds::settle(
         db,
         &settle_req(&hold, "req-6", 100, 10, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
     assert!(late.replayed);
     assert_eq!(balance(db, "u").await.posted, 1_000_000);
+}
+
+/// A settlement that arrives after `expires_at` but before the sweeper has
+/// run moves what the expiry policy says, never the settlement's amount.
+async fn a_settlement_after_the_ttl_resolves_by_policy_before_any_sweep(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let short = tollgate_ledger::settings::Settings {
+        hold_ttl_ms: 1_000, // hold_ttl_secs = 1
+        ..settings()
+    };
+    let mut holds_by_policy = Vec::new();
+    // 100 prompt × 2.00 + 50 out × 8.00 per M: held 600; prompt alone 200.
+    for (policy, expected) in [
+        (holds::ExpiryPolicy::Void, None),
+        (
+            holds::ExpiryPolicy::ChargePrompt,
+            Some((200, "estimate", "expired")),
+        ),
+        (
+            holds::ExpiryPolicy::ChargeHeld,
+            Some((600, "estimate", "expired")),
+        ),
+    ] {
+        let rid = format!("late-{policy:?}");
+        let answer = holds::authorize(db, &short, &ask("u", &rid, 100, Some(50)))
+            .await
+            .unwrap();
+        let AuthorizeResponse::Allow { hold_id, .. } = answer else {
+            panic!("expected allow, got {answer:?}");
+        };
+        holds_by_policy.push((policy, expected, rid, hold_id));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    for (policy, expected, rid, hold) in &holds_by_policy {
+        // 90 prompt + 20 out would cost 340: the settlement's own amount.
+        let late = holds::settle(
+            db,
+            &settle_req(hold, rid, 90, 20, SettleOutcome::Completed),
+            *policy,
+        )
+        .await
+        .unwrap();
+        assert!(
+            late.replayed,
+            "{policy:?}: a late settlement moves nothing of its own"
+        );
+        let charge =
+            sqlx::query("SELECT amount, usage_source, outcome FROM charges WHERE hold_id = $1")
+                .bind(hold)
+                .fetch_optional(&db.pool)
+                .await
+                .unwrap()
+                .map(|r| {
+                    (
+                        r.get::<i64, _>("amount"),
+                        r.get::<String, _>("usage_source"),
+                        r.get::<String, _>("outcome"),
+                    )
+                });
+        let expected = expected.map(|(a, s, o)| (a, s.to_string(), o.to_string()));
+        assert_eq!(charge, expected, "{policy:?}");
+        assert_eq!(
+            late.amount_micros,
+            expected.map_or(0, |e| e.0),
+            "{policy:?}"
+        );
+    }
+    // Nothing is left for the sweeper; the books hold 800 posted, nothing held.
+    let now = tollgate_ledger::calendar::now_ms();
+    assert_eq!(
+        holds::expire_holds(db, now, holds::ExpiryPolicy::ChargeHeld)
+            .await
+            .unwrap(),
+        0
+    );
+    let b = balance(db, "u").await;
+    assert_eq!((b.posted, b.held), (1_000_000 - 800, 0));
 }
 
 async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db) {
@@ -232,7 +317,9 @@ async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db
         1,
         SettleOutcome::Completed,
     ));
-    let first = holds::settle_batch(db, &reqs).await.unwrap();
+    let first = holds::settle_batch(db, &reqs, holds::ExpiryPolicy::Void)
+        .await
+        .unwrap();
     assert_eq!(
         first
             .iter()
@@ -243,7 +330,9 @@ async fn a_settlement_batch_commits_once_and_replays_like_single_settles(db: &Db
     assert!(first[5]
         .as_ref()
         .is_err_and(|e| e.to_string().contains("no hold")));
-    let again = holds::settle_batch(db, &reqs[..5]).await.unwrap();
+    let again = holds::settle_batch(db, &reqs[..5], holds::ExpiryPolicy::Void)
+        .await
+        .unwrap();
     assert!(again.iter().all(|r| matches!(r, Ok(s) if s.replayed)));
     assert_eq!(balance(db, "u").await.posted, 1_000_000 - 5 * 340);
 }
@@ -293,6 +382,7 @@ async fn glob_prices_cover_model_families_and_exact_names_win(db: &Db) {
     holds::settle(
         db,
         &settle_req(&hold_id, "glob-1", 10, 10, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();
@@ -311,23 +401,47 @@ async fn a_short_balance_gets_a_shorter_answer_down_to_the_floor(db: &Db) {
     deposits::deposit(db, "app", "short", 1000, "test")
         .await
         .unwrap();
-    match holds::authorize(db, &settings(), &ask("short", "s1", 100, Some(500)))
+    let first = match holds::authorize(db, &settings(), &ask("short", "s1", 100, Some(500)))
         .await
         .unwrap()
     {
         AuthorizeResponse::Allow {
+            hold_id,
             held_micros,
             max_output_tokens,
             ..
         } => {
             assert_eq!((max_output_tokens, held_micros), (Some(100), 1000));
+            hold_id
         }
         other => panic!("expected a clamped allow, got {other:?}"),
-    }
-    // Nothing left: below the floor (16 tokens), the answer is the top-up link.
+    };
     deposits::deposit(db, "app", "short", 8 * 15, "test")
         .await
         .unwrap(); // 15 tokens' worth, plus no prompt
+
+    // The balance (1120) covers the next request; only the first one's hold
+    // is in the way: a 429 to retry, never the top-up message.
+    let r = holds::authorize(db, &settings(), &ask("short", "s2", 0, Some(500)))
+        .await
+        .unwrap();
+    match &r {
+        AuthorizeResponse::Reject {
+            status: 429,
+            error,
+            retry_after_secs: Some(_),
+        } => assert_eq!(error.code.as_deref(), Some("funds_reserved")),
+        other => panic!("expected 429 funds_reserved, got {other:?}"),
+    }
+    // Once the first is settled at its whole hold, the balance really is too
+    // low (below the floor of 16 tokens): the top-up link.
+    holds::settle(
+        db,
+        &settle_req(&first, "s1", 100, 100, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
+    )
+    .await
+    .unwrap();
     let r = holds::authorize(db, &settings(), &ask("short", "s2", 0, Some(500)))
         .await
         .unwrap();

@@ -5,105 +5,17 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::Row;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_ledger::db::Db;
 use tollgate_ledger::faults;
 use tollgate_ledger::money::deposits;
 
-use common::{config_text, KEY};
-
-const SECRET: &str = "process-test-secret-0123456789";
-
-struct Sidecar {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn spawn_sidecar(database_url: &str, fault: Option<&str>) -> Sidecar {
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-proc-{}",
-        tollgate_ledger::access::secrets::random_hex(6)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("ledger.toml");
-    std::fs::write(&config, config_text("8.00")).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate-ledger"));
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--database-url",
-            database_url,
-        ])
-        .env("TOLLGATE_INTERNAL_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    match fault {
-        Some(f) => cmd.env("TOLLGATE_FAULT_PAUSE", f),
-        None => cmd.env_remove("TOLLGATE_FAULT_PAUSE"),
-    };
-    let sidecar = Sidecar {
-        child: cmd.spawn().unwrap(),
-        port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while post(port, "/healthz", &json!({})).await.is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    sidecar
-}
-
-/// One HTTP/1.1 request over a fresh connection; Err when the peer vanished.
-async fn post(port: u16, path: &str, body: &Value) -> std::io::Result<(u16, Value)> {
-    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let body = body.to_string();
-    let method = if path == "/healthz" { "GET" } else { "POST" };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: ledger\r\nconnection: close\r\ncontent-type: application/json\r\n\
-         x-tollgate-internal-secret: {SECRET}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no response"))?;
-    let json = text
-        .split_once("\r\n\r\n")
-        .and_then(|(_, b)| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    Ok((status, json))
-}
+use common::process::{post, spawn_sidecar};
+use common::KEY;
 
 fn authorize_body(request_id: &str) -> Value {
     json!({"request_id": request_id, "paywall_key": KEY, "user": "u", "model": "m",

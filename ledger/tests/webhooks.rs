@@ -69,6 +69,7 @@ async fn charge(db: &Db, user: &str, rid: &str) {
     holds::settle(
         db,
         &settle_req(&hold, rid, 100, 20, SettleOutcome::Completed),
+        holds::ExpiryPolicy::Void,
     )
     .await
     .unwrap();

@@ -3,6 +3,8 @@
 //! - `x-mock-status: 503` answers that status with an OpenAI error body;
 //! - `x-mock-omit-usage: 1` leaves `usage` out (JSON and stream);
 //! - `x-mock-cut-after: N` ends a stream abruptly after N chunks (no usage, no `[DONE]`);
+//! - `x-mock-error-after: N` sends an error event after N chunks and ends the
+//!   stream there (as OpenAI does when a stream fails midway);
 //! - `x-mock-delay-ms: N` waits before answering;
 //! - `x-mock-chunk-delay-ms: N` pauses N ms between streamed chunks.
 
@@ -13,6 +15,7 @@ pub struct Faults {
     pub status: Option<u16>,
     pub omit_usage: bool,
     pub cut_after: Option<usize>,
+    pub error_after: Option<usize>,
     pub delay_ms: Option<u64>,
     pub chunk_delay_ms: Option<u64>,
 }
@@ -29,6 +32,7 @@ impl Faults {
             status: header(h, "x-mock-status"),
             omit_usage: h.contains_key("x-mock-omit-usage"),
             cut_after: header(h, "x-mock-cut-after"),
+            error_after: header(h, "x-mock-error-after"),
             delay_ms: header(h, "x-mock-delay-ms"),
             chunk_delay_ms: header(h, "x-mock-chunk-delay-ms"),
         }

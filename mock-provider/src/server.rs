@@ -221,7 +221,14 @@ fn answer(m: &Mock, req: &Value, faults: &Faults) -> Response {
         return Json(body).into_response();
     }
     let include_usage = req["stream_options"]["include_usage"] == true && !faults.omit_usage;
-    let events = chunks(&m.bpe, &id, created, &reply, include_usage);
+    let mut events = chunks(&m.bpe, &id, created, &reply, include_usage);
+    if let Some(n) = faults.error_after {
+        events.truncate(n);
+        events.push(
+            json!({"error": {"message": "The server had an error while processing your request.",
+                                     "type": "server_error", "param": null, "code": null}}),
+        );
+    }
     let delay = Duration::from_millis(faults.chunk_delay_ms.unwrap_or(m.args.chunk_delay_ms));
     let stream = async_stream(events, delay, faults.cut_after);
     Response::builder()
@@ -257,6 +264,8 @@ fn async_stream(
             }
             let bytes = match events.get(i) {
                 Some(e) => Bytes::from(format!("data: {e}\n\n")),
+                // After an error event the stream just ends.
+                None if events.last().is_some_and(|e| e.get("error").is_some()) => return None,
                 None => Bytes::from_static(b"data: [DONE]\n\n"),
             };
             Some((Ok(bytes), i + 1))

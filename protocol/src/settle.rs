@@ -30,16 +30,23 @@ pub enum UsageSource {
 
 words!(UsageSource { Provider => "provider", Local => "local", Estimate => "estimate" });
 
-/// How the request ended.
+/// How the request ended (the README's outcomes table says what each charges).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SettleOutcome {
-    /// Response completed; post the charge.
+    /// The response ended as it should (a finish reason or `[DONE]`); post the charge.
     Completed,
-    /// Client went away mid-response; post what was used.
+    /// The client went away mid-response; post what was used.
     ClientAborted,
-    /// The provider failed before producing output; void the hold.
+    /// The provider's stream ended (or its connection dropped) without a
+    /// finish reason or `[DONE]`; post what was streamed.
+    ProviderCut,
+    /// The provider answered an error status (nothing is charged: the hold is
+    /// voided) or sent an error event mid-stream (what was streamed before it
+    /// is posted).
+    ProviderError,
+    /// Older filters' name for an error status: void the hold.
     UpstreamFailed,
     /// No settlement came: the sweeper resolved the hold at its expiry. Never
     /// sent by the filter (settle refuses it).
@@ -49,6 +56,8 @@ pub enum SettleOutcome {
 words!(SettleOutcome {
     Completed => "completed",
     ClientAborted => "client_aborted",
+    ProviderCut => "provider_cut",
+    ProviderError => "provider_error",
     UpstreamFailed => "upstream_failed",
     Expired => "expired",
 });
@@ -95,4 +104,50 @@ pub struct SettleResponse {
     pub amount_micros: i64,
     /// True when this hold had already been settled and nothing moved now.
     pub replayed: bool,
+}
+
+impl SettleRequest {
+    /// Whether this settlement voids its hold (charges nothing): the provider
+    /// answered an error status, so it produced nothing to bill.
+    pub fn voids(&self) -> bool {
+        match self.outcome {
+            SettleOutcome::UpstreamFailed => true,
+            SettleOutcome::ProviderError => !(200..300).contains(&self.upstream_status),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(outcome: SettleOutcome, upstream_status: u16) -> SettleRequest {
+        SettleRequest {
+            hold_id: "h".into(),
+            request_id: "r".into(),
+            usage: Usage::default(),
+            usage_source: UsageSource::Local,
+            local_completion_tokens: None,
+            outcome,
+            upstream_status,
+            provider: None,
+        }
+    }
+
+    #[test]
+    fn only_an_error_status_voids() {
+        assert!(with(SettleOutcome::ProviderError, 503).voids());
+        assert!(with(SettleOutcome::ProviderError, 0).voids());
+        assert!(with(SettleOutcome::UpstreamFailed, 500).voids());
+        // An error event after a 200: what was streamed is charged.
+        assert!(!with(SettleOutcome::ProviderError, 200).voids());
+        for o in [
+            SettleOutcome::Completed,
+            SettleOutcome::ClientAborted,
+            SettleOutcome::ProviderCut,
+        ] {
+            assert!(!with(o, 200).voids(), "{o}");
+        }
+    }
 }

@@ -127,6 +127,13 @@ impl StreamHost for EnvoyHost {
     fn now_ms(&self) -> u64 {
         now_ms()
     }
+
+    fn response_code_details(&self) -> Option<String> {
+        hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
 }
 
 pub fn dispatch(callout: &Callout) -> Result<u32, String> {

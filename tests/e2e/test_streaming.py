@@ -90,7 +90,13 @@ def test_a_client_that_leaves_mid_stream_is_charged_what_it_received(stack, ledg
     assert len(ledger.query("SELECT * FROM charges WHERE request_id = ?", request_id)) == 1
 
 
-def test_a_stream_cut_by_the_provider_bills_the_local_count(stack, ledger, funded):
+def charge_event(ledger, request_id: str) -> dict:
+    rows = ledger.query("SELECT payload FROM events WHERE kind = 'charge.created' AND request_id = ?", request_id)
+    assert len(rows) == 1, rows
+    return json.loads(rows[0]["payload"])
+
+
+def test_a_stream_cut_by_the_provider_is_provider_cut_and_bills_the_local_count(stack, ledger, funded):
     conn, resp = open_stream(stack, funded, {"x-mock-cut-after": "4"})
     request_id = resp.getheader("x-request-id")
     try:
@@ -99,10 +105,24 @@ def test_a_stream_cut_by_the_provider_bills_the_local_count(stack, ledger, funde
         pass
     conn.close()
     charge = ledger.charge_for(request_id)
+    assert charge["outcome"] == "provider_cut", "the provider dropped the stream, not the client"
     assert charge["usage_source"] == "local"
     assert charge["completion_tokens"] > 0
+    assert charge_event(ledger, request_id)["outcome"] == "provider_cut"
     time.sleep(0.3)
     assert len(ledger.query("SELECT * FROM charges WHERE request_id = ?", request_id)) == 1
+
+
+def test_an_error_event_mid_stream_is_provider_error_and_bills_what_streamed(stack, ledger, funded):
+    conn, resp = open_stream(stack, funded, {"x-mock-error-after": "4"})
+    request_id = resp.getheader("x-request-id")
+    body = resp.read().decode()
+    conn.close()
+    assert '"error"' in body and "[DONE]" not in body
+    charge = ledger.charge_for(request_id)
+    assert (charge["outcome"], charge["usage_source"]) == ("provider_error", "local")
+    assert 0 < charge["completion_tokens"] < 20
+    assert charge_event(ledger, request_id)["outcome"] == "provider_error"
 
 
 def test_a_provider_error_before_any_token_voids_the_hold(stack, ledger, funded):

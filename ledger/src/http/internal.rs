@@ -58,7 +58,7 @@ pub async fn authorize(_: InternalAuth, State(state): State<Shared>, body: Bytes
 pub async fn settle(_: InternalAuth, State(state): State<Shared>, body: Bytes) -> Answer {
     let req: SettleRequest = parse_json(&body)?;
     let started = Instant::now();
-    let answer = holds::settle(&state.db, &req).await;
+    let answer = holds::settle(&state.db, &req, state.settings.hold_expiry).await;
     metrics::observe(metrics::SETTLE_SECONDS, started.elapsed());
     let outcome = match &answer {
         Ok(res) if res.replayed => "replayed",

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_protocol::{parse_amount, ApiError};
@@ -16,6 +17,7 @@ use super::public::{amount, balance_of, require_user};
 use super::schemas::{Balance, Charge, ErrorBody, Movement as MovementDoc};
 use super::Shared;
 use crate::error::LedgerError;
+use crate::money::book::Tx;
 use crate::money::deposits;
 use crate::money::manual_charges;
 
@@ -115,7 +117,7 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
         (status = 400, description = "Bad input", body = ErrorBody),
         (status = 401, description = "Missing or unknown key", body = ErrorBody),
         (status = 403, description = "A shared-mode user who has not authorized this paywall", body = ErrorBody),
-        (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
+        (status = 409, description = "Idempotency key left in flight by an older version", body = ErrorBody),
         (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 503, description = "Temporarily unavailable", body = ErrorBody),
     ))]
@@ -131,16 +133,9 @@ pub async fn deposit(
         &headers,
         "/v1/user/balance/deposit",
         &body,
-        || async {
-            let m = match parse_movement(&body) {
-                Ok(m) => m,
-                Err(answer) => return answer,
-            };
-            match deposits::deposit(&state.db, &paywall.id, &m.user, m.amount, "api_deposit").await
-            {
-                Ok(b) => (StatusCode::OK, json_text(&balance_of(&m.user, b))),
-                Err(e) => failed(e),
-            }
+        {
+            let (paywall_id, body) = (paywall.id.clone(), body.clone());
+            move |tx: &mut Tx| -> BoxFuture<'_, Answer> { Box::pin(credit(tx, paywall_id, body)) }
         },
     )
     .await
@@ -156,7 +151,7 @@ pub async fn deposit(
         (status = 401, description = "Missing or unknown key", body = ErrorBody),
         (status = 402, description = "The balance does not cover the charge", body = ErrorBody),
         (status = 403, description = "A shared-mode user who has not authorized this paywall", body = ErrorBody),
-        (status = 409, description = "Conflict (idempotency key in use)", body = ErrorBody),
+        (status = 409, description = "Idempotency key left in flight by an older version", body = ErrorBody),
         (status = 422, description = "Idempotency key reused with another body", body = ErrorBody),
         (status = 503, description = "Temporarily unavailable", body = ErrorBody),
     ))]
@@ -166,46 +161,55 @@ pub async fn charge(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    run_once(
-        &state,
-        &paywall.id,
-        &headers,
-        "/v1/user/charge",
-        &body,
-        || async {
-            let m = match parse_movement(&body) {
-                Ok(m) => m,
-                Err(answer) => return answer,
-            };
-            match manual_charges::charge(&state.db, &paywall.id, &m.user, m.amount, &m.metadata)
-                .await
-            {
-                Ok(Some(c)) => {
-                    let b = balance_of(&m.user, c.balance);
-                    let doc = Charge {
-                        object: "charge",
-                        id: c.transfer_id,
-                        user: b.user,
-                        amount: amount(m.amount),
-                        balance: b.balance,
-                        held: b.held,
-                        available: b.available,
-                        metadata: m.metadata,
-                    };
-                    (StatusCode::OK, json_text(&doc))
-                }
-                Ok(None) => (
-                    StatusCode::PAYMENT_REQUIRED,
-                    ApiError::invalid_request(
-                        "insufficient_balance",
-                        "The user's balance does not cover this charge.",
-                    )
-                    .with_param("amount")
-                    .to_body(),
-                ),
-                Err(e) => failed(e),
-            }
-        },
-    )
+    run_once(&state, &paywall.id, &headers, "/v1/user/charge", &body, {
+        let (paywall_id, body) = (paywall.id.clone(), body.clone());
+        move |tx: &mut Tx| -> BoxFuture<'_, Answer> { Box::pin(bill(tx, paywall_id, body)) }
+    })
     .await
+}
+
+/// The deposit, in the transaction `run_once` gives it.
+async fn credit(tx: &mut Tx, paywall_id: String, body: Bytes) -> Answer {
+    let m = match parse_movement(&body) {
+        Ok(m) => m,
+        Err(answer) => return answer,
+    };
+    match deposits::deposit_in(tx, &paywall_id, &m.user, m.amount, "api_deposit").await {
+        Ok(b) => (StatusCode::OK, json_text(&balance_of(&m.user, b))),
+        Err(e) => failed(e),
+    }
+}
+
+/// The manual charge, in the transaction `run_once` gives it.
+async fn bill(tx: &mut Tx, paywall_id: String, body: Bytes) -> Answer {
+    let m = match parse_movement(&body) {
+        Ok(m) => m,
+        Err(answer) => return answer,
+    };
+    match manual_charges::charge_in(tx, &paywall_id, &m.user, m.amount, &m.metadata).await {
+        Ok(Some(c)) => {
+            let b = balance_of(&m.user, c.balance);
+            let doc = Charge {
+                object: "charge",
+                id: c.transfer_id,
+                user: b.user,
+                amount: amount(m.amount),
+                balance: b.balance,
+                held: b.held,
+                available: b.available,
+                metadata: m.metadata,
+            };
+            (StatusCode::OK, json_text(&doc))
+        }
+        Ok(None) => (
+            StatusCode::PAYMENT_REQUIRED,
+            ApiError::invalid_request(
+                "insufficient_balance",
+                "The user's balance does not cover this charge.",
+            )
+            .with_param("amount")
+            .to_body(),
+        ),
+        Err(e) => failed(e),
+    }
 }

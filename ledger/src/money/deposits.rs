@@ -23,13 +23,13 @@ pub async fn deposit(
     memo: &str,
 ) -> LedgerResult<Balance> {
     let mut tx = db.pool.begin().await?;
-    let balance = credit_wallet(&mut tx, paywall_id, user_id, amount, memo).await?;
+    let balance = deposit_in(&mut tx, paywall_id, user_id, amount, memo).await?;
     tx.commit().await?;
     Ok(balance)
 }
 
 /// The deposit movement (external cash → wallet) and its event, in `tx`.
-async fn credit_wallet(
+pub async fn deposit_in(
     tx: &mut Tx,
     paywall_id: &str,
     user_id: &str,
@@ -86,7 +86,7 @@ pub async fn redeem_link(
     if !links::claim(&mut tx, LinkPurpose::Topup, token).await? {
         return Ok(None);
     }
-    let balance = credit_wallet(&mut tx, &holder.paywall_id, &holder.user_id, amount, memo).await?;
+    let balance = deposit_in(&mut tx, &holder.paywall_id, &holder.user_id, amount, memo).await?;
     tx.commit().await?;
     Ok(Some((holder, balance)))
 }

@@ -7,7 +7,7 @@ use tollgate_protocol::format_micros;
 
 use crate::db::Db;
 use crate::error::LedgerResult;
-use crate::money::book::{self, revenue_account, Balance, TransferMeta};
+use crate::money::book::{self, revenue_account, Balance, TransferMeta, Tx};
 use crate::money::wallets;
 use crate::outbox::events;
 
@@ -24,24 +24,39 @@ pub async fn charge(
     amount: i64,
     metadata: &Value,
 ) -> LedgerResult<Option<ManualCharge>> {
+    let mut tx = db.pool.begin().await?;
+    let charged = charge_in(&mut tx, paywall_id, user_id, amount, metadata).await?;
+    if charged.is_some() {
+        tx.commit().await?;
+    }
+    Ok(charged)
+}
+
+/// The manual charge in `tx`; None (nothing written) when the balance does not cover it.
+pub async fn charge_in(
+    tx: &mut Tx,
+    paywall_id: &str,
+    user_id: &str,
+    amount: i64,
+    metadata: &Value,
+) -> LedgerResult<Option<ManualCharge>> {
     let revenue = revenue_account(paywall_id);
     let memo = metadata.to_string();
-    let mut tx = db.pool.begin().await?;
-    let wallet = wallets::require_wallet(&mut tx, paywall_id, user_id).await?;
-    book::ensure_account(&mut tx, &revenue, "revenue", Some(paywall_id), None).await?;
+    let wallet = wallets::require_wallet(tx, paywall_id, user_id).await?;
+    book::ensure_account(tx, &revenue, "revenue", Some(paywall_id), None).await?;
     let meta = TransferMeta {
         paywall_id: Some(paywall_id),
         memo: Some(&memo),
         ..Default::default()
     };
     let Some(transfer_id) =
-        book::post_if_covered(&mut tx, "charge", &wallet, &revenue, amount, &meta).await?
+        book::post_if_covered(tx, "charge", &wallet, &revenue, amount, &meta).await?
     else {
         return Ok(None);
     };
     let payload = json!({"transfer_id": transfer_id, "amount": format_micros(amount), "metadata": metadata, "manual": true});
     events::record(
-        &mut tx,
+        tx,
         events::CHARGE_CREATED,
         None,
         paywall_id,
@@ -49,8 +64,7 @@ pub async fn charge(
         payload,
     )
     .await?;
-    let balance = book::balance_in(&mut tx, &wallet).await?;
-    tx.commit().await?;
+    let balance = book::balance_in(tx, &wallet).await?;
     Ok(Some(ManualCharge {
         transfer_id,
         balance,

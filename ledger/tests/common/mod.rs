@@ -2,6 +2,8 @@
 //! macro that runs one test body against each.
 #![allow(dead_code)]
 
+pub mod process;
+
 use tollgate_ledger::catalog;
 use tollgate_ledger::config::Config;
 use tollgate_ledger::db::Db;
@@ -167,10 +169,12 @@ pub async fn empty_postgres() -> Option<(String, (String, String))> {
         Ok(a) => a,
         Err(e) if !required => {
             eprintln!("skipping PostgreSQL test: {e}");
+            report_postgres("skipped");
             return None;
         }
         Err(e) => panic!("PostgreSQL required but unreachable at {admin_url}: {e}"),
     };
+    report_postgres("ran");
     let name = format!(
         "tollgate_t_{}",
         tollgate_ledger::access::secrets::random_hex(6)
@@ -185,6 +189,23 @@ pub async fn empty_postgres() -> Option<(String, (String, String))> {
         None => panic!("bad TOLLGATE_TEST_POSTGRES_URL"),
     };
     Some((url, (admin_url, name)))
+}
+
+/// One line per PostgreSQL test in `$TOLLGATE_PG_REPORT_DIR/{ran,skipped}`,
+/// which `make test` sums up in its last line (a skipped suite passes silently).
+fn report_postgres(what: &str) {
+    use std::io::Write;
+    let Ok(dir) = std::env::var("TOLLGATE_PG_REPORT_DIR") else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(&dir);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::path::Path::new(&dir).join(what));
+    if let Ok(mut file) = file {
+        let _ = writeln!(file, "{}", std::thread::current().name().unwrap_or("test"));
+    }
 }
 
 /// A TestDb around a database the caller prepared (dropped, or its folder

@@ -144,9 +144,16 @@ fn an_upstream_reset_mid_event_bills_what_was_streamed() {
     let all = provider_stream(true).concat();
     let cut = all.find(" friend").unwrap() + 3; // inside the fourth content event
     feed(&mut vm, s, &[&all.as_bytes()[..cut]], false);
-    vm.close(s).unwrap(); // Envoy ends the stream without end_of_stream.
+    // Envoy ends the stream without end_of_stream, and says why.
+    let details = b"response\0code_details".to_vec();
+    vm.host_mut().properties.insert(
+        details.clone(),
+        b"upstream_reset_after_response_started{connection_termination}".to_vec(),
+    );
+    vm.close(s).unwrap();
+    vm.host_mut().properties.remove(&details);
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-reset");
-    assert_eq!(settled["outcome"], "client_aborted");
+    assert_eq!(settled["outcome"], "provider_cut");
     assert_eq!(settled["usage_source"], "local");
     let counted = settled["usage"]["completion_tokens"].as_u64().unwrap();
     assert!(
@@ -210,7 +217,7 @@ fn a_provider_error_before_any_token_voids_the_hold() {
     .unwrap();
     vm.close(s).unwrap();
     let settled = settlement_of(&deliver_settlements(&mut vm), "h-503");
-    assert_eq!(settled["outcome"], "upstream_failed");
+    assert_eq!(settled["outcome"], "provider_error");
     assert_eq!(settled["upstream_status"], 503);
     assert_eq!(settled["usage"]["prompt_tokens"], 0);
     assert_eq!(settled["usage"]["completion_tokens"], 0);

@@ -189,9 +189,14 @@ async fn place_hold(
         }
     };
     book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
-    let available = book::balance_in(&mut tx, &wallet).await?.available;
-    let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, available) else {
+    let balance = book::balance_in(&mut tx, &wallet).await?;
+    let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, balance.available)
+    else {
         tx.rollback().await?;
+        // The balance itself would do: requests in flight have it reserved.
+        if fit_to_balance(settings, req, &c.route, c.ask, balance.posted).is_some() {
+            return Ok(funds_reserved());
+        }
         return topup_needed(db, settings, &c.paywall, req, c.ask.amount).await;
     };
     let admitted = limits::admit(
@@ -218,8 +223,11 @@ async fn place_hold(
     };
     let reserved = book::reserve(&mut tx, &wallet, &revenue, ask.amount, &meta).await?;
     let Some(transfer_id) = reserved else {
-        // Nothing of this attempt stays; the top-up link is its own write.
+        // A concurrent hold took the rest. Nothing of this attempt stays.
         tx.rollback().await?;
+        if ask.amount <= balance.posted {
+            return Ok(funds_reserved());
+        }
         return topup_needed(db, settings, &c.paywall, req, ask.amount).await;
     };
     let hold = NewHold {
@@ -504,6 +512,21 @@ async fn consent_needed(
         link: link.url,
     })
 }
+
+/// A balance that covers the request once the holds of its requests in
+/// flight are settled: a 429 the OpenAI SDKs retry by themselves, never the
+/// top-up message (which is for a balance that is really too low).
+fn funds_reserved() -> AuthorizeResponse {
+    let msg = "This user's balance is reserved by requests still in flight; retry in a moment.";
+    reject(
+        429,
+        ApiError::new("rate_limit_error", "funds_reserved", msg),
+        Some(FUNDS_RESERVED_RETRY_SECS),
+    )
+}
+
+/// A hold is settled when its response ends, usually within seconds.
+const FUNDS_RESERVED_RETRY_SECS: u32 = 2;
 
 async fn topup_needed(
     db: &Db,

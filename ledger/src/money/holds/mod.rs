@@ -12,7 +12,6 @@ pub use settle::{expire_holds, settle, settle_batch, ExpiryPolicy};
 use tollgate_protocol::{HoldState, KeySource};
 
 use crate::access::limits::{self, Counted};
-use crate::calendar::now_ms;
 use crate::error::LedgerResult;
 use crate::money::book::{self, Resolution, TransferMeta, Tx};
 
@@ -37,6 +36,7 @@ struct HoldRow {
     price_rule_id: String,
     #[sqlx(try_from = "String")]
     state: HoldState,
+    expires_at: i64,
     transfer_id: String,
     reserved_tokens: Option<i64>,
     minute_window: Option<i64>,
@@ -66,7 +66,7 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
     Ok(sqlx::query_as(
         "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
                 prompt_tokens_est, max_output_tokens,
-                price_rule_id, state, transfer_id, reserved_tokens, minute_window, day_window, month_window,
+                price_rule_id, state, expires_at, transfer_id, reserved_tokens, minute_window, day_window, month_window,
                 key_source
          FROM holds WHERE id = $1",
     )
@@ -75,17 +75,35 @@ async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> 
     .await?)
 }
 
+/// Which pending holds a claim may take, by their expiry at `now`.
+#[derive(Clone, Copy)]
+enum Claim {
+    /// A settlement: only a hold that has not expired.
+    Live,
+    /// The expiry policy: only a hold past its `expires_at`.
+    Expired,
+}
+
 /// Claims a pending hold for resolution. The conditional UPDATE is the
-/// idempotency point: of two concurrent settles, exactly one gets `true`.
-async fn claim(tx: &mut Tx, hold_id: &str, new_state: HoldState) -> LedgerResult<bool> {
-    let done = sqlx::query(
-        "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending'",
-    )
-    .bind(new_state.as_str())
-    .bind(now_ms())
-    .bind(hold_id)
-    .execute(&mut **tx)
-    .await?;
+/// idempotency point: of two concurrent settles (or a settle and the
+/// sweeper), exactly one gets `true`; a settle never takes an expired hold.
+async fn claim(
+    tx: &mut Tx,
+    hold_id: &str,
+    new_state: HoldState,
+    which: Claim,
+    now: i64,
+) -> LedgerResult<bool> {
+    let sql = match which {
+        Claim::Live => "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending' AND expires_at >= $2",
+        Claim::Expired => "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending' AND expires_at < $2",
+    };
+    let done = sqlx::query(sql)
+        .bind(new_state.as_str())
+        .bind(now)
+        .bind(hold_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -9,7 +9,7 @@ use tollgate_protocol::{
     UsageSource,
 };
 
-use super::{claim, load_hold, resolve, HoldRow};
+use super::{claim, load_hold, resolve, Claim, HoldRow};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::catalog;
@@ -36,9 +36,15 @@ async fn replay(tx: &mut Tx, hold_id: &str, state: HoldState) -> LedgerResult<Se
     })
 }
 
-pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse> {
+/// Settles one hold. A hold already past its TTL is resolved by `expiry`
+/// instead, as the sweeper would have: the late settlement moves nothing.
+pub async fn settle(
+    db: &Db,
+    req: &SettleRequest,
+    expiry: ExpiryPolicy,
+) -> LedgerResult<SettleResponse> {
     let mut tx = db.pool.begin().await?;
-    let response = settle_in(&mut tx, req).await?;
+    let response = settle_in(&mut tx, req, expiry).await?;
     faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
     tx.commit().await?;
     faults::pause(faults::SETTLE_AFTER_COMMIT).await;
@@ -55,11 +61,12 @@ pub async fn settle(db: &Db, req: &SettleRequest) -> LedgerResult<SettleResponse
 pub async fn settle_batch(
     db: &Db,
     reqs: &[SettleRequest],
+    expiry: ExpiryPolicy,
 ) -> LedgerResult<Vec<LedgerResult<SettleResponse>>> {
     let mut tx = db.pool.begin().await?;
     let mut out = Vec::with_capacity(reqs.len());
     for req in reqs {
-        match settle_in(&mut tx, req).await {
+        match settle_in(&mut tx, req, expiry).await {
             Ok(r) => out.push(Ok(r)),
             Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => out.push(Err(e)),
             Err(e) => return Err(e),
@@ -71,7 +78,11 @@ pub async fn settle_batch(
 
 /// One settlement inside the caller's transaction. Refusals return before
 /// anything is written.
-async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleResponse> {
+async fn settle_in(
+    tx: &mut Tx,
+    req: &SettleRequest,
+    expiry: ExpiryPolicy,
+) -> LedgerResult<SettleResponse> {
     let Some(hold) = load_hold(tx, &req.hold_id).await? else {
         return Err(LedgerError::NotFound(format!("no hold {}", req.hold_id)));
     };
@@ -87,13 +98,18 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
             req.outcome, req.usage_source
         )));
     }
-    let void = req.outcome == SettleOutcome::UpstreamFailed;
+    let void = req.voids();
     let new_state = if void {
         HoldState::Voided
     } else {
         HoldState::Posted
     };
-    if !claim(tx, &req.hold_id, new_state).await? {
+    let now = now_ms();
+    if !claim(tx, &req.hold_id, new_state, Claim::Live, now).await? {
+        // Already resolved, or expired: then resolve it by the policy now.
+        if hold.state == HoldState::Pending && hold.expires_at < now {
+            expire_claimed(tx, &hold, expiry, now).await?;
+        }
         let current = load_hold(tx, &req.hold_id)
             .await?
             .map(|h| h.state)
@@ -105,7 +121,7 @@ async fn settle_in(tx: &mut Tx, req: &SettleRequest) -> LedgerResult<SettleRespo
             tx,
             &hold,
             None,
-            json!({"hold_id": req.hold_id, "upstream_status": req.upstream_status}),
+            json!({"hold_id": req.hold_id, "outcome": req.outcome, "upstream_status": req.upstream_status}),
         )
         .await?;
         return Ok(SettleResponse {
@@ -291,7 +307,7 @@ async fn record_charge_events(
     let (pw, user) = (hold.paywall_id.as_str(), hold.user_id.as_str());
     let payload = json!({
         "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
-        "amount": format_micros(amount), "usage_source": used.source,
+        "amount": format_micros(amount), "usage_source": used.source, "outcome": used.outcome,
         "provider": provider, "key_source": key_source,
         "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
         // The filter's own count beside the billed one, and how far apart they are.
@@ -362,46 +378,54 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
         let Some(hold) = load_hold(&mut tx, &id).await? else {
             continue;
         };
-        let new_state = if policy == ExpiryPolicy::Void {
-            HoldState::Voided
-        } else {
-            HoldState::Posted
-        };
-        if !claim(&mut tx, &id, new_state).await? {
-            continue;
+        if expire_claimed(&mut tx, &hold, policy, now).await? {
+            tx.commit().await?;
+            expired += 1;
         }
-        let completion = match policy {
-            ExpiryPolicy::ChargeHeld => hold.max_output_tokens,
-            _ => 0,
-        };
-        let usage = Usage {
-            prompt_tokens: hold.prompt_tokens_est,
-            completion_tokens: completion,
-            cached_prompt_tokens: 0,
-        };
-        match policy {
-            ExpiryPolicy::Void => {
-                void_claimed(
-                    &mut tx,
-                    &hold,
-                    Some("expired"),
-                    json!({"hold_id": id, "reason": "expired"}),
-                )
-                .await?
-            }
-            ExpiryPolicy::ChargePrompt | ExpiryPolicy::ChargeHeld => {
-                let used = Used {
-                    usage,
-                    source: UsageSource::Estimate,
-                    outcome: SettleOutcome::Expired,
-                    local_completion: None,
-                    provider: None,
-                };
-                post_claimed(&mut tx, &hold, &used).await?;
-            }
-        }
-        tx.commit().await?;
-        expired += 1;
     }
     Ok(expired)
+}
+
+/// Claims an expired hold and resolves it by `policy`; false when it was not
+/// pending and expired at `now` (someone else resolved it).
+async fn expire_claimed(
+    tx: &mut Tx,
+    hold: &HoldRow,
+    policy: ExpiryPolicy,
+    now: i64,
+) -> LedgerResult<bool> {
+    let new_state = if policy == ExpiryPolicy::Void {
+        HoldState::Voided
+    } else {
+        HoldState::Posted
+    };
+    if !claim(tx, &hold.id, new_state, Claim::Expired, now).await? {
+        return Ok(false);
+    }
+    let completion = match policy {
+        ExpiryPolicy::ChargeHeld => hold.max_output_tokens,
+        _ => 0,
+    };
+    let usage = Usage {
+        prompt_tokens: hold.prompt_tokens_est,
+        completion_tokens: completion,
+        cached_prompt_tokens: 0,
+    };
+    match policy {
+        ExpiryPolicy::Void => {
+            let payload = json!({"hold_id": hold.id, "reason": "expired"});
+            void_claimed(tx, hold, Some("expired"), payload).await?
+        }
+        ExpiryPolicy::ChargePrompt | ExpiryPolicy::ChargeHeld => {
+            let used = Used {
+                usage,
+                source: UsageSource::Estimate,
+                outcome: SettleOutcome::Expired,
+                local_completion: None,
+                provider: None,
+            };
+            post_claimed(tx, hold, &used).await?;
+        }
+    }
+    Ok(true)
 }
