@@ -70,6 +70,13 @@ const FAMILIES: &[Family] = &[
         known: &[&["void"], &["charge_prompt"], &["charge_held"]],
     },
     Family {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        help: "Requests the sidecar received, by the area of its path (internal, admin, public, pages, meta, other).",
+        labels: &["area"],
+        known: &[&["internal"], &["admin"], &["public"], &["pages"], &["meta"], &["other"]],
+    },
+    Family {
         name: DATABASE_ERRORS,
         kind: Kind::Counter,
         help: "Operations that failed on a database error, by operation.",
@@ -85,6 +92,7 @@ pub const SETTLE_SECONDS: &str = "tollgate_ledger_settle_duration_seconds";
 pub const BALANCES_DEPLETED: &str = "tollgate_ledger_balances_depleted_total";
 pub const HOLD_EXPIRIES: &str = "tollgate_ledger_hold_expiries_total";
 pub const DATABASE_ERRORS: &str = "tollgate_ledger_database_errors_total";
+pub const HTTP_REQUESTS: &str = "tollgate_ledger_http_requests_total";
 
 /// Upper bounds (seconds) of the latency buckets: 1 ms to 5 s.
 const BUCKETS: &[f64] = &[

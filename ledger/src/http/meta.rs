@@ -2,6 +2,8 @@
 //! document. Envoy's public listener routes none of them.
 
 use axum::body::Bytes;
+use axum::extract::Request;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
@@ -33,4 +35,23 @@ pub async fn metrics() -> Response {
     responses((status = 200, description = "ok", content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Counts every request the sidecar receives by the area of its path, so an
+/// operator (and the trust-boundary test) sees what reached it and from where.
+pub async fn count_request(req: Request, next: Next) -> Response {
+    crate::metrics::count(crate::metrics::HTTP_REQUESTS, &[area(req.uri().path())]);
+    next.run(req).await
+}
+
+fn area(path: &str) -> &'static str {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "internal" => "internal",
+        "admin" => "admin",
+        "v1" => "public",
+        "pay" => "pages",
+        "metrics" | "openapi.json" | "healthz" => "meta",
+        _ => "other",
+    }
 }

@@ -106,5 +106,6 @@ pub fn router(state: Shared) -> Router {
                 ApiError::invalid_request("not_found", "Unknown endpoint."),
             )
         })
+        .layer(axum::middleware::from_fn(meta::count_request))
         .with_state(state)
 }
