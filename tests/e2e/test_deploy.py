@@ -7,6 +7,7 @@ filter's own configuration check), and the Istio and Envoy Gateway manifests
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -75,29 +76,69 @@ def test_compose_envoy_config_is_rendered_from_the_template():
     assert check.returncode == 0, check.stderr
 
 
-@pytest.mark.parametrize("profile", [None, "postgres"])
-def test_docker_compose_file_is_valid(profile):
+def compose_config(profile: str | None) -> dict:
     argv = [str(COMPOSE), "--project-directory", str(ROOT), "--env-file", str(DEPLOY / "compose" / "example.env")]
     if profile:
         argv += ["--profile", profile]
     out = subprocess.run(argv + ["config"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     config = yaml.safe_load(out.stdout)
-    services = config["services"]
+    # docker-compose 1.x lists every service with its profiles; keep the ones that start.
+    config["services"] = {name: svc for name, svc in config["services"].items()
+                          if not svc.get("profiles") or profile in svc["profiles"]}
+    return config
+
+
+def mounted(service: dict, target: str) -> Path:
+    """The host file a service mounts at `target`."""
+    for v in service["volumes"]:
+        source, dest = (v["source"], v["target"]) if isinstance(v, dict) else v.split(":")[:2]
+        if dest == target:
+            return ROOT / Path(source).relative_to(ROOT) if Path(source).is_absolute() else ROOT / source
+    raise AssertionError(f"nothing mounted at {target}: {service['volumes']}")
+
+
+def dev_processor_enabled(ledger_toml: Path) -> bool:
+    return re.search(r"^\s*dev_payments\s*=\s*true", ledger_toml.read_text(), re.M) is not None
+
+
+@pytest.mark.parametrize("profile", [None, "postgres", "demo"])
+def test_docker_compose_file_is_valid(profile):
+    services = compose_config(profile)["services"]
     assert services["envoy"]["image"] == f"envoyproxy/envoy:v{envoy_version()}", "pinned to the tested Envoy"
-    assert {"ledger", "mock-provider"} <= set(services)
-    assert services["postgres"]["profiles"] == ["postgres"], "PostgreSQL only with its profile"
+    assert {"envoy", "ledger"} <= set(services)
     database = services["ledger"]["environment"]["TOLLGATE_DATABASE_URL"]
     assert database.startswith("sqlite://"), "SQLite unless .env says otherwise"
     mounts = " ".join(str(v) for v in services["envoy"]["volumes"])
     assert "tollgate_filter.wasm" in mounts and "deploy/compose/envoy.yaml" in mounts
-    for name in ("ledger", "mock-provider"):
-        assert (ROOT / services[name]["build"]["dockerfile"]).exists()
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / service["build"]["dockerfile"]).exists(), name
+    assert ("postgres" in services) == (profile == "postgres"), "PostgreSQL only with its profile"
+
+
+def test_the_default_compose_profile_has_no_development_processor():
+    services = compose_config(None)["services"]
+    assert set(services) == {"envoy", "ledger"}, "the demo (mock provider, dev processor) only with --profile demo"
+    assert not dev_processor_enabled(mounted(services["ledger"], "/etc/tollgate/ledger.toml"))
+    assert "mock" not in (DEPLOY / "compose" / "ledger.toml").read_text()
+
+
+def test_the_demo_profile_keeps_its_processor_on_this_machine():
+    services = compose_config("demo")["services"]
+    assert {"envoy-demo", "ledger-demo", "mock-provider"} <= set(services)
+    assert dev_processor_enabled(mounted(services["ledger-demo"], "/etc/tollgate/ledger.toml"))
+    assert not dev_processor_enabled(mounted(services["ledger"], "/etc/tollgate/ledger.toml"))
+    ports = services["envoy-demo"]["ports"]
+    published = [p if isinstance(p, dict) else {"host_ip": str(p).split(":")[0]} for p in ports]
+    assert all(p.get("host_ip") == "127.0.0.1" for p in published), ports
+    mounts = " ".join(str(v) for v in services["envoy-demo"]["volumes"])
+    assert "deploy/compose/envoy-demo.yaml" in mounts
 
 
 def test_docker_compose_refuses_a_missing_secret(tmp_path):
     env = tmp_path / "partial.env"
-    env.write_text("TOLLGATE_DEMO_KEY=x\nMOCK_PROVIDER_KEY=y\n")
+    env.write_text("TOLLGATE_PAYWALL_KEY=k\nTOLLGATE_DEMO_KEY=x\nMOCK_PROVIDER_KEY=y\n")
     out = subprocess.run([str(COMPOSE), "--project-directory", str(ROOT), "--env-file", str(env), "config"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "TOLLGATE_INTERNAL_SECRET" in out.stderr
@@ -108,8 +149,9 @@ def envoy_version() -> str:
     return line.split("==")[1]
 
 
-def test_compose_envoy_config_validates(tmp_path):
-    text = (DEPLOY / "compose" / "envoy.yaml").read_text()
+@pytest.mark.parametrize("name", ["envoy.yaml", "envoy-demo.yaml"])
+def test_compose_envoy_config_validates(tmp_path, name):
+    text = (DEPLOY / "compose" / name).read_text()
     text = text.replace("/etc/tollgate/tollgate_filter.wasm", str(WASM)).replace("__TOLLGATE_INTERNAL_SECRET__", SECRET)
     out = envoy_validates(text, tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
