@@ -55,6 +55,9 @@ test-rust: build
 	TOLLGATE_PG_REPORT_DIR=$(PG_REPORT) $(CARGO) test --workspace
 
 test-e2e: build $(COMPOSE)
+	@# `cargo test` left its own build of the sidecar (with the crash-test hooks) in
+	@# target/debug; the end-to-end tests run the operators' build.
+	$(CARGO) build -p tollgate-ledger -p tollgate-mock-provider
 	$(PY) -m pytest tests/e2e tests/reference -q
 
 

@@ -65,7 +65,7 @@ const FAMILIES: &[Family] = &[
     Family {
         name: HOLD_EXPIRIES,
         kind: Kind::Counter,
-        help: "Holds resolved by the sweeper because no settlement arrived, by policy.",
+        help: "Holds resolved by their expiry policy (no settlement before the TTL), by policy.",
         labels: &["policy"],
         known: &[&["void"], &["charge_prompt"], &["charge_held"]],
     },

@@ -107,7 +107,10 @@ async fn two_sidecars_send_each_delivery_once_per_attempt() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), DELIVERIES, "each delivery reached the receiver");
     let wrong: Vec<_> = seen.iter().filter(|(_, n)| **n != 2).collect();
-    assert!(wrong.is_empty(), "sent other than once per attempt: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "sent other than once per attempt: {wrong:?}"
+    );
     let rows = count(
         &t.db,
         "SELECT CAST(COUNT(*) AS BIGINT) FROM webhook_deliveries",

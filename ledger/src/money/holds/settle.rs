@@ -107,8 +107,13 @@ async fn settle_in(
     let now = now_ms();
     if !claim(tx, &req.hold_id, new_state, Claim::Live, now).await? {
         // Already resolved, or expired: then resolve it by the policy now.
-        if hold.state == HoldState::Pending && hold.expires_at < now {
-            expire_claimed(tx, &hold, expiry, now).await?;
+        if hold.state == HoldState::Pending
+            && hold.expires_at < now
+            && expire_claimed(tx, &hold, expiry, now).await?
+        {
+            tracing::info!(request_id = %req.request_id, hold = %req.hold_id, policy = expiry.as_str(),
+                           "settlement arrived after the hold expired: resolved by the expiry policy");
+            crate::metrics::count(crate::metrics::HOLD_EXPIRIES, &[expiry.as_str()]);
         }
         let current = load_hold(tx, &req.hold_id)
             .await?
