@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sqlite3
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from stack import ROOT, Ports, Stack, free_port
 
 
 @dataclass
@@ -138,3 +145,32 @@ def secret_leaks(stack, secrets: list[str], replies: list[bytes]) -> list[tuple[
     for path in stack.state_dir.glob("ledger.db*"):
         places[path.name] = path.read_bytes()
     return [(s, where) for s in secrets for where, blob in places.items() if s.encode() in blob]
+
+
+@contextmanager
+def stack_with_webhook(receiver: type[BaseHTTPRequestHandler], secret: str, server_settings: str = "",
+                       events: str | None = None, env: dict[str, str] | None = None):
+    """A stack of its own (the demo configuration) whose ledger signs its
+    events with `secret` and sends them to `receiver`, served on a free port."""
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    saved = dict(os.environ)
+    os.environ.update({"E2E_WEBHOOK_SECRET": secret, **(env or {})})
+    with tempfile.TemporaryDirectory(prefix="tollgate-hooked-") as tmp:
+        tmp = Path(tmp)
+        config = (ROOT / "ledger" / "demo.toml").read_text().replace(
+            "[server]\n", f"[server]\nwebhook_poll_ms = 100\n{server_settings}", 1)
+        config += (f'\n[[webhooks]]\nid = "operator"\nurl = "http://127.0.0.1:{port}/hooks"\n'
+                   'secret_env = "E2E_WEBHOOK_SECRET"\n' + (f"events = {events}\n" if events else ""))
+        (tmp / "ledger.toml").write_text(config)
+        s = Stack(state_dir=tmp / "state", ports=Ports.free(), ledger_config=tmp / "ledger.toml")
+        s.state_dir.mkdir()
+        try:
+            s.start()
+            yield s
+        finally:
+            s.stop()
+            server.shutdown()
+            os.environ.clear()
+            os.environ.update(saved)

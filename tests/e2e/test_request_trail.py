@@ -8,16 +8,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from helpers import Ledger, call, chat_body, deposit
-from stack import ROOT, Ports, Stack, free_port
+from helpers import Ledger, call, chat_body, deposit, stack_with_webhook
 
 SECRET = "whsec_e2e_5b0e1f2a3c4d"
 
@@ -39,28 +35,10 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def trail_stack():
-    mp = pytest.MonkeyPatch()
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with tempfile.TemporaryDirectory(prefix="tollgate-trail-") as tmp:
-        tmp = Path(tmp)
-        mp.setenv("E2E_WEBHOOK_SECRET", SECRET)
-        mp.setenv("TOLLGATE_LOG_JSON", "true")  # both sides log JSON lines
-        config = (ROOT / "ledger" / "demo.toml").read_text().replace(
-            "[server]\n", "[server]\nwebhook_poll_ms = 100\nwebhook_retry_base_ms = 300\n", 1)
-        config += (f'\n[[webhooks]]\nid = "operator"\nurl = "http://127.0.0.1:{port}/hooks"\n'
-                   'secret_env = "E2E_WEBHOOK_SECRET"\nevents = ["charge.created"]\n')
-        (tmp / "ledger.toml").write_text(config)
-        s = Stack(state_dir=tmp / "state", ports=Ports.free(), ledger_config=tmp / "ledger.toml")
-        s.state_dir.mkdir()
-        try:
-            s.start()
-            yield s
-        finally:
-            s.stop()
-            server.shutdown()
-            mp.undo()
+    with stack_with_webhook(Receiver, SECRET, server_settings="webhook_retry_base_ms = 300\n",
+                            events='["charge.created"]',
+                            env={"TOLLGATE_LOG_JSON": "true"}) as s:  # both sides log JSON lines
+        yield s
 
 
 def verify_signature(header: str, body: bytes) -> bool:

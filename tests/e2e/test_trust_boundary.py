@@ -11,15 +11,12 @@ import json
 import re
 import secrets as rand
 import sqlite3
-import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from helpers import call, chat_body, deposit
-from stack import ROOT, Ports, Stack, free_port
+from helpers import call, chat_body, deposit, stack_with_webhook
 
 WEBHOOK_SECRET = "whsec_e2e_" + rand.token_hex(16)
 BYOK_KEY = "sk-byok-" + rand.token_hex(16)
@@ -40,27 +37,8 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def guarded():
-    mp = pytest.MonkeyPatch()
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    with tempfile.TemporaryDirectory(prefix="tollgate-boundary-") as tmp:
-        tmp = Path(tmp)
-        mp.setenv("E2E_BOUNDARY_WEBHOOK_SECRET", WEBHOOK_SECRET)
-        config = (ROOT / "ledger" / "demo.toml").read_text().replace(
-            "[server]\n", "[server]\nwebhook_poll_ms = 100\n", 1)
-        config += (f'\n[[webhooks]]\nid = "operator"\nurl = "http://127.0.0.1:{port}/hooks"\n'
-                   'secret_env = "E2E_BOUNDARY_WEBHOOK_SECRET"\n')
-        (tmp / "ledger.toml").write_text(config)
-        s = Stack(state_dir=tmp / "state", ports=Ports.free(), ledger_config=tmp / "ledger.toml")
-        s.state_dir.mkdir()
-        try:
-            s.start()
-            yield s
-        finally:
-            s.stop()
-            server.shutdown()
-            mp.undo()
+    with stack_with_webhook(Receiver, WEBHOOK_SECRET) as s:
+        yield s
 
 
 # --- Trust boundary ---------------------------------------------------------
