@@ -439,6 +439,7 @@ impl PaywallStream {
         let outcome = match ended {
             // An error status: the provider produced nothing (the hold is voided).
             _ if status != 0 && !provider_ok => SettleOutcome::ProviderError,
+            // Ended without any status at all: nothing to bill either.
             SettleOutcome::Completed if !provider_ok => SettleOutcome::ProviderError,
             _ if reading.error.is_some() => SettleOutcome::ProviderError,
             SettleOutcome::Completed if !reading.ended_properly => SettleOutcome::ProviderCut,

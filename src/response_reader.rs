@@ -24,8 +24,6 @@ const MAX_STREAM_TEXT: usize = 8 * 1024 * 1024;
 pub struct Reading {
     pub provider_usage: Option<Usage>,
     pub local_completion_tokens: u32,
-    /// SSE only: `[DONE]` arrived.
-    pub saw_done: bool,
     /// The response ended properly: a JSON body, or a stream that carried a
     /// finish reason or `[DONE]` (false: the provider cut it).
     pub ended_properly: bool,
@@ -96,7 +94,6 @@ impl ResponseReader {
                 Reading {
                     provider_usage: r.provider_usage,
                     local_completion_tokens: clamp(count(&r.completion_text)),
-                    saw_done: false,
                     ended_properly: true,
                     error: None,
                 }
@@ -104,7 +101,6 @@ impl ResponseReader {
             ResponseReader::Sse(r) => Reading {
                 provider_usage: r.meter.provider_usage(),
                 local_completion_tokens: clamp(r.meter.local_completion_tokens(count)),
-                saw_done: r.meter.saw_done(),
                 ended_properly: r.meter.ended_properly(),
                 error: r.meter.error().map(str::to_string),
             },
@@ -200,7 +196,7 @@ mod tests {
                 );
                 let reading = r.reading(|t| t.len());
                 assert_eq!(reading.provider_usage.map(|u| u.completion_tokens), Some(1));
-                assert!(reading.saw_done);
+                assert!(reading.ended_properly);
                 assert_eq!(reading.local_completion_tokens, 2);
             }
         }
@@ -213,7 +209,7 @@ mod tests {
         for c in bytes.chunks(7) {
             assert_eq!(r.feed(c, false), None);
         }
-        assert!(r.reading(|t| t.len()).saw_done);
+        assert!(r.reading(|t| t.len()).ended_properly);
     }
 
     #[test]
@@ -227,7 +223,7 @@ mod tests {
             String::from_utf8_lossy(&out),
             "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"cho"
         );
-        assert!(!r.reading(|t| t.len()).saw_done);
+        assert!(!r.reading(|t| t.len()).ended_properly);
     }
 
     #[test]

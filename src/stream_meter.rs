@@ -2,8 +2,8 @@
 //! of every choice (content, refusals, tool-call names and arguments), the
 //! provider's usage when it comes (the last one wins: some providers repeat
 //! a cumulative usage on every chunk), finish reasons, `[DONE]`, and
-//! mid-stream errors. Only
-//! the extracted text is kept (bounded), never the raw stream.
+//! mid-stream errors. Only the extracted text is kept (bounded), never the
+//! raw stream.
 
 use std::collections::BTreeMap;
 
