@@ -40,15 +40,20 @@ const SSE: &str = concat!(
 
 const STREAM_BODY: &str = r#"{"model":"gpt-4o","user":"alice","stream":true,"messages":[{"role":"user","content":"hello world"}]}"#;
 
+/// A streamed chat completion from an app with a paywall key.
+fn stream_host() -> FakeHost {
+    host(
+        "POST",
+        "/v1/chat/completions",
+        Some("Bearer pk"),
+        STREAM_BODY,
+    )
+}
+
 #[test]
 fn streams_get_usage_forced_upstream_and_hidden_from_the_client() {
     for chunk in [1, 7, 64, 4096] {
-        let mut h = host(
-            "POST",
-            "/v1/chat/completions",
-            Some("Bearer pk"),
-            STREAM_BODY,
-        );
+        let mut h = stream_host();
         let mut s = forwarded(&mut h);
         let sent: serde_json::Value = serde_json::from_slice(&h.req_body).unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
@@ -88,12 +93,7 @@ fn a_client_that_asked_for_usage_gets_the_stream_untouched() {
 
 #[test]
 fn a_client_that_leaves_mid_stream_pays_for_what_it_received() {
-    let mut h = host(
-        "POST",
-        "/v1/chat/completions",
-        Some("Bearer pk"),
-        STREAM_BODY,
-    );
+    let mut h = stream_host();
     let mut s = forwarded(&mut h);
     // Three events pass ("", "Hello", " world"), then the client is gone.
     let third_event_end = SSE.match_indices("\n\n").nth(2).unwrap().0 + 2;
@@ -111,12 +111,7 @@ fn a_client_that_leaves_mid_stream_pays_for_what_it_received() {
 
 #[test]
 fn a_stream_cut_before_its_usage_bills_the_local_count() {
-    let mut h = host(
-        "POST",
-        "/v1/chat/completions",
-        Some("Bearer pk"),
-        STREAM_BODY,
-    );
+    let mut h = stream_host();
     let mut s = forwarded(&mut h);
     let cut = SSE.find("data: {\"choices\":[],").unwrap();
     stream_through(&mut s, &mut h, &SSE[..cut], 16, None);
@@ -148,12 +143,7 @@ fn provider_cuts_and_error_events_are_named_and_bill_what_streamed() {
         ("error", &with_error, None, SettleOutcome::ProviderError),
     ];
     for (name, body, reset, expected) in cases {
-        let mut h = host(
-            "POST",
-            "/v1/chat/completions",
-            Some("Bearer pk"),
-            STREAM_BODY,
-        );
+        let mut h = stream_host();
         let mut s = forwarded(&mut h);
         let stop = reset.map(|_| first_two / 16); // a reset: the end never comes
         stream_through(&mut s, &mut h, body, 16, stop);
@@ -172,12 +162,7 @@ fn provider_cuts_and_error_events_are_named_and_bill_what_streamed() {
         );
     }
     // A client that leaves is still `client_aborted` (Envoy names the downstream).
-    let mut h = host(
-        "POST",
-        "/v1/chat/completions",
-        Some("Bearer pk"),
-        STREAM_BODY,
-    );
+    let mut h = stream_host();
     let mut s = forwarded(&mut h);
     stream_through(&mut s, &mut h, SSE, 16, Some(3));
     h.code_details = Some("downstream_remote_disconnect".into());
@@ -209,12 +194,7 @@ fn a_clamped_allow_lowers_the_limit_and_says_so() {
 
 #[test]
 fn a_clamped_stream_keeps_its_forced_usage() {
-    let mut h = host(
-        "POST",
-        "/v1/chat/completions",
-        Some("Bearer pk"),
-        STREAM_BODY,
-    );
+    let mut h = stream_host();
     let mut s = up_to_callout(&mut h);
     let decision = r#"{"decision":"allow","hold_id":"hold-1","held_micros":100,"max_output_tokens":7,
         "route":{"provider":"mock","cluster":"mock","auth_header":"authorization","auth_value":"Bearer sk-up","upstream_model":null}}"#;

@@ -137,14 +137,30 @@ def chat_body(user: str | None = "", content: str = "Hello!", **extra) -> str:
 
 def secret_leaks(stack, secrets: list[str], replies: list[bytes]) -> list[tuple[str, str]]:
     """Where any of `secrets` appears: in the replies given (headers and body),
-    Envoy's and the sidecar's logs, or the database files. Empty means none."""
+    Envoy's and the sidecar's logs, the database files, or any text column of
+    the database. Empty means none."""
     stack.quiesce_envoy()
     places = {f"reply {i}": blob for i, blob in enumerate(replies)}
     for name in ("envoy", "ledger"):
         places[f"{name} log"] = (stack.state_dir / f"{name}.log").read_bytes()
     for path in stack.state_dir.glob("ledger.db*"):
         places[path.name] = path.read_bytes()
+    places.update(database_text(stack.state_dir / "ledger.db"))
     return [(s, where) for s in secrets for where, blob in places.items() if s.encode() in blob]
+
+
+def database_text(db: Path) -> dict[str, bytes]:
+    """Every text column of every table, one blob per table."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        out = {}
+        for t in tables:
+            rows = conn.execute(f'SELECT * FROM "{t}"').fetchall()
+            out[f"table {t}"] = "\n".join(str(v) for row in rows for v in row if isinstance(v, str)).encode()
+        return out
+    finally:
+        conn.close()
 
 
 @contextmanager
