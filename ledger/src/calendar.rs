@@ -53,6 +53,44 @@ pub fn format_utc(ms: i64) -> String {
     )
 }
 
+/// A point in time an operator types, in Unix seconds: Unix seconds
+/// (`1796083200`), a UTC date (`2026-12-01`) or date and time
+/// (`2026-12-01T12:30:00Z`), or a span back from `now_secs` (`36h`, `7d`).
+pub fn parse_since(text: &str, now_secs: i64) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return Some(secs);
+    }
+    for (suffix, unit) in [("h", 3600), ("d", 86_400)] {
+        if let Some(n) = text
+            .strip_suffix(suffix)
+            .and_then(|n| n.parse::<i64>().ok())
+        {
+            return now_secs.checked_sub(n.checked_mul(unit)?);
+        }
+    }
+    let (date, time) = match text.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z')?)),
+        None => (text, None),
+    };
+    let num = |s: &str| s.parse::<i64>().ok();
+    let mut ymd = date.splitn(3, '-').map(num);
+    let (y, m, d) = (ymd.next()??, ymd.next()??, ymd.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut seconds = 0;
+    if let Some(time) = time {
+        let mut hms = time.splitn(3, ':').map(num);
+        let (h, mi, s) = (hms.next()??, hms.next()??, hms.next().unwrap_or(Some(0))?);
+        if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..60).contains(&s) {
+            return None;
+        }
+        seconds = h * 3600 + mi * 60 + s;
+    }
+    Some(days_from_civil(y, m, d) * 86_400 + seconds)
+}
+
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -82,6 +120,26 @@ mod tests {
 
     // 2024-02-29T13:45:10.123Z
     const LEAP_DAY: i64 = 1_709_214_310_123;
+
+    #[test]
+    fn operators_can_type_a_time_several_ways() {
+        let now = 1_796_083_200; // 2026-12-01T00:00:00Z
+        assert_eq!(parse_since("1796083200", now), Some(now));
+        assert_eq!(parse_since("2026-12-01", now), Some(now));
+        assert_eq!(parse_since("2026-12-01T12:30:00Z", now), Some(now + 45_000));
+        assert_eq!(parse_since("2026-12-01T12:30Z", now), Some(now + 45_000));
+        assert_eq!(parse_since("36h", now), Some(now - 36 * 3600));
+        assert_eq!(parse_since("7d", now), Some(now - 7 * 86_400));
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-12-01T25:00:00Z",
+            "2026-12-01T12:00:00",
+        ] {
+            assert_eq!(parse_since(bad, now), None, "{bad}");
+        }
+    }
 
     #[test]
     fn windows_of_a_leap_day() {

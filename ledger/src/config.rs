@@ -19,6 +19,9 @@ pub struct Config {
     pub models: Vec<ModelSeed>,
     #[serde(default)]
     pub webhooks: Vec<WebhookSeed>,
+    /// The processor behind the top-up page; none: the page cannot take payments.
+    #[serde(default)]
+    pub payments: Option<crate::payments::config::PaymentsConfig>,
 }
 
 /// An endpoint that receives the outbox's events, signed with a secret.
@@ -79,9 +82,9 @@ pub struct ServerConfig {
     pub hold_expiry_policy: crate::money::holds::ExpiryPolicy,
     #[serde(default = "default_link_ttl")]
     pub topup_link_ttl_secs: u64,
-    /// Enables the development payment processor on the top-up page.
+    /// Replaced by `[payments] processor = "dev"`; kept only to say so.
     #[serde(default)]
-    pub dev_payments: bool,
+    pub dev_payments: Option<bool>,
     /// Environment variable holding the admin API token; unset disables the admin API.
     #[serde(default = "default_admin_env")]
     pub admin_token_env: String,
@@ -93,19 +96,28 @@ pub struct ServerConfig {
     pub webhook_retry_base_ms: u64,
 }
 
-impl ServerConfig {
-    /// The development processor credits whatever is typed into the top-up
+impl Config {
+    /// The development processor credits whatever is chosen on the top-up
     /// page: refuse it unless its links point at this machine only (or the
     /// operator insists with `TOLLGATE_ALLOW_DEV_PAYMENTS=1`).
     pub fn check_dev_payments(&self, allowed_anyway: bool) -> anyhow::Result<()> {
-        if !self.dev_payments || allowed_anyway || is_loopback_url(&self.public_url) {
+        anyhow::ensure!(
+            self.server.dev_payments.is_none(),
+            "`dev_payments` in [server] was replaced by a [payments] table: \
+             `processor = \"dev\"` for the development processor, `processor = \"stripe\"` for real payments"
+        );
+        let dev = self
+            .payments
+            .as_ref()
+            .is_some_and(|p| p.processor == crate::payments::config::ProcessorKind::Dev);
+        if !dev || allowed_anyway || is_loopback_url(&self.server.public_url) {
             return Ok(());
         }
         anyhow::bail!(
-            "refusing to start: `dev_payments = true` (the development payment processor, which \
-             credits any amount typed in) with `public_url = {:?}`, which is not a loopback address. \
-             Turn dev_payments off, or set TOLLGATE_ALLOW_DEV_PAYMENTS=1 if this is really a demo.",
-            self.public_url
+            "refusing to start: [payments] processor = \"dev\" (the development payment processor, which \
+             credits any amount chosen) with `public_url = {:?}`, which is not a loopback address. \
+             Use processor = \"stripe\", or set TOLLGATE_ALLOW_DEV_PAYMENTS=1 if this is really a demo.",
+            self.server.public_url
         )
     }
 }

@@ -15,12 +15,15 @@ pub enum LedgerError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Internal(String),
+    /// A service the ledger calls (Stripe) failed or could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl LedgerError {
-    /// True when the same call may succeed later (database hiccup).
+    /// True when the same call may succeed later (database or Stripe hiccup).
     pub fn is_transient(&self) -> bool {
-        matches!(self, LedgerError::Db(_))
+        matches!(self, LedgerError::Db(_) | LedgerError::Unavailable(_))
     }
 }
 

@@ -15,6 +15,9 @@ pub const MOVEMENT_BEFORE_COMMIT: &str = "movement.before_commit";
 /// After a deposit's or manual charge's commit, before the answer.
 pub const MOVEMENT_AFTER_COMMIT: &str = "movement.after_commit";
 
+/// Inside a Stripe event's transaction (event row and money), before its commit.
+pub const STRIPE_EVENT_BEFORE_COMMIT: &str = "stripe_event.before_commit";
+
 /// Whether this build can pause at all.
 pub const ENABLED: bool = cfg!(feature = "faults");
 

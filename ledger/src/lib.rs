@@ -15,6 +15,7 @@
 //! - [`catalog`]: paywalls, models and prices, providers and their keys.
 //! - [`access`]: paywall keys, links and consent, limits.
 //! - [`outbox`]: events and webhooks.
+//! - [`payments`]: the top-up page's processors (Stripe Checkout, development).
 //! - [`http`]: the internal, public and admin APIs and the end-user pages.
 //! - [`envoy_config`] writes Envoy YAML for the configured providers; it reads
 //!   the configuration only and never touches the books.
@@ -32,6 +33,7 @@ pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod outbox;
+pub mod payments;
 pub use tollgate_protocol::pricing;
 pub mod server;
 pub mod settings;

@@ -88,12 +88,30 @@ enum Command {
         #[arg(long, default_value = "tollgate")]
         vm_id: String,
     },
+    /// Payments: credit completed Stripe Checkout Sessions whose webhook never arrived.
+    Payments {
+        #[command(flatten)]
+        store: Store,
+        #[command(subcommand)]
+        op: PaymentsOp,
+    },
     /// Operator commands on the database (the same operations as the admin API).
     Admin {
         #[command(flatten)]
         store: Store,
         #[command(subcommand)]
         op: AdminOp,
+    },
+}
+
+#[derive(Subcommand)]
+enum PaymentsOp {
+    /// List the sessions Stripe completed since a time and credit those never
+    /// credited, exactly once (the webhook's own path). Prints one JSON line each.
+    Reconcile {
+        /// Unix seconds, a UTC date (2026-12-01), date and time (2026-12-01T12:00:00Z) or a span back (36h, 7d).
+        #[arg(long)]
+        since: String,
     },
 }
 
@@ -204,6 +222,43 @@ fn main() -> anyhow::Result<()> {
                 filter.as_ref(),
             )?;
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Payments {
+            store,
+            op: PaymentsOp::Reconcile { since },
+        } => {
+            init_logs(false);
+            let cfg = store.config()?;
+            let now = tollgate_ledger::calendar::now_ms() / 1000;
+            let since = tollgate_ledger::calendar::parse_since(&since, now).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--since {since:?}: not a time (try 2026-12-01, 36h or Unix seconds)"
+                )
+            })?;
+            let payments_cfg = cfg
+                .payments
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("the configuration has no [payments] table"))?;
+            let payments = tollgate_ledger::payments::Payments::from_config(payments_cfg)?;
+            let done = runtime(false)?.block_on(async {
+                let db = Db::connect(&cfg.server.database_url).await?;
+                Ok::<_, anyhow::Error>(
+                    tollgate_ledger::payments::reconcile::reconcile(&db, &payments, since).await?,
+                )
+            })?;
+            for r in &done {
+                println!(
+                    "{}",
+                    json!({"session": r.session, "paywall": r.paywall_id, "user": r.user_id,
+                           "amount": r.amount, "outcome": r.outcome})
+                );
+            }
+            let credited = done.iter().filter(|r| r.outcome == "credited").count();
+            eprintln!(
+                "{} session(s) of ours since {since}: {credited} credited now",
+                done.len()
+            );
             Ok(())
         }
         Command::Admin { store, op } => {

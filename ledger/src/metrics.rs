@@ -72,9 +72,9 @@ const FAMILIES: &[Family] = &[
     Family {
         name: HTTP_REQUESTS,
         kind: Kind::Counter,
-        help: "Requests the sidecar received, by the area of its path (internal, admin, public, pages, meta, other).",
+        help: "Requests the sidecar received, by the area of its path (internal, admin, public, pages, payments, meta, other).",
         labels: &["area"],
-        known: &[&["internal"], &["admin"], &["public"], &["pages"], &["meta"], &["other"]],
+        known: &[&["internal"], &["admin"], &["public"], &["pages"], &["payments"], &["meta"], &["other"]],
     },
     Family {
         name: DATABASE_ERRORS,
@@ -82,6 +82,20 @@ const FAMILIES: &[Family] = &[
         help: "Operations that failed on a database error, by operation.",
         labels: &["operation"],
         known: &[&["api"], &["sweep"], &["webhooks"]],
+    },
+    Family {
+        name: STRIPE_EVENTS,
+        kind: Kind::Counter,
+        help: "Stripe webhook events with a valid signature, by what they did (credited, pending, failed, refunded, already_applied, duplicate, ignored, error).",
+        labels: &["outcome"],
+        known: &[&["credited"], &["refunded"], &["duplicate"], &["ignored"], &["error"]],
+    },
+    Family {
+        name: STRIPE_SIGNATURES_REFUSED,
+        kind: Kind::Counter,
+        help: "Requests to /webhooks/stripe refused for their signature (missing, malformed, wrong or stale).",
+        labels: &[],
+        known: &[&[]],
     },
 ];
 
@@ -93,6 +107,8 @@ pub const BALANCES_DEPLETED: &str = "tollgate_ledger_balances_depleted_total";
 pub const HOLD_EXPIRIES: &str = "tollgate_ledger_hold_expiries_total";
 pub const DATABASE_ERRORS: &str = "tollgate_ledger_database_errors_total";
 pub const HTTP_REQUESTS: &str = "tollgate_ledger_http_requests_total";
+pub const STRIPE_EVENTS: &str = "tollgate_ledger_stripe_events_total";
+pub const STRIPE_SIGNATURES_REFUSED: &str = "tollgate_ledger_stripe_signatures_refused_total";
 
 /// Upper bounds (seconds) of the latency buckets: 1 ms to 5 s.
 const BUCKETS: &[f64] = &[

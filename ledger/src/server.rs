@@ -16,7 +16,11 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let allow_dev = std::env::var("TOLLGATE_ALLOW_DEV_PAYMENTS").is_ok_and(|v| v == "1");
-    cfg.server.check_dev_payments(allow_dev)?;
+    cfg.check_dev_payments(allow_dev)?;
+    let payments = match &cfg.payments {
+        Some(p) => Some(Arc::new(crate::payments::Payments::from_config(p)?)),
+        None => None,
+    };
     crate::metrics::init();
     let secret = std::env::var(&cfg.server.internal_secret_env).map_err(|_| {
         anyhow::anyhow!(
@@ -44,8 +48,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Some(id) => tracing::info!(master_key = id, "provider keys of paywalls (BYOK) enabled"),
         None => tracing::info!("no master key: paywalls cannot store provider keys (BYOK)"),
     }
+    match &payments {
+        Some(p) => {
+            tracing::info!(processor = p.name(), currency = %p.offer.currency.code, "top-up payments enabled")
+        }
+        None => tracing::info!("no [payments] table: top-up pages cannot take payments"),
+    }
     let settings = Settings {
         keyring: Arc::new(keyring),
+        payments,
         ..Settings::from_server(&cfg.server)
     };
     let state = Arc::new(AppState {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::catalog::master_key::Keyring;
 use crate::money::holds::ExpiryPolicy;
-use crate::money::payments::{DevProcessor, PaymentProcessor};
+use crate::payments::Payments;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -13,7 +13,7 @@ pub struct Settings {
     pub hold_ttl_ms: i64,
     pub topup_link_ttl_ms: i64,
     /// The processor behind the top-up page; None: top-up pages cannot take payments.
-    pub payments: Option<Arc<dyn PaymentProcessor>>,
+    pub payments: Option<Arc<Payments>>,
     pub hold_expiry: ExpiryPolicy,
     /// Least output (tokens per choice) worth clamping a request down to.
     pub output_floor: u32,
@@ -22,7 +22,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of `s`; the keyring starts empty (see `Keyring::from_env`).
+    /// The settings of `s`; the keyring starts empty (see `Keyring::from_env`)
+    /// and there is no payment processor (see `Payments::from_config`).
     pub fn from_server(s: &crate::config::ServerConfig) -> Self {
         let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         Settings {
@@ -31,9 +32,7 @@ impl Settings {
             topup_link_ttl_ms: ms(s.topup_link_ttl_secs),
             hold_expiry: s.hold_expiry_policy,
             output_floor: s.affordable_output_floor,
-            payments: s
-                .dev_payments
-                .then(|| Arc::new(DevProcessor) as Arc<dyn PaymentProcessor>),
+            payments: None,
             keyring: Arc::new(Keyring::default()),
         }
     }

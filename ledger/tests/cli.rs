@@ -214,7 +214,7 @@ async fn serve_refuses_dev_payments_on_a_public_url() {
     let config = dir.join("ledger.toml");
     std::fs::write(
         &config,
-        "[server]\ndev_payments = true\npublic_url = \"https://pay.example.com\"\n",
+        "[server]\npublic_url = \"https://pay.example.com\"\n[payments]\nprocessor = \"dev\"\n",
     )
     .unwrap();
     let serve = |allow: Option<&str>| {
@@ -246,7 +246,8 @@ async fn serve_refuses_dev_payments_on_a_public_url() {
         assert!(!out.status.success(), "{allow:?}: it started");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("dev_payments") && stderr.contains("TOLLGATE_ALLOW_DEV_PAYMENTS"),
+            stderr.contains("processor = \"dev\"")
+                && stderr.contains("TOLLGATE_ALLOW_DEV_PAYMENTS"),
             "{stderr}"
         );
     }
@@ -266,4 +267,13 @@ async fn serve_refuses_dev_payments_on_a_public_url() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // The old switch says where it went instead of being ignored.
+    std::fs::write(&config, "[server]\ndev_payments = true\n").unwrap();
+    let out = serve(Some("1")).0.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replaced by a [payments] table"),
+        "{stderr}"
+    );
 }

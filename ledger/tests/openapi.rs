@@ -33,6 +33,9 @@ const API: &[(&str, &str)] = &[
     ("post", "/pay/connect/{token}"),
     ("get", "/pay/topup/{token}"),
     ("post", "/pay/topup/{token}"),
+    ("get", "/pay/topup/{token}/success"),
+    ("get", "/pay/topup/{token}/cancel"),
+    ("post", "/webhooks/stripe"),
     ("get", "/admin/v1/paywalls"),
     ("post", "/admin/v1/paywalls"),
     ("patch", "/admin/v1/paywalls/{id}"),
@@ -203,6 +206,8 @@ fn every_operation_says_who_may_call_it_and_every_reference_resolves() {
             &["internalSecret"]
         } else if path.starts_with("/v1/") {
             &["paywallKey"]
+        } else if path.starts_with("/webhooks/") {
+            &["stripeSignature"]
         } else {
             &[]
         };
@@ -218,7 +223,12 @@ fn every_operation_says_who_may_call_it_and_every_reference_resolves() {
             "unresolved {target}"
         );
     }
-    for scheme in ["paywallKey", "adminToken", "internalSecret"] {
+    for scheme in [
+        "paywallKey",
+        "adminToken",
+        "internalSecret",
+        "stripeSignature",
+    ] {
         assert!(doc["components"]["securitySchemes"][scheme].is_object());
     }
 }

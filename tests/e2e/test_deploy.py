@@ -99,7 +99,7 @@ def mounted(service: dict, target: str) -> Path:
 
 
 def dev_processor_enabled(ledger_toml: Path) -> bool:
-    return re.search(r"^\s*dev_payments\s*=\s*true", ledger_toml.read_text(), re.M) is not None
+    return re.search(r'^\s*processor\s*=\s*"dev"', ledger_toml.read_text(), re.M) is not None
 
 
 @pytest.mark.parametrize("profile", [None, "postgres", "demo"])

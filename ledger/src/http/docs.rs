@@ -23,6 +23,7 @@ use tollgate_protocol::INTERNAL_SECRET_HEADER;
     tags(
         (name = "public", description = "Apps, server-side, with their paywall key"),
         (name = "pages", description = "End-user pages behind the links in assistant messages"),
+        (name = "payments", description = "Stripe's webhook events, signed with the endpoint's secret"),
         (name = "admin", description = "Operators, with the admin token"),
         (name = "internal", description = "The Envoy filter only; never routed from the public listener"),
         (name = "meta", description = "The sidecar's own port: health, metrics, this document")
@@ -48,6 +49,13 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "adminToken",
             bearer("The operator's admin token (TOLLGATE_ADMIN_TOKEN)."),
+        );
+        components.add_security_scheme(
+            "stripeSignature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Stripe-Signature",
+                "Stripe's HMAC-SHA256 signature of the event with the webhook endpoint's secret.",
+            ))),
         );
         components.add_security_scheme(
             "internalSecret",

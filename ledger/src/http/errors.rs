@@ -59,7 +59,7 @@ pub fn ledger_error_parts(e: LedgerError) -> (StatusCode, ApiError) {
             ApiError::new("permission_error", "user_not_connected", m),
         ),
         other => {
-            if other.is_transient() {
+            if matches!(other, LedgerError::Db(_)) {
                 metrics::count(metrics::DATABASE_ERRORS, &["api"]);
             }
             tracing::error!(error = %other, transient = other.is_transient(), "ledger operation failed");

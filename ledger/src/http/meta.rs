@@ -51,6 +51,7 @@ fn area(path: &str) -> &'static str {
         "admin" => "admin",
         "v1" => "public",
         "pay" => "pages",
+        "webhooks" => "payments",
         "metrics" | "openapi.json" | "healthz" => "meta",
         _ => "other",
     }

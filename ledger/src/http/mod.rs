@@ -1,6 +1,7 @@
 //! The sidecar's HTTP surface: the internal API the filter calls (secret
 //! required, never routed from the public listener), the public API apps call
-//! with their paywall key, the admin API, and the end-user pages behind links.
+//! with their paywall key, the admin API, the end-user pages behind links, and
+//! the Stripe webhook.
 //!
 //! Every route is registered through `utoipa_axum::routes!` from a handler's
 //! `#[utoipa::path]`: the router and the OpenAPI document served at
@@ -22,6 +23,8 @@ mod movements;
 mod pages;
 mod public;
 pub mod schemas;
+mod stripe_webhook;
+mod topup;
 
 use std::sync::Arc;
 
@@ -62,7 +65,10 @@ fn documented_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(public::connect))
         .routes(routes!(public::disconnect))
         .routes(routes!(pages::consent_page, pages::consent_accept))
-        .routes(routes!(pages::topup_page, pages::topup_pay))
+        .routes(routes!(topup::topup_page, topup::topup_pay))
+        .routes(routes!(topup::topup_success))
+        .routes(routes!(topup::topup_cancel))
+        .routes(routes!(stripe_webhook::stripe_webhook))
         .routes(routes!(admin::list_paywalls, admin::create_paywall))
         .routes(routes!(admin::update_paywall))
         .routes(routes!(admin::list_keys, admin::create_key))

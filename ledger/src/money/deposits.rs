@@ -9,6 +9,7 @@ use crate::access::links::{self, Link, LinkHolder};
 use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::money::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::money::owed;
 use crate::money::wallets;
 use crate::outbox::events;
 use crate::settings::Settings;
@@ -37,14 +38,42 @@ pub async fn deposit_in(
     memo: &str,
 ) -> LedgerResult<Balance> {
     let wallet = wallets::require_wallet(tx, paywall_id, user_id).await?;
+    let deposited = deposit_to(tx, &wallet, paywall_id, user_id, amount, memo).await?;
+    Ok(deposited.balance)
+}
+
+/// What a deposit did.
+#[derive(Debug, Clone)]
+pub struct Deposited {
+    pub transfer_id: String,
+    /// Taken back at once to pay what the user owed (see [`owed`]).
+    pub repaid: i64,
+    pub balance: Balance,
+}
+
+/// Credits `wallet` (already opened in `tx`), pays back anything owed from
+/// it, and records `balance.deposited`.
+pub async fn deposit_to(
+    tx: &mut Tx,
+    wallet: &str,
+    paywall_id: &str,
+    user_id: &str,
+    amount: i64,
+    memo: &str,
+) -> LedgerResult<Deposited> {
     book::ensure_account(tx, EXTERNAL_CASH, "external", None, None).await?;
     let meta = TransferMeta {
         paywall_id: Some(paywall_id),
         memo: Some(memo),
         ..Default::default()
     };
-    let transfer = book::post(tx, "deposit", EXTERNAL_CASH, &wallet, amount, &meta).await?;
-    let payload = json!({"amount": format_micros(amount), "transfer_id": transfer, "source": memo});
+    let transfer_id = book::post(tx, "deposit", EXTERNAL_CASH, wallet, amount, &meta).await?;
+    let repaid = owed::repay(tx, wallet, &meta).await?;
+    let mut payload =
+        json!({"amount": format_micros(amount), "transfer_id": transfer_id, "source": memo});
+    if repaid > 0 {
+        payload["repaid"] = json!(format_micros(repaid));
+    }
     events::record(
         tx,
         events::BALANCE_DEPOSITED,
@@ -54,7 +83,12 @@ pub async fn deposit_in(
         payload,
     )
     .await?;
-    book::balance_in(tx, &wallet).await
+    let balance = book::balance_in(tx, wallet).await?;
+    Ok(Deposited {
+        transfer_id,
+        repaid,
+        balance,
+    })
 }
 
 /// A top-up link for the user (see [`crate::access::links`]).

@@ -47,7 +47,7 @@ const CHECKS: &[(&str, &str)] = &[
         "account_sums_match_transfers",
         "SELECT a.id || ' posted debits ' || CAST(a.debits_posted AS TEXT) || ' but transfers say ' || CAST(COALESCE(t.d, 0) AS TEXT) AS detail
          FROM accounts a LEFT JOIN (
-             SELECT debit_account AS id, SUM(amount) AS d FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost')
+             SELECT debit_account AS id, SUM(amount) AS d FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost', 'refund', 'repay')
              GROUP BY debit_account) t ON t.id = a.id
          WHERE a.debits_posted <> COALESCE(t.d, 0)",
     ),
@@ -55,7 +55,7 @@ const CHECKS: &[(&str, &str)] = &[
         "account_credits_match_transfers",
         "SELECT a.id || ' posted credits ' || CAST(a.credits_posted AS TEXT) || ' but transfers say ' || CAST(COALESCE(t.c, 0) AS TEXT) AS detail
          FROM accounts a LEFT JOIN (
-             SELECT credit_account AS id, SUM(amount) AS c FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost')
+             SELECT credit_account AS id, SUM(amount) AS c FROM transfers WHERE kind IN ('deposit', 'post', 'charge', 'provider_cost', 'refund', 'repay')
              GROUP BY credit_account) t ON t.id = a.id
          WHERE a.credits_posted <> COALESCE(t.c, 0)",
     ),

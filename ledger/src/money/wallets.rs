@@ -73,6 +73,21 @@ pub async fn open_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> Ledger
     Ok(wallet)
 }
 
+/// The wallet a completed payment credits, created if needed: the user paid,
+/// so the money lands in the user's wallet even if a shared paywall's
+/// authorization was revoked between the link and the payment.
+pub async fn payment_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> LedgerResult<String> {
+    let (mode, _) = mode_and_connection(&mut **tx, paywall_id, user_id).await?;
+    let WalletFor::Ready(account) = decide(paywall_id, user_id, mode, true) else {
+        return Err(LedgerError::Internal(
+            "a connected user has a wallet".into(),
+        ));
+    };
+    let owner = (mode == PaywallMode::Isolated).then_some(paywall_id);
+    book::ensure_account(tx, &account, "wallet", owner, Some(user_id)).await?;
+    Ok(account)
+}
+
 /// Like [`open_wallet`], for callers that cannot ask for consent (deposits,
 /// manual charges): a shared paywall without the user's consent is refused.
 pub async fn require_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> LedgerResult<String> {

@@ -8,6 +8,8 @@ use tollgate_ledger::catalog;
 use tollgate_ledger::config::Config;
 use tollgate_ledger::db::Db;
 use tollgate_ledger::money::verify;
+use tollgate_ledger::payments::config::PaymentsConfig;
+use tollgate_ledger::payments::Payments;
 use tollgate_ledger::settings::Settings;
 
 pub const KEY: &str = "tg_test_key_0123456789abcdef";
@@ -62,6 +64,15 @@ pub fn config(output_per_m: &str) -> Config {
     Config::parse(&config_text(output_per_m)).unwrap()
 }
 
+/// The development processor with the demo's offer (5, 10, 20; 1 to 500 USD).
+pub fn dev_payments() -> Payments {
+    let cfg: PaymentsConfig = toml::from_str(
+        "processor = \"dev\"\namounts = [\"5.00\", \"10.00\", \"20.00\"]\nmin_amount = \"1.00\"\nmax_amount = \"500.00\"",
+    )
+    .unwrap();
+    Payments::from_config(&cfg).unwrap()
+}
+
 pub fn settings() -> Settings {
     Settings {
         public_url: "http://pay.test".into(),
@@ -69,9 +80,7 @@ pub fn settings() -> Settings {
         topup_link_ttl_ms: 3_600_000,
         hold_expiry: tollgate_ledger::money::holds::ExpiryPolicy::Void,
         output_floor: 16,
-        payments: Some(std::sync::Arc::new(
-            tollgate_ledger::money::payments::DevProcessor,
-        )),
+        payments: Some(std::sync::Arc::new(dev_payments())),
         keyring: std::sync::Arc::new(
             tollgate_ledger::catalog::master_key::Keyring::new(TEST_MASTER_KEY, "").unwrap(),
         ),

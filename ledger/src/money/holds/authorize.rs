@@ -20,6 +20,7 @@ use crate::db::Db;
 use crate::error::LedgerResult;
 use crate::money::book::{self, revenue_account, TransferMeta, Tx};
 use crate::money::deposits::create_topup_link;
+use crate::money::owed;
 use crate::money::wallets::{self, WalletFor};
 use crate::outbox::events;
 use crate::settings::Settings;
@@ -188,6 +189,11 @@ async fn place_hold(
             return consent_needed(db, settings, &c.paywall, req).await;
         }
     };
+    let owed = owed::owed_in(&mut tx, &wallet).await?;
+    if owed > 0 {
+        tx.rollback().await?;
+        return owed_topup(db, settings, &c.paywall, req, owed).await;
+    }
     book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
     let balance = book::balance_in(&mut tx, &wallet).await?;
     let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, balance.available)
@@ -535,18 +541,48 @@ async fn topup_needed(
     req: &AuthorizeRequest,
     needed: i64,
 ) -> LedgerResult<AuthorizeResponse> {
+    let message = format!(
+        "Your balance is too low for this request on {}. Add funds to continue, then send your message again:",
+        paywall.name
+    );
+    let payload = json!({"model": req.model, "needed": format_micros(needed), "reason": "insufficient_balance"});
+    topup_action(db, settings, paywall, req, payload, message).await
+}
+
+/// A refund left money owed: no request until a top-up has paid it back.
+async fn owed_topup(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    owed: i64,
+) -> LedgerResult<AuthorizeResponse> {
+    let message = format!(
+        "A refunded payment left {} owed on {}. Add funds to settle it and continue, then send your message again:",
+        format_micros(owed),
+        paywall.name
+    );
+    let payload = json!({"model": req.model, "owed": format_micros(owed), "reason": "amount_owed"});
+    topup_action(db, settings, paywall, req, payload, message).await
+}
+
+/// The top-up message with a fresh link, and its `request.blocked` event.
+async fn topup_action(
+    db: &Db,
+    settings: &Settings,
+    paywall: &Paywall,
+    req: &AuthorizeRequest,
+    payload: serde_json::Value,
+    message: String,
+) -> LedgerResult<AuthorizeResponse> {
     let mut tx = db.pool.begin().await?;
     let link = create_topup_link(&mut tx, settings, &paywall.id, &req.user).await?;
-    let payload = json!({"model": req.model, "needed": format_micros(needed), "reason": "insufficient_balance"});
     blocked(&mut tx, paywall, req, payload).await?;
     tx.commit().await?;
-    tracing::info!(request_id = %req.request_id, paywall = %paywall.id, "insufficient balance: top-up link issued");
+    tracing::info!(request_id = %req.request_id, paywall = %paywall.id, "top-up link issued");
     Ok(AuthorizeResponse::Action {
         action: Action::Topup,
-        message: format!(
-            "Your balance is too low for this request on {}. Add funds to continue, then send your message again:",
-            paywall.name
-        ),
+        message,
         link: link.url,
     })
 }

@@ -1,0 +1,53 @@
+//! Money a user owes: a refund larger than the wallet holds takes what the
+//! wallet has, and the rest is owed, booked on an account of its own
+//! (`owed:<wallet>`, kind `owed`) so that no wallet ever goes negative. The
+//! owed account's posted debits exceed its credits by what is owed. While
+//! anything is owed, authorize answers with the top-up message; the next
+//! deposit pays it back first (a `repay` transfer, wallet → owed account).
+
+use crate::error::LedgerResult;
+use crate::money::book::{self, TransferMeta, Tx, EXTERNAL_CASH};
+
+pub fn owed_account(wallet: &str) -> String {
+    format!("owed:{wallet}")
+}
+
+/// What the wallet's owner owes (zero when nothing).
+pub async fn owed_in(tx: &mut Tx, wallet: &str) -> LedgerResult<i64> {
+    let balance = book::balance_in(tx, &owed_account(wallet)).await?;
+    Ok((-balance.posted).max(0))
+}
+
+/// Records `amount` as owed: it left through a refund the wallet could not cover.
+pub async fn record(
+    tx: &mut Tx,
+    wallet: &str,
+    paywall_id: &str,
+    user_id: &str,
+    amount: i64,
+    meta: &TransferMeta<'_>,
+) -> LedgerResult<String> {
+    let account = owed_account(wallet);
+    book::ensure_account(tx, &account, "owed", Some(paywall_id), Some(user_id)).await?;
+    book::ensure_account(tx, EXTERNAL_CASH, "external", None, None).await?;
+    book::post(tx, "refund", &account, EXTERNAL_CASH, amount, meta).await
+}
+
+/// After money came into `wallet`: pays back what is owed, as far as the
+/// wallet's available balance goes. Returns the amount repaid.
+pub async fn repay(tx: &mut Tx, wallet: &str, meta: &TransferMeta<'_>) -> LedgerResult<i64> {
+    let owed = owed_in(tx, wallet).await?;
+    if owed == 0 {
+        return Ok(0);
+    }
+    let available = book::balance_in(tx, wallet).await?.available;
+    let pay = owed.min(available);
+    if pay <= 0 {
+        return Ok(0);
+    }
+    let account = owed_account(wallet);
+    match book::post_if_covered(tx, "repay", wallet, &account, pay, meta).await? {
+        Some(_) => Ok(pay),
+        None => Ok(0),
+    }
+}
