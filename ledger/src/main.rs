@@ -90,8 +90,6 @@ enum Command {
     },
     /// Payments: credit completed Stripe Checkout Sessions whose webhook never arrived.
     Payments {
-        #[command(flatten)]
-        store: Store,
         #[command(subcommand)]
         op: PaymentsOp,
     },
@@ -109,6 +107,8 @@ enum PaymentsOp {
     /// List the sessions Stripe completed since a time and credit those never
     /// credited, exactly once (the webhook's own path). Prints one JSON line each.
     Reconcile {
+        #[command(flatten)]
+        store: Store,
         /// Unix seconds, a UTC date (2026-12-01), date and time (2026-12-01T12:00:00Z) or a span back (36h, 7d).
         #[arg(long)]
         since: String,
@@ -225,8 +225,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Payments {
-            store,
-            op: PaymentsOp::Reconcile { since },
+            op: PaymentsOp::Reconcile { store, since },
         } => {
             init_logs(false);
             let cfg = store.config()?;
