@@ -316,6 +316,22 @@ class Stack:
             self.stop_one(name)
 
 
+def payments_processor(env: dict[str, str]) -> str:
+    """The demo ledger's processor (its TOLLGATE_PAYMENTS): Stripe when both
+    STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET are set, else the development one."""
+    return "stripe" if env.get("STRIPE_SECRET_KEY") and env.get("STRIPE_WEBHOOK_SECRET") else "dev"
+
+
+def payments_line(stack: Stack) -> str:
+    env = stack.env()
+    if env.get("TOLLGATE_PAYMENTS") == "stripe":
+        api = env.get("STRIPE_API_BASE") or "https://api.stripe.com"
+        return (f"Stripe Checkout (API {api}); point Stripe's webhook (or `stripe listen --forward-to`) at "
+                f"{stack.public_url}/webhooks/stripe")
+    return ("development processor: the top-up page credits the amount chosen, no money moves "
+            "(set STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET for Stripe Checkout)")
+
+
 def print_instructions(stack: Stack, demo_env: Path) -> None:
     key = stack.secrets.demo_key
     base = stack.base_url
@@ -327,6 +343,7 @@ Tollgate is running.
   Mock provider               http://127.0.0.1:{stack.ports.mock}
   Demo credentials            {demo_env}
   Admin API (sidecar only)    http://127.0.0.1:{stack.ports.ledger}/admin/v1  (token: TOLLGATE_ADMIN_TOKEN in {stack.state_dir / 'secrets.env'})
+  Payments                    {payments_line(stack)}
 
 Try it (a new user first gets a top-up link):
   curl -s {base}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\
@@ -351,6 +368,7 @@ Logs: {stack.state_dir}/*.log    Stop: Ctrl-C
 def run() -> int:
     state = Path(os.environ.get("TOLLGATE_STATE_DIR", ROOT / ".tollgate"))
     state.mkdir(parents=True, exist_ok=True)
+    os.environ["TOLLGATE_PAYMENTS"] = payments_processor(dict(os.environ))
     stack = Stack(state_dir=state, ports=Ports.from_env(), secrets=Secrets.load_or_create(state / "secrets.env"))
     stopping = False
 

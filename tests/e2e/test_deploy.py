@@ -102,26 +102,33 @@ def dev_processor_enabled(ledger_toml: Path) -> bool:
     return re.search(r'^\s*processor\s*=\s*"dev"', ledger_toml.read_text(), re.M) is not None
 
 
-@pytest.mark.parametrize("profile", [None, "postgres", "demo"])
+@pytest.mark.parametrize("profile", [None, "demo"])
 def test_docker_compose_file_is_valid(profile):
     services = compose_config(profile)["services"]
     assert services["envoy"]["image"] == f"envoyproxy/envoy:v{envoy_version()}", "pinned to the tested Envoy"
-    assert {"envoy", "ledger"} <= set(services)
+    assert {"envoy", "ledger", "postgres"} <= set(services)
     database = services["ledger"]["environment"]["TOLLGATE_DATABASE_URL"]
-    assert database.startswith("sqlite://"), "SQLite unless .env says otherwise"
+    assert database == "postgres://tollgate:replace-me@postgres:5432/tollgate", database
+    assert services["ledger"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "replace-me"
     mounts = " ".join(str(v) for v in services["envoy"]["volumes"])
     assert "tollgate_filter.wasm" in mounts and "deploy/compose/envoy.yaml" in mounts
     for name, service in services.items():
         if "build" in service:
             assert (ROOT / service["build"]["dockerfile"]).exists(), name
-    assert ("postgres" in services) == (profile == "postgres"), "PostgreSQL only with its profile"
 
 
-def test_the_default_compose_profile_has_no_development_processor():
+def test_the_default_compose_profile_is_production_shaped():
+    """PostgreSQL, Stripe, a real provider: no mock provider, no development processor."""
     services = compose_config(None)["services"]
-    assert set(services) == {"envoy", "ledger"}, "the demo (mock provider, dev processor) only with --profile demo"
-    assert not dev_processor_enabled(mounted(services["ledger"], "/etc/tollgate/ledger.toml"))
-    assert "mock" not in (DEPLOY / "compose" / "ledger.toml").read_text()
+    assert set(services) == {"envoy", "ledger", "postgres"}, "the demo only with --profile demo"
+    ledger_toml = mounted(services["ledger"], "/etc/tollgate/ledger.toml")
+    assert not dev_processor_enabled(ledger_toml)
+    text = ledger_toml.read_text()
+    assert re.search(r'^processor = "stripe"$', text, re.M) and "mock" not in text
+    env = services["ledger"]["environment"]
+    assert env["STRIPE_SECRET_KEY"].startswith("sk_") and env["STRIPE_WEBHOOK_SECRET"].startswith("whsec_")
+    assert env["OPENAI_API_KEY"] and env["TOLLGATE_PUBLIC_URL"].startswith("https://")
 
 
 def test_the_demo_profile_keeps_its_processor_on_this_machine():
@@ -138,10 +145,14 @@ def test_the_demo_profile_keeps_its_processor_on_this_machine():
 
 def test_docker_compose_refuses_a_missing_secret(tmp_path):
     env = tmp_path / "partial.env"
-    env.write_text("TOLLGATE_PAYWALL_KEY=k\nTOLLGATE_DEMO_KEY=x\nMOCK_PROVIDER_KEY=y\n")
-    out = subprocess.run([str(COMPOSE), "--project-directory", str(ROOT), "--env-file", str(env), "config"],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and "TOLLGATE_INTERNAL_SECRET" in out.stderr
+    full = dict(line.split("=", 1) for line in (DEPLOY / "compose" / "example.env").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+    for missing in ("TOLLGATE_INTERNAL_SECRET", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "POSTGRES_PASSWORD",
+                    "OPENAI_API_KEY", "TOLLGATE_PUBLIC_URL"):
+        env.write_text("".join(f"{k}={v}\n" for k, v in full.items() if k != missing))
+        out = subprocess.run([str(COMPOSE), "--project-directory", str(ROOT), "--env-file", str(env), "config"],
+                             capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode != 0 and missing in out.stderr, (missing, out.stderr)
 
 
 def envoy_version() -> str:

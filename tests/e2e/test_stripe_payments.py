@@ -23,7 +23,7 @@ import pytest
 import stripe
 
 from helpers import call, chat_body, secret_leaks
-from stack import ROOT, Ports, Stack, binary
+from stack import ROOT, Ports, Stack, binary, payments_processor
 
 sys.path.insert(0, str(ROOT / "tests" / "fakes"))
 import stripe_fake  # noqa: E402
@@ -40,8 +40,10 @@ def paying():
     fake = stripe_fake.Fake(SECRET_KEY, WEBHOOK_SECRET, f"http://127.0.0.1:{ports.public}/webhooks/stripe")
     server = stripe_fake.serve(fake)
     saved = dict(os.environ)
-    os.environ.update({"TOLLGATE_PAYMENTS": "stripe", "STRIPE_SECRET_KEY": SECRET_KEY,
-                       "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": fake.base_url})
+    os.environ.update({"STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                       "STRIPE_API_BASE": fake.base_url})
+    os.environ["TOLLGATE_PAYMENTS"] = payments_processor(dict(os.environ))  # as `make run` decides
+    assert os.environ["TOLLGATE_PAYMENTS"] == "stripe"
     with tempfile.TemporaryDirectory(prefix="tollgate-stripe-") as tmp:
         s = Stack(state_dir=Path(tmp), ports=ports)
         try:
