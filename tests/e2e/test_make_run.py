@@ -22,22 +22,31 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def launch(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`stack.py run` started, and what it printed up to its instructions' last line."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "stack.py"), "run"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = ""
+    deadline = time.monotonic() + 60
+    while "Stop: Ctrl-C" not in output:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"launcher exited early:\n{output}")
+        output += line
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(output)
+    return proc, output
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_run_starts_serves_and_stops_cleanly(tmp_path, stop_signal):
     ports = Ports.free()
     env = dict(os.environ, TOLLGATE_STATE_DIR=str(tmp_path), TOLLGATE_PORT=str(ports.public),
                ENVOY_ADMIN_PORT=str(ports.admin), TOLLGATE_LEDGER_PORT=str(ports.ledger),
                MOCK_PROVIDER_PORT=str(ports.mock))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "stack.py"), "run"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, output = launch(env)
     try:
-        output = ""
-        deadline = time.monotonic() + 60
-        while "Stop: Ctrl-C" not in output:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"launcher exited early:\n{output}"
-            output += line
-            assert time.monotonic() < deadline, output
         demo = dict(l.split("=", 1) for l in (tmp_path / "demo.env").read_text().splitlines())
         assert demo["TOLLGATE_BASE_URL"] == f"http://127.0.0.1:{ports.public}/v1"
         key = demo["TOLLGATE_API_KEY"]
@@ -82,16 +91,8 @@ def test_run_uses_stripe_when_its_keys_are_set(tmp_path):
                ENVOY_ADMIN_PORT=str(ports.admin), TOLLGATE_LEDGER_PORT=str(ports.ledger),
                MOCK_PROVIDER_PORT=str(ports.mock), STRIPE_SECRET_KEY=fake.secret_key,
                STRIPE_WEBHOOK_SECRET=fake.webhook_secret, STRIPE_API_BASE=fake.base_url)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "stack.py"), "run"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc, output = launch(env)
     try:
-        output = ""
-        deadline = time.monotonic() + 60
-        while "Stop: Ctrl-C" not in output:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, f"launcher exited early:\n{output}"
-            output += line
-            assert time.monotonic() < deadline, output
         assert f"Payments                    Stripe Checkout (API {fake.base_url})" in output, output
         assert f"http://127.0.0.1:{ports.public}/webhooks/stripe" in output
         assert fake.secret_key not in output and fake.webhook_secret not in output

@@ -132,19 +132,9 @@ pub async fn credit(
     }
     let currency = session.currency.clone().unwrap_or_default();
     if currency != offer.currency.code {
-        upsert(tx, session, &payer, state::WRONG_CURRENCY).await?;
-        set_state(tx, &session.id, state::WRONG_CURRENCY).await?;
         let payload = json!({"session": session.id, "reason": "wrong_currency", "currency": currency,
                              "expected": offer.currency.code, "source": source});
-        events::record(
-            tx,
-            events::PAYMENT_FAILED,
-            None,
-            &payer.paywall_id,
-            &payer.user_id,
-            payload,
-        )
-        .await?;
+        not_credited(tx, session, &payer, state::WRONG_CURRENCY, payload).await?;
         return Ok(Credit::WrongCurrency(currency));
     }
     let minor = session.amount_total.unwrap_or(0);
@@ -221,10 +211,22 @@ pub async fn fail(tx: &mut Tx, session: &Session, source: &str) -> LedgerResult<
     let Some(payer) = session.payer() else {
         return Ok(false);
     };
-    upsert(tx, session, &payer, state::FAILED).await?;
-    set_state(tx, &session.id, state::FAILED).await?;
     let payload =
         json!({"session": session.id, "reason": "async_payment_failed", "source": source});
+    not_credited(tx, session, &payer, state::FAILED, payload).await?;
+    Ok(true)
+}
+
+/// A session that will not be credited: its state, and `payment.failed` saying why.
+async fn not_credited(
+    tx: &mut Tx,
+    session: &Session,
+    payer: &Payer,
+    state: &str,
+    payload: serde_json::Value,
+) -> LedgerResult<()> {
+    upsert(tx, session, payer, state).await?;
+    set_state(tx, &session.id, state).await?;
     events::record(
         tx,
         events::PAYMENT_FAILED,
@@ -233,8 +235,7 @@ pub async fn fail(tx: &mut Tx, session: &Session, source: &str) -> LedgerResult<
         &payer.user_id,
         payload,
     )
-    .await?;
-    Ok(true)
+    .await
 }
 
 /// What a refund did.
