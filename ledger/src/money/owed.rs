@@ -6,7 +6,7 @@
 //! deposit pays it back first (a `repay` transfer, wallet → owed account).
 
 use crate::error::LedgerResult;
-use crate::money::book::{self, TransferMeta, Tx, EXTERNAL_CASH};
+use crate::money::book::{self, Balance, TransferMeta, Tx, EXTERNAL_CASH};
 
 pub fn owed_account(wallet: &str) -> String {
     format!("owed:{wallet}")
@@ -16,6 +16,32 @@ pub fn owed_account(wallet: &str) -> String {
 pub async fn owed_in(tx: &mut Tx, wallet: &str) -> LedgerResult<i64> {
     let balance = book::balance_in(tx, &owed_account(wallet)).await?;
     Ok((-balance.posted).max(0))
+}
+
+/// The wallet's balance and what its owner owes, in one query.
+pub async fn balance_and_owed(tx: &mut Tx, wallet: &str) -> LedgerResult<(Balance, i64)> {
+    let owed_id = owed_account(wallet);
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, debits_pending, debits_posted, credits_posted FROM accounts WHERE id IN ($1, $2)",
+    )
+    .bind(wallet)
+    .bind(&owed_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (mut balance, mut owed) = (Balance::default(), 0);
+    for (id, debits_pending, debits_posted, credits_posted) in rows {
+        let posted = credits_posted - debits_posted;
+        if id == owed_id {
+            owed = (-posted).max(0);
+        } else {
+            balance = Balance {
+                posted,
+                held: debits_pending,
+                available: posted - debits_pending,
+            };
+        }
+    }
+    Ok((balance, owed))
 }
 
 /// Records `amount` as owed: it left through a refund the wallet could not cover.

@@ -189,13 +189,13 @@ async fn place_hold(
             return consent_needed(db, settings, &c.paywall, req).await;
         }
     };
-    let owed = owed::owed_in(&mut tx, &wallet).await?;
+    book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
+    // One read for both: the hot path gains no round trip for the rare owed account.
+    let (balance, owed) = owed::balance_and_owed(&mut tx, &wallet).await?;
     if owed > 0 {
         tx.rollback().await?;
         return owed_topup(db, settings, &c.paywall, req, owed).await;
     }
-    book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
-    let balance = book::balance_in(&mut tx, &wallet).await?;
     let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, balance.available)
     else {
         tx.rollback().await?;
