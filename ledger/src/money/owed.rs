@@ -12,12 +12,6 @@ pub fn owed_account(wallet: &str) -> String {
     format!("owed:{wallet}")
 }
 
-/// What the wallet's owner owes (zero when nothing).
-pub async fn owed_in(tx: &mut Tx, wallet: &str) -> LedgerResult<i64> {
-    let balance = book::balance_in(tx, &owed_account(wallet)).await?;
-    Ok((-balance.posted).max(0))
-}
-
 /// The wallet's balance and what its owner owes, in one query.
 pub async fn balance_and_owed(tx: &mut Tx, wallet: &str) -> LedgerResult<(Balance, i64)> {
     let owed_id = owed_account(wallet);
@@ -62,12 +56,8 @@ pub async fn record(
 /// After money came into `wallet`: pays back what is owed, as far as the
 /// wallet's available balance goes. Returns the amount repaid.
 pub async fn repay(tx: &mut Tx, wallet: &str, meta: &TransferMeta<'_>) -> LedgerResult<i64> {
-    let owed = owed_in(tx, wallet).await?;
-    if owed == 0 {
-        return Ok(0);
-    }
-    let available = book::balance_in(tx, wallet).await?.available;
-    let pay = owed.min(available);
+    let (balance, owed) = balance_and_owed(tx, wallet).await?;
+    let pay = owed.min(balance.available);
     if pay <= 0 {
         return Ok(0);
     }
