@@ -42,7 +42,9 @@ def guarded():
 # --- Trust boundary ---------------------------------------------------------
 
 TARGETS = ["/internal/v1/authorize", "/internal/v1/settle", "/admin/v1/paywalls", "/admin/v1/providers",
-           "/metrics", "/openapi.json", "/healthz", "/console/", "/console/paywalls"]
+           "/metrics", "/openapi.json", "/healthz", "/console/", "/console/paywalls",
+           # Only /webhooks/stripe itself is public; nothing beside or below it.
+           "/webhooks/stripe/replay", "/webhooks/other"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
 
 
@@ -57,6 +59,7 @@ def spellings(target: str) -> list[str]:
         f"/%{ord(rest[0]):02x}{rest[1:]}", f"/%{ord(rest[0]):02X}{rest[1:]}",
         "/v1/user/..%2f..%2f" + rest, "/v1/user/..%2F..%2F" + rest, "/v1/user/..%5c..%5c" + rest,
         "/v1/user/../../" + rest, "/v1/user/%2e%2e/%2e%2e/" + rest, "/pay/../" + rest,
+        "/webhooks/stripe/../../" + rest, "/webhooks/stripe/%2e%2e/%2e%2e/" + rest,
         "/v1/models/../../" + rest,
         target.upper(), "/" + first.capitalize() + ("/" + tail if tail else ""),
         target + "?x=1", target + "#frag",
@@ -85,7 +88,7 @@ def probe(port: int, method: str, path: str) -> int:
 
 def test_no_spelling_of_a_private_path_reaches_the_sidecar(guarded):
     before = sidecar_counts(guarded)
-    assert set(before) >= {"internal", "admin", "public", "pages", "meta", "other"}, before
+    assert set(before) >= {"internal", "admin", "public", "pages", "payments", "meta", "other"}, before
     answered = {}
     for target in TARGETS:
         for path in spellings(target):
