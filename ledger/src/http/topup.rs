@@ -166,8 +166,11 @@ pub async fn topup_pay(
                 Ok(None) => return invalid_link(),
                 Err(_) => return unavailable(),
             };
-            if let Err(page) = balance_of(&state, &holder).await {
-                return page;
+            // A shared paywall the user has not authorized cannot be paid for yet.
+            match wallets::wallet_for(&state.db, &holder.paywall_id, &holder.user_id).await {
+                Ok(WalletFor::Ready(_)) => {}
+                Ok(WalletFor::NeedsConsent) => return not_connected(&holder.paywall_name),
+                Err(_) => return unavailable(),
             }
             let url = state.settings.public_url.as_str();
             match start::start(&state.db, payments, stripe, url, &token, &holder, amount).await {

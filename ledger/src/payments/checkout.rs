@@ -291,13 +291,7 @@ pub async fn refund(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
-        let known: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM checkout_sessions WHERE payment_intent = $1 AND credited_at IS NOT NULL",
-        )
-        .bind(intent)
-        .fetch_optional(&mut **tx)
-        .await?;
-        return Ok(match known {
+        return Ok(match credited_session(&mut **tx, intent).await? {
             Some(_) => Refund::AlreadyRefunded,
             None => Refund::Unmatched,
         });
@@ -358,6 +352,19 @@ pub async fn refund(
         from_wallet,
         owed: rest,
     })
+}
+
+/// The credited session whose payment is `intent`, if any.
+pub async fn credited_session<'e, E>(executor: E, intent: &str) -> LedgerResult<Option<String>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM checkout_sessions WHERE payment_intent = $1 AND credited_at IS NOT NULL",
+    )
+    .bind(intent)
+    .fetch_optional(executor)
+    .await?)
 }
 
 /// A session as the success page shows it.

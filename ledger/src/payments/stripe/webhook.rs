@@ -163,13 +163,10 @@ async fn credit_before_refund(
     let Some(intent) = &charge.payment_intent else {
         return Ok(());
     };
-    let known: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM checkout_sessions WHERE payment_intent = $1 AND credited_at IS NOT NULL",
-    )
-    .bind(intent)
-    .fetch_optional(&db.pool)
-    .await?;
-    if known.is_some() {
+    if checkout::credited_session(&db.pool, intent)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let query = vec![("payment_intent".to_string(), intent.clone())];
