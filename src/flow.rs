@@ -390,7 +390,8 @@ impl PaywallStream {
             } else {
                 Vec::new()
             };
-            if let Some(replacement) = f.reader.feed(&chunk, end_of_stream) {
+            let counter = self.tokenizers.counter(&f.model);
+            if let Some(replacement) = f.reader.feed(&chunk, end_of_stream, counter) {
                 host.replace_response_body(body_size, &replacement);
             }
             if end_of_stream {
@@ -428,9 +429,7 @@ impl PaywallStream {
         }
         let status = f.status.unwrap_or(0);
         let provider_ok = (200..300).contains(&status);
-        let reading = f
-            .reader
-            .reading(|text| self.tokenizers.count_text(&f.model, text));
+        let reading = f.reader.reading(self.tokenizers.counter(&f.model));
         let local_completion = reading.local_completion_tokens;
         self.observations.push(Observation::Tokens {
             prompt: u64::from(f.prompt_tokens),

@@ -16,6 +16,7 @@
     )
 )]
 
+pub mod bpe;
 pub mod chat_request;
 pub mod config;
 pub mod flow;
@@ -25,6 +26,7 @@ pub mod provider_attempt;
 pub mod replies;
 pub mod request_identity;
 pub mod response_reader;
+pub mod running_count;
 pub mod settlement_queue;
 pub mod sidecar;
 pub mod sse;

@@ -10,14 +10,14 @@ use tollgate_protocol::Usage;
 
 use crate::sse::SseParser;
 use crate::stream_meter::{EventKind, StreamMeter};
+use crate::tokens::TextCounter;
 use crate::usage::read_json_response;
 
 /// Upper bound on a JSON response kept for usage extraction; bytes past it
 /// are forwarded but not inspected (usage then falls back to the local count).
 const MAX_CAPTURED_JSON: usize = 8 * 1024 * 1024;
-/// Upper bound on one SSE event and on the generated text kept per stream.
+/// Upper bound on one SSE event (the meter keeps no more than that per choice).
 const MAX_EVENT_BYTES: usize = 1024 * 1024;
-const MAX_STREAM_TEXT: usize = 8 * 1024 * 1024;
 
 /// What a finished (or interrupted) response told us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,16 +60,22 @@ impl ResponseReader {
     pub fn sse(hide_usage: bool) -> Self {
         ResponseReader::Sse(Box::new(SseReader {
             parser: SseParser::new(MAX_EVENT_BYTES),
-            meter: StreamMeter::new(MAX_STREAM_TEXT),
+            meter: StreamMeter::new(),
             hide_usage,
             held: Vec::new(),
             held_start: 0,
         }))
     }
 
-    /// Takes the next chunk. Returns the bytes to forward instead of the
-    /// chunk when they differ from it.
-    pub fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+    /// Takes the next chunk (a stream's text is counted with `counter` as it
+    /// comes). Returns the bytes to forward instead of the chunk when they
+    /// differ from it.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        counter: &dyn TextCounter,
+    ) -> Option<Vec<u8>> {
         match self {
             ResponseReader::Json { captured, overflow } => {
                 if !*overflow {
@@ -82,25 +88,25 @@ impl ResponseReader {
                 }
                 None
             }
-            ResponseReader::Sse(r) => r.feed(chunk, end_of_stream),
+            ResponseReader::Sse(r) => r.feed(chunk, end_of_stream, counter),
         }
     }
 
-    pub fn reading(&self, count: impl Fn(&str) -> usize) -> Reading {
+    pub fn reading(&self, counter: &dyn TextCounter) -> Reading {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         match self {
             ResponseReader::Json { captured, .. } => {
                 let r = read_json_response(captured);
                 Reading {
                     provider_usage: r.provider_usage,
-                    local_completion_tokens: clamp(count(&r.completion_text)),
+                    local_completion_tokens: clamp(counter.count(&r.completion_text)),
                     ended_properly: true,
                     error: None,
                 }
             }
             ResponseReader::Sse(r) => Reading {
                 provider_usage: r.meter.provider_usage(),
-                local_completion_tokens: clamp(r.meter.local_completion_tokens(count)),
+                local_completion_tokens: clamp(r.meter.local_completion_tokens(counter)),
                 ended_properly: r.meter.ended_properly(),
                 error: r.meter.error().map(str::to_string),
             },
@@ -109,11 +115,16 @@ impl ResponseReader {
 }
 
 impl SseReader {
-    fn feed(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        end_of_stream: bool,
+        counter: &dyn TextCounter,
+    ) -> Option<Vec<u8>> {
         let chunk_start = self.parser.offset();
         let mut drops = Vec::new();
         for event in self.parser.push(chunk) {
-            if self.meter.observe(&event) == EventKind::UsageOnly && self.hide_usage {
+            if self.meter.observe(&event, counter) == EventKind::UsageOnly && self.hide_usage {
                 drops.push((event.start, event.end));
             }
         }
@@ -155,6 +166,7 @@ impl SseReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokens::ByteCounter;
 
     const STREAM: &str = concat!(
         "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
@@ -167,7 +179,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
-            match reader.feed(c, last) {
+            match reader.feed(c, last, &ByteCounter) {
                 Some(replacement) => out.extend(replacement),
                 None => out.extend_from_slice(c),
             }
@@ -194,7 +206,7 @@ mod tests {
                     without_usage(),
                     "split {i}/{j}"
                 );
-                let reading = r.reading(|t| t.len());
+                let reading = r.reading(&ByteCounter);
                 assert_eq!(reading.provider_usage.map(|u| u.completion_tokens), Some(1));
                 assert!(reading.ended_properly);
                 assert_eq!(reading.local_completion_tokens, 2);
@@ -207,9 +219,9 @@ mod tests {
         let mut r = ResponseReader::sse(false);
         let bytes = STREAM.as_bytes();
         for c in bytes.chunks(7) {
-            assert_eq!(r.feed(c, false), None);
+            assert_eq!(r.feed(c, false, &ByteCounter), None);
         }
-        assert!(r.reading(|t| t.len()).ended_properly);
+        assert!(r.reading(&ByteCounter).ended_properly);
     }
 
     #[test]
@@ -223,7 +235,7 @@ mod tests {
             String::from_utf8_lossy(&out),
             "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\ndata: {\"cho"
         );
-        assert!(!r.reading(|t| t.len()).ended_properly);
+        assert!(!r.reading(&ByteCounter).ended_properly);
     }
 
     #[test]
@@ -231,9 +243,9 @@ mod tests {
         let mut r = ResponseReader::json();
         let body = br#"{"choices":[{"message":{"content":"abc"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
         for c in body.chunks(5) {
-            assert_eq!(r.feed(c, false), None);
+            assert_eq!(r.feed(c, false, &ByteCounter), None);
         }
-        let reading = r.reading(|t| t.len());
+        let reading = r.reading(&ByteCounter);
         assert_eq!(reading.provider_usage.map(|u| u.completion_tokens), Some(2));
         assert_eq!(reading.local_completion_tokens, 3);
     }

@@ -2,16 +2,23 @@
 //! of every choice (content, refusals, tool-call names and arguments), the
 //! provider's usage when it comes (the last one wins: some providers repeat
 //! a cumulative usage on every chunk), finish reasons, `[DONE]`, and
-//! mid-stream errors. Only the extracted text is kept (bounded), never the
-//! raw stream.
+//! mid-stream errors. The text is counted as it arrives (`running_count`):
+//! only each choice's last pieces are kept, never the stream.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tollgate_protocol::Usage;
 
+use crate::running_count::RunningCount;
 use crate::sse::SseEvent;
+use crate::tokens::TextCounter;
 use crate::usage::{parse_usage, push_choice_text};
+
+/// Choices counted one by one (OpenAI's `n` is at most 128); text of choices
+/// past that is counted delta by delta (a slight over-count), so a provider
+/// inventing choice indices cannot make the meter grow without bound.
+const MAX_CHOICES: usize = 128;
 
 /// What an event was, for the caller deciding what to forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +36,9 @@ pub enum EventKind {
 
 #[derive(Debug, Default)]
 pub struct StreamMeter {
-    texts: BTreeMap<u64, String>,
-    text_bytes: usize,
-    max_text_bytes: usize,
-    truncated: bool,
+    choices: BTreeMap<u64, RunningCount>,
+    /// Tokens of the deltas of choices past `MAX_CHOICES`.
+    uncounted_choices: usize,
     provider_usage: Option<Usage>,
     done: bool,
     /// A choice carried a `finish_reason`.
@@ -41,14 +47,11 @@ pub struct StreamMeter {
 }
 
 impl StreamMeter {
-    pub fn new(max_text_bytes: usize) -> Self {
-        StreamMeter {
-            max_text_bytes,
-            ..Default::default()
-        }
+    pub fn new() -> Self {
+        StreamMeter::default()
     }
 
-    pub fn observe(&mut self, event: &SseEvent) -> EventKind {
+    pub fn observe(&mut self, event: &SseEvent, counter: &dyn TextCounter) -> EventKind {
         if event.is_done() {
             self.done = true;
             return EventKind::Done;
@@ -75,7 +78,7 @@ impl StreamMeter {
             if let Some(delta) = choice.get("delta") {
                 let mut piece = String::new();
                 push_choice_text(&mut piece, delta);
-                self.append(index, &piece);
+                self.append(index, &piece, counter);
             }
         }
         let has_error = v.get("error").is_some_and(|e| !e.is_null());
@@ -89,16 +92,15 @@ impl StreamMeter {
         }
     }
 
-    fn append(&mut self, index: u64, piece: &str) {
+    fn append(&mut self, index: u64, piece: &str, counter: &dyn TextCounter) {
         if piece.is_empty() {
             return;
         }
-        if self.text_bytes + piece.len() > self.max_text_bytes {
-            self.truncated = true;
+        if self.choices.len() >= MAX_CHOICES && !self.choices.contains_key(&index) {
+            self.uncounted_choices += counter.count(piece);
             return;
         }
-        self.text_bytes += piece.len();
-        self.texts.entry(index).or_default().push_str(piece);
+        self.choices.entry(index).or_default().push(piece, counter);
     }
 
     /// The provider's usage, if any chunk carried one.
@@ -119,34 +121,42 @@ impl StreamMeter {
         self.error.as_deref()
     }
 
-    /// True when text was dropped for exceeding the bound (the count is then a floor).
-    pub fn truncated(&self) -> bool {
-        self.truncated
+    /// Completion tokens counted locally: each choice's text as if tokenized
+    /// whole (tokenizing deltas one by one would over-count at their seams).
+    pub fn local_completion_tokens(&self, counter: &dyn TextCounter) -> usize {
+        let counted: usize = self.choices.values().map(|c| c.total(counter)).sum();
+        counted + self.uncounted_choices
     }
 
-    /// The generated text of each choice, by choice index.
-    pub fn texts(&self) -> &BTreeMap<u64, String> {
-        &self.texts
-    }
-
-    /// Completion tokens counted locally: each choice's text tokenized whole
-    /// (tokenizing deltas one by one would over-count at their seams).
-    pub fn local_completion_tokens(&self, count: impl Fn(&str) -> usize) -> usize {
-        self.texts.values().map(|t| count(t)).sum()
+    /// Completion tokens counted so far, per choice index.
+    pub fn tokens_per_choice(&self, counter: &dyn TextCounter) -> Vec<(u64, usize)> {
+        self.choices
+            .iter()
+            .map(|(i, c)| (*i, c.total(counter)))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::OnceLock;
+
     use super::*;
+    use crate::bpe::{Encoding, EncodingName};
     use crate::sse::SseParser;
+    use crate::tokens::ByteCounter;
+
+    fn o200k() -> &'static Encoding {
+        static E: OnceLock<Encoding> = OnceLock::new();
+        E.get_or_init(|| Encoding::load(EncodingName::O200kBase).unwrap())
+    }
 
     fn meter(stream: &str) -> (StreamMeter, Vec<EventKind>) {
-        let mut m = StreamMeter::new(1 << 20);
+        let mut m = StreamMeter::new();
         let kinds = SseParser::new(1 << 20)
             .push(stream.as_bytes())
             .iter()
-            .map(|e| m.observe(e))
+            .map(|e| m.observe(e, o200k()))
             .collect();
         (m, kinds)
     }
@@ -170,12 +180,12 @@ mod tests {
                 EventKind::Done
             ]
         );
-        assert_eq!(m.texts().get(&0).map(String::as_str), Some("Hello"));
-        assert_eq!(m.texts().get(&1).map(String::as_str), Some("Bye"));
+        // "Hel" + "lo" counts as "Hello" (one token), not as two deltas.
+        assert_eq!(m.tokens_per_choice(o200k()), [(0, 1), (1, 1)]);
         assert_eq!(m.provider_usage().map(|u| u.completion_tokens), Some(3));
         assert!(m.saw_done());
         assert!(m.ended_properly());
-        assert_eq!(m.local_completion_tokens(|t| t.len()), 8);
+        assert_eq!(m.local_completion_tokens(&ByteCounter), 8);
     }
 
     #[test]
@@ -185,8 +195,8 @@ mod tests {
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}\n\n",
             "data: {\"choices\":[{\"index\":1,\"delta\":{\"refusal\":\"No.\"}}]}\n\n",
         ));
-        assert_eq!(m.texts().get(&0).map(String::as_str), Some("f{\"a\":1}"));
-        assert_eq!(m.texts().get(&1).map(String::as_str), Some("No."));
+        let f_args = o200k().count("f{\"a\":1}");
+        assert_eq!(m.tokens_per_choice(o200k()), [(0, f_args), (1, 2)]);
         assert!(!m.saw_done());
         assert!(!m.ended_properly(), "no finish reason, no [DONE]: cut");
         assert_eq!(m.provider_usage(), None);
@@ -210,17 +220,18 @@ mod tests {
     }
 
     #[test]
-    fn text_is_bounded() {
-        let mut m = StreamMeter::new(4);
-        let e = |s: &str| SseEvent {
+    fn invented_choice_indices_do_not_grow_the_meter() {
+        let mut m = StreamMeter::new();
+        let e = |i: usize| SseEvent {
             event: None,
-            data: format!("{{\"choices\":[{{\"delta\":{{\"content\":\"{s}\"}}}}]}}"),
+            data: format!("{{\"choices\":[{{\"index\":{i},\"delta\":{{\"content\":\"abc\"}}}}]}}"),
             start: 0,
             end: 0,
         };
-        m.observe(&e("abc"));
-        m.observe(&e("defg"));
-        assert_eq!(m.texts().get(&0).map(String::as_str), Some("abc"));
-        assert!(m.truncated());
+        for i in 0..10_000 {
+            m.observe(&e(i), &ByteCounter);
+        }
+        assert_eq!(m.tokens_per_choice(&ByteCounter).len(), MAX_CHOICES);
+        assert_eq!(m.local_completion_tokens(&ByteCounter), 30_000);
     }
 }

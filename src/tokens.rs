@@ -1,26 +1,12 @@
-//! Token counting with tiktoken-rs. Tokenizers are expensive to build (hundreds
-//! of thousands of ranks), so [`Tokenizers`] is built once per VM at configure
-//! time and shared by every request on that VM.
+//! Token counting per model. [`Tokenizers`] is shared by every request on a
+//! VM; an encoding is built the first time a model needs it (the default one
+//! at configure), so a VM holds only the encodings its traffic uses.
 
-use tiktoken_rs::CoreBPE;
+use std::sync::OnceLock;
 
+use crate::bpe::Encoding;
+pub use crate::bpe::EncodingName;
 use crate::chat_request::ChatRequest;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncodingName {
-    O200kBase,
-    Cl100kBase,
-}
-
-impl EncodingName {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "o200k_base" => Some(EncodingName::O200kBase),
-            "cl100k_base" => Some(EncodingName::Cl100kBase),
-            _ => None,
-        }
-    }
-}
 
 /// Model-name prefix → encoding; the longest matching prefix wins.
 #[derive(Debug, Clone)]
@@ -78,9 +64,37 @@ impl ModelEncodings {
             .map(|(_, enc)| *enc)
             .unwrap_or(self.default)
     }
+}
 
-    fn uses(&self, enc: EncodingName) -> bool {
-        self.default == enc || self.table.iter().any(|(_, e)| *e == enc)
+/// Counts the tokens of text, whole or as it grows (see `running_count`).
+pub trait TextCounter {
+    fn count(&self, text: &str) -> usize;
+    /// The leading part of `text` that no text appended later can re-split:
+    /// `(its length in bytes, its tokens)`.
+    fn count_settled(&self, text: &str) -> (usize, usize);
+}
+
+impl TextCounter for Encoding {
+    fn count(&self, text: &str) -> usize {
+        Encoding::count(self, text)
+    }
+
+    fn count_settled(&self, text: &str) -> (usize, usize) {
+        Encoding::count_settled(self, text)
+    }
+}
+
+/// One token per byte: an upper bound, used only if an encoding cannot be
+/// built, and by tests that need a counter they can predict.
+pub struct ByteCounter;
+
+impl TextCounter for ByteCounter {
+    fn count(&self, text: &str) -> usize {
+        text.len()
+    }
+
+    fn count_settled(&self, text: &str) -> (usize, usize) {
+        (text.len(), text.len())
     }
 }
 
@@ -92,45 +106,48 @@ const REPLY_PRIMING_TOKENS: usize = 3;
 
 pub struct Tokenizers {
     encodings: ModelEncodings,
-    o200k: Option<CoreBPE>,
-    cl100k: Option<CoreBPE>,
+    o200k: OnceLock<Option<Encoding>>,
+    cl100k: OnceLock<Option<Encoding>>,
 }
 
 impl Tokenizers {
-    /// Builds every encoding the mapping can select. Called once per VM.
+    /// Builds the default encoding now (a broken build fails the configure,
+    /// not a request); the others wait for a model that uses them.
     pub fn build(encodings: ModelEncodings) -> Result<Self, String> {
-        let o200k = if encodings.uses(EncodingName::O200kBase) {
-            Some(tiktoken_rs::o200k_base().map_err(|e| format!("o200k_base: {e}"))?)
-        } else {
-            None
-        };
-        let cl100k = if encodings.uses(EncodingName::Cl100kBase) {
-            Some(tiktoken_rs::cl100k_base().map_err(|e| format!("cl100k_base: {e}"))?)
-        } else {
-            None
-        };
-        Ok(Tokenizers {
+        let tokenizers = Tokenizers {
             encodings,
-            o200k,
-            cl100k,
-        })
+            o200k: OnceLock::new(),
+            cl100k: OnceLock::new(),
+        };
+        let default = tokenizers.encodings.default;
+        tokenizers
+            .cell(default)
+            .set(Some(Encoding::load(default)?))
+            .map_err(|_| "encoding built twice".to_string())?;
+        Ok(tokenizers)
     }
 
-    fn bpe(&self, model: &str) -> Option<&CoreBPE> {
-        match self.encodings.for_model(model) {
-            EncodingName::O200kBase => self.o200k.as_ref(),
-            EncodingName::Cl100kBase => self.cl100k.as_ref(),
+    fn cell(&self, name: EncodingName) -> &OnceLock<Option<Encoding>> {
+        match name {
+            EncodingName::O200kBase => &self.o200k,
+            EncodingName::Cl100kBase => &self.cl100k,
+        }
+    }
+
+    /// The counter for a model's encoding, built on first use.
+    pub fn counter(&self, model: &str) -> &dyn TextCounter {
+        let name = self.encodings.for_model(model);
+        match self.cell(name).get_or_init(|| Encoding::load(name).ok()) {
+            Some(encoding) => encoding,
+            // The packed encodings are compiled in and tested: unreachable in
+            // practice; a byte count is an upper bound that keeps billing safe.
+            None => &ByteCounter,
         }
     }
 
     /// Tokens of plain text under the model's encoding; special tokens count as text.
     pub fn count_text(&self, model: &str, text: &str) -> usize {
-        match self.bpe(model) {
-            Some(bpe) => bpe.encode_ordinary(text).len(),
-            // Unreachable by construction (build() loads every mapped encoding);
-            // a byte-based upper bound keeps billing safe if it ever happens.
-            None => text.len(),
-        }
+        self.counter(model).count(text)
     }
 
     /// Estimated prompt tokens of a chat request: messages with the chat format's

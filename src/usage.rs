@@ -37,7 +37,7 @@ pub fn parse_usage(v: &Value) -> Option<Usage> {
 }
 
 /// Appends the generated text of one choice object (`message` or `delta`).
-pub(crate) fn push_choice_text(out: &mut String, msg: &Value) {
+pub fn push_choice_text(out: &mut String, msg: &Value) {
     for key in ["content", "refusal"] {
         if let Some(s) = msg.get(key).and_then(Value::as_str) {
             out.push_str(s);

@@ -2,12 +2,22 @@
 //! Property tests of the SSE parser and the stream meter over real recorded
 //! provider streams (tests/fixtures/provider-responses, sources in its
 //! SOURCES.md): any split of the bytes, at every position or at random points,
-//! and CRLF instead of LF, gives the same events and the same metering.
+//! and CRLF instead of LF, gives the same events and the same metering; the
+//! tokens counted delta by delta equal the count of each choice's whole text.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
+use tollgate_filter::bpe::{Encoding, EncodingName};
 use tollgate_filter::sse::{SseEvent, SseParser};
 use tollgate_filter::stream_meter::{EventKind, StreamMeter};
+use tollgate_filter::usage::push_choice_text;
+
+fn o200k() -> &'static Encoding {
+    static E: OnceLock<Encoding> = OnceLock::new();
+    E.get_or_init(|| Encoding::load(EncodingName::O200kBase).unwrap())
+}
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/provider-responses");
@@ -34,7 +44,8 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 #[derive(Debug, PartialEq)]
 struct Outcome {
     events: Vec<(Option<String>, String, EventKind)>,
-    texts: Vec<(u64, String)>,
+    /// Completion tokens per choice, counted as the deltas came.
+    tokens: Vec<(u64, usize)>,
     usage: Option<tollgate_protocol::Usage>,
     done: bool,
     error: Option<String>,
@@ -42,24 +53,54 @@ struct Outcome {
 
 fn run(chunks: &[&[u8]]) -> (Outcome, Vec<SseEvent>) {
     let mut parser = SseParser::new(1 << 20);
-    let mut meter = StreamMeter::new(1 << 20);
+    let mut meter = StreamMeter::new();
     let mut events = Vec::new();
     let mut raw = Vec::new();
     for c in chunks {
         for e in parser.push(c) {
-            let kind = meter.observe(&e);
+            let kind = meter.observe(&e, o200k());
             events.push((e.event.clone(), e.data.clone(), kind));
             raw.push(e);
         }
     }
     let outcome = Outcome {
         events,
-        texts: meter.texts().iter().map(|(k, v)| (*k, v.clone())).collect(),
+        tokens: meter.tokens_per_choice(o200k()),
         usage: meter.provider_usage(),
         done: meter.saw_done(),
         error: meter.error().map(str::to_string),
     };
     (outcome, raw)
+}
+
+/// Each choice's whole generated text, gathered apart from the meter.
+fn whole_texts(events: &[SseEvent]) -> BTreeMap<u64, String> {
+    let mut texts: BTreeMap<u64, String> = BTreeMap::new();
+    for e in events {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) else {
+            continue;
+        };
+        for choice in v["choices"].as_array().into_iter().flatten() {
+            let text = texts
+                .entry(choice["index"].as_u64().unwrap_or(0))
+                .or_default();
+            push_choice_text(text, &choice["delta"]);
+        }
+    }
+    texts.retain(|_, t| !t.is_empty());
+    texts
+}
+
+#[test]
+fn tokens_counted_delta_by_delta_equal_the_whole_text_count() {
+    for (name, bytes) in fixtures() {
+        let (outcome, events) = run(&[&bytes]);
+        let whole: Vec<(u64, usize)> = whole_texts(&events)
+            .iter()
+            .map(|(i, t)| (*i, o200k().count(t)))
+            .collect();
+        assert_eq!(outcome.tokens, whole, "{name}");
+    }
 }
 
 fn lcg(seed: &mut u64) -> u64 {
@@ -141,18 +182,18 @@ fn recorded_streams_are_metered_as_expected() {
     assert!(s.done);
     assert!(s.usage.is_some_and(|u| u.completion_tokens > 0));
     assert!(s.events.iter().any(|(_, _, k)| *k == EventKind::UsageOnly));
-    assert!(s.texts[0].1.contains("get_capital"), "{:?}", s.texts);
-    // No usage requested: none found, the text is still there.
+    assert!(s.tokens[0].1 > 0, "{:?}", s.tokens);
+    // No usage requested: none found, the text is still counted.
     let s = get("openai/stream-text-no-usage.sse");
     assert_eq!(s.usage, None);
-    assert!(!s.texts.is_empty() && !s.texts[0].1.is_empty());
+    assert!(!s.tokens.is_empty() && s.tokens[0].1 > 0);
     // n = 3 choices are kept apart.
     let s = get("openai/stream-json-schema-n3-choices.sse");
-    assert_eq!(s.texts.len(), 3);
+    assert_eq!(s.tokens.len(), 3);
     // A provider error in the middle of the stream is seen.
     let s = get("openrouter/stream-error-midstream.sse");
     assert_eq!(s.error.as_deref(), Some("Token limit reached"));
     // Refusals count as generated text.
     let s = get("openai/stream-refusal-usage.sse");
-    assert!(!s.texts[0].1.is_empty());
+    assert!(s.tokens[0].1 > 0);
 }

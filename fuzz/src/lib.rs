@@ -9,7 +9,7 @@ use tollgate_filter::chat_request::{force_include_usage, limit_output, ChatReque
 use tollgate_filter::request_identity::{bearer_key, classify_path, resolve_user};
 use tollgate_filter::response_reader::ResponseReader;
 use tollgate_filter::sse::{SseEvent, SseParser};
-use tollgate_filter::tokens::{EncodingName, ModelEncodings, Tokenizers};
+use tollgate_filter::tokens::{ByteCounter, EncodingName, ModelEncodings, Tokenizers};
 use tollgate_filter::usage::{parse_usage, read_json_response};
 use tollgate_protocol::pricing::PriceRule;
 use tollgate_protocol::{format_micros, parse_decimal};
@@ -62,17 +62,19 @@ pub fn sse_parser(data: &[u8]) {
     for e in &whole {
         assert!(e.start <= e.end && e.end <= payload.len() as u64);
     }
+    // The real tokenizer: counting delta by delta must not depend on the split.
+    let counter = tokenizers().counter("gpt-4o");
     for hide in [false, true] {
         let forwarded = |chunks: &[&[u8]]| -> (Vec<u8>, u32) {
             let mut reader = ResponseReader::sse(hide);
             let mut out = Vec::new();
             for (i, c) in chunks.iter().enumerate() {
-                match reader.feed(c, i + 1 == chunks.len()) {
+                match reader.feed(c, i + 1 == chunks.len(), counter) {
                     Some(replaced) => out.extend(replaced),
                     None => out.extend_from_slice(c),
                 }
             }
-            let count = reader.reading(|s| s.len()).local_completion_tokens;
+            let count = reader.reading(counter).local_completion_tokens;
             (out, count)
         };
         let a = forwarded(&[payload]);
@@ -124,11 +126,11 @@ pub fn usage_extraction(data: &[u8]) {
     let (cuts, _) = split(data);
     for c in pieces(data, &cuts) {
         assert!(
-            reader.feed(c, false).is_none(),
+            reader.feed(c, false, &ByteCounter).is_none(),
             "JSON responses are never rewritten"
         );
     }
-    let via_reader = reader.reading(|s| s.len());
+    let via_reader = reader.reading(&ByteCounter);
     assert_eq!(via_reader.provider_usage, direct.provider_usage);
     if let Ok(v) = serde_json::from_slice::<Value>(data) {
         let _ = parse_usage(&v);

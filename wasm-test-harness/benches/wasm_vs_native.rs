@@ -148,11 +148,12 @@ fn main() {
         let t_native_prompt = t.elapsed();
 
         let t = Instant::now();
+        let counter = tokenizers.counter("gpt-4o-mini");
         let mut reader = ResponseReader::sse(false);
         for (i, e) in events.iter().enumerate() {
-            std::hint::black_box(reader.feed(e, i == events.len() - 1));
+            std::hint::black_box(reader.feed(e, i == events.len() - 1, counter));
         }
-        std::hint::black_box(reader.reading(|s| tokenizers.count_text("gpt-4o-mini", s)));
+        std::hint::black_box(reader.reading(counter));
         let t_native_stream = t.elapsed();
 
         let s = vm.open().expect("open");
