@@ -10,7 +10,7 @@ use tollgate_ledger::calendar::now_ms;
 use tollgate_ledger::db::Db;
 use tollgate_ledger::money::{book, holds};
 
-const VERSIONS: &[i64] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
+const VERSIONS: &[i64] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 async fn applied(db: &Db) -> Vec<i64> {
     sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")

@@ -6,7 +6,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::Row;
@@ -14,8 +14,8 @@ use tollgate_ledger::db::Db;
 use tollgate_ledger::faults;
 use tollgate_ledger::money::deposits;
 
-use common::process::{post, spawn_sidecar};
-use common::KEY;
+use common::process::{admin, post, spawn_sidecar, spawn_sidecar_with};
+use common::{config_text, KEY};
 
 fn authorize_body(request_id: &str) -> Value {
     json!({"request_id": request_id, "paywall_key": KEY, "user": "u", "model": "m",
@@ -191,4 +191,65 @@ async fn rate_limits_hold_across_two_sidecars() {
     }
     assert_eq!((allowed, limited), (10, 190));
     common::assert_books_balance(&t.db).await;
+}
+
+/// Each sidecar serves the catalog from memory; a price changed through the
+/// admin API of one applies on the other within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_price_changed_through_one_sidecar_applies_on_the_other_within_a_second() {
+    let Some(t) = common::open("postgres").await else {
+        return;
+    };
+    deposits::deposit(&t.db, "app", "u", 10_000_000, "test")
+        .await
+        .unwrap();
+    const TOKEN: &str = "admin-token-for-the-catalog-test";
+    let env = [("TOLLGATE_ADMIN_TOKEN", TOKEN)];
+    let a = spawn_sidecar_with(&t.url, &config_text("8.00"), &env).await;
+    let b = spawn_sidecar_with(&t.url, &config_text("8.00"), &env).await;
+    let held = |n: usize| async move {
+        let (status, d) = post(
+            b.port,
+            "/internal/v1/authorize",
+            &authorize_body(&format!("p-{n}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (status, d["decision"].as_str()),
+            (200, Some("allow")),
+            "{d}"
+        );
+        d["held_micros"].as_i64().unwrap()
+    };
+    // 100 prompt tokens at 2.00/M and 50 output tokens at 8.00/M.
+    let before = held(0).await;
+    assert_eq!(before, 600);
+    assert_eq!(held(1).await, before, "served from memory, unchanged");
+
+    let price = json!({"provider": "mock", "input_per_m": "2.00", "output_per_m": "80.00"});
+    let (status, answer) = admin(a.port, "PUT", "/admin/v1/models/m", TOKEN, &price)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["price"]["version"].as_i64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    let changed = Instant::now();
+    let mut n = 2;
+    loop {
+        let now = held(n).await;
+        if now != before {
+            assert_eq!(now, 100 * 2 + 50 * 80);
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "sidecar B still holds at the old price"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(changed.elapsed() < Duration::from_secs(1));
 }

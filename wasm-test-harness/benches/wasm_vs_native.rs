@@ -217,7 +217,7 @@ absolute figure. Medians of {ROUNDS} rounds.
 | completion: meter a {ev}-event stream and count (`proxy_on_response_body`) | {ns:.2} | {ws:.2} | {rs:.2}× |
 
 Tokenizer set-up, once per VM (median of {VMS} VMs): natively {bn:.0} ms; in wasm,
-instantiating the module {inst:.1} ms and `proxy_on_configure` (both tokenizers built)
+instantiating the module {inst:.1} ms and `proxy_on_configure` (the default encoding built)
 {conf:.0} ms. Linear memory of a configured VM: **{mem:.1} MiB** (it stays there: see the
 10,000-request run in the harness scenarios).
 ",

@@ -4,12 +4,14 @@
 //! Seeded from the TOML at start, changed through the admin API and CLI,
 //! read by authorize. Nothing here moves money.
 
+pub mod cache;
 pub mod master_key;
 pub mod provider_keys;
 pub mod provider_kinds;
 pub mod provider_registry;
 mod routes;
 mod seed;
+pub mod upstream;
 
 pub use routes::{
     glob_matches, list_models, model_route, paywall_by_key, price_rule, ModelRoute, Paywall,

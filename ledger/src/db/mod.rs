@@ -3,11 +3,14 @@
 //! PostgreSQL. Only the schema differs a little: its migrations live in one
 //! folder per dialect (`ledger/migrations/`), run by sqlx's migrator.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{AnyPool, Executor};
+
+use crate::catalog::cache::CatalogCache;
 
 /// Schema migrations, one folder per dialect (`ledger/migrations/`), run by
 /// sqlx's migrator and recorded in `_sqlx_migrations`. Never edit a released
@@ -29,6 +32,8 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The catalog as authorize reads it, shared by every clone of this Db.
+    pub catalog: Arc<CatalogCache>,
 }
 
 impl Db {
@@ -69,7 +74,11 @@ impl Db {
                     .await?
             }
         };
-        let db = Db { pool, backend };
+        let db = Db {
+            pool,
+            backend,
+            catalog: Arc::default(),
+        };
         db.migrate().await?;
         Ok(db)
     }

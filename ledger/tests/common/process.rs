@@ -100,16 +100,40 @@ pub async fn post_as(
     request(port, path, &all, body).await
 }
 
-/// One HTTP/1.1 request over a fresh connection; Err when the peer vanished.
+/// An admin call (`method` with the admin token `token`).
+#[allow(dead_code)]
+pub async fn admin(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &Value,
+) -> std::io::Result<(u16, Value)> {
+    let auth = format!("authorization: Bearer {token}");
+    call(port, method, path, &[auth.as_str()], body).await
+}
+
+/// A POST (a GET for `/healthz`) with `headers`.
 async fn request(
     port: u16,
     path: &str,
     headers: &[&str],
     body: &Value,
 ) -> std::io::Result<(u16, Value)> {
+    let method = if path == "/healthz" { "GET" } else { "POST" };
+    call(port, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 request over a fresh connection; Err when the peer vanished.
+async fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &Value,
+) -> std::io::Result<(u16, Value)> {
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let body = body.to_string();
-    let method = if path == "/healthz" { "GET" } else { "POST" };
     let headers: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nhost: ledger\r\nconnection: close\r\ncontent-type: application/json\r\n\

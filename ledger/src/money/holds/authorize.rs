@@ -2,22 +2,19 @@
 //! and every limit, then reserves the maximum cost, all in one transaction.
 
 use serde_json::json;
-use tollgate_protocol::{
-    fallback_cluster, format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse,
-    FallbackRoute, ProviderRoute,
-};
+use std::sync::Arc;
+
+use tollgate_protocol::{format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse};
 
 use crate::access::consent;
-use crate::access::limits::{self, Counted, Limits, Refusal};
+use crate::access::limits::{self, Counted, Refusal};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
-use crate::catalog::provider_keys;
-use crate::catalog::provider_kinds::{
-    chat_path, choose_key, BaseUrl, BuiltInKeyRef, KeySource, ProviderKind,
-};
-use crate::catalog::{self, ModelRoute, Paywall};
+use crate::catalog::cache::{self, Lookup, Resolved};
+use crate::catalog::upstream::UpstreamPlan;
+use crate::catalog::{ModelRoute, Paywall};
 use crate::db::Db;
-use crate::error::LedgerResult;
+use crate::error::{LedgerError, LedgerResult};
 use crate::money::book::{self, revenue_account, TransferMeta, Tx};
 use crate::money::deposits::create_topup_link;
 use crate::money::owed;
@@ -46,11 +43,20 @@ pub async fn authorize(
 
 /// What authorize knows before it touches money.
 struct Checked {
-    paywall: Paywall,
-    route: ModelRoute,
-    plan: UpstreamPlan,
-    limits: Limits,
+    /// Always `Lookup::Ready` (see [`Checked::resolved`]).
+    lookup: Arc<Lookup>,
     ask: Ask,
+}
+
+impl Checked {
+    fn resolved(&self) -> LedgerResult<&Resolved> {
+        match &*self.lookup {
+            Lookup::Ready(r) => Ok(r),
+            _ => Err(LedgerError::Internal(
+                "authorize checked an unresolved request".into(),
+            )),
+        }
+    }
 }
 
 /// The most a request may use: output, tokens and cost at its maximum.
@@ -91,40 +97,44 @@ impl Ask {
 }
 
 /// Key, user, model, provider and the per-request token cap: a refusal
-/// here answers without a transaction.
+/// here answers without a transaction. The catalog comes from memory.
 async fn check(
     db: &Db,
     settings: &Settings,
     req: &AuthorizeRequest,
 ) -> LedgerResult<Result<Checked, AuthorizeResponse>> {
-    let Some(paywall) = catalog::paywall_by_key(db, &req.paywall_key).await? else {
+    let lookup = cache::resolve(db, settings, &req.paywall_key, &req.model).await?;
+    if matches!(*lookup, Lookup::UnknownKey) {
         let err = ApiError::authentication("Incorrect API key provided.");
         return Ok(Err(reject(401, err, None)));
-    };
+    }
     if req.user.trim().is_empty() {
         let err =
             ApiError::invalid_request("missing_user", "A user id is required.").with_param("user");
         return Ok(Err(reject(400, err, None)));
     }
-    let Some(route) = catalog::model_route(db, &req.model).await? else {
-        let msg = format!(
-            "The model `{}` does not exist or you do not have access to it.",
-            req.model
-        );
-        let err = ApiError::invalid_request("model_not_found", msg).with_param("model");
-        return Ok(Err(reject(404, err, None)));
+    let resolved = match &*lookup {
+        Lookup::Ready(resolved) => resolved,
+        Lookup::UnknownKey | Lookup::UnknownModel => {
+            let msg = format!(
+                "The model `{}` does not exist or you do not have access to it.",
+                req.model
+            );
+            let err = ApiError::invalid_request("model_not_found", msg).with_param("model");
+            return Ok(Err(reject(404, err, None)));
+        }
+        Lookup::NoProvider => {
+            let err = ApiError::new(
+                "server_error",
+                "provider_unavailable",
+                "The provider for this model is not configured.",
+            );
+            return Ok(Err(reject(503, err, None)));
+        }
     };
-    let Some(plan) = upstream_plan(db, settings, &paywall, &route, &req.model).await? else {
-        let err = ApiError::new(
-            "server_error",
-            "provider_unavailable",
-            "The provider for this model is not configured.",
-        );
-        return Ok(Err(reject(503, err, None)));
-    };
-    let ask = Ask::new(req, &route);
-    let limits = limits::load(db, &paywall.id).await?;
-    if let Some(cap) = limits
+    let ask = Ask::new(req, &resolved.route);
+    if let Some(cap) = resolved
+        .limits
         .max_tokens_per_request
         .filter(|cap| ask.tokens > *cap)
     {
@@ -136,13 +146,7 @@ async fn check(
         let err = ApiError::invalid_request("max_tokens_exceeded", msg).with_param("max_tokens");
         return Ok(Err(reject(400, err, None)));
     }
-    Ok(Ok(Checked {
-        paywall,
-        route,
-        plan,
-        limits,
-        ask,
-    }))
+    Ok(Ok(Checked { lookup, ask }))
 }
 
 /// Affordability: a balance that cannot cover the requested output still
@@ -180,34 +184,35 @@ async fn place_hold(
     req: &AuthorizeRequest,
     c: Checked,
 ) -> LedgerResult<AuthorizeResponse> {
-    let revenue = revenue_account(&c.paywall.id);
+    let r = c.resolved()?;
+    let revenue = revenue_account(&r.paywall.id);
     let mut tx = db.pool.begin().await?;
-    let wallet = match wallets::open_wallet(&mut tx, &c.paywall.id, &req.user).await? {
+    let wallet = match wallets::open_wallet(&mut tx, &r.paywall.id, &req.user).await? {
         WalletFor::Ready(w) => w,
         WalletFor::NeedsConsent => {
             tx.rollback().await?;
-            return consent_needed(db, settings, &c.paywall, req).await;
+            return consent_needed(db, settings, &r.paywall, req).await;
         }
     };
-    book::ensure_account(&mut tx, &revenue, "revenue", Some(&c.paywall.id), None).await?;
+    book::ensure_account(&mut tx, &revenue, "revenue", Some(&r.paywall.id), None).await?;
     // One read for both: the hot path gains no round trip for the rare owed account.
     let (balance, owed) = owed::balance_and_owed(&mut tx, &wallet).await?;
     if owed > 0 {
         tx.rollback().await?;
-        return owed_topup(db, settings, &c.paywall, req, owed).await;
+        return owed_topup(db, settings, &r.paywall, req, owed).await;
     }
-    let Some((ask, clamped)) = fit_to_balance(settings, req, &c.route, c.ask, balance.available)
+    let Some((ask, clamped)) = fit_to_balance(settings, req, &r.route, c.ask, balance.available)
     else {
         tx.rollback().await?;
         // The balance itself would do: requests in flight have it reserved.
-        if fit_to_balance(settings, req, &c.route, c.ask, balance.posted).is_some() {
+        if fit_to_balance(settings, req, &r.route, c.ask, balance.posted).is_some() {
             return Ok(funds_reserved());
         }
-        return topup_needed(db, settings, &c.paywall, req, c.ask.amount).await;
+        return topup_needed(db, settings, &r.paywall, req, c.ask.amount).await;
     };
     let admitted = limits::admit(
         &mut tx,
-        &c.limits,
+        &r.limits,
         &wallet,
         ask.tokens,
         ask.amount,
@@ -217,12 +222,12 @@ async fn place_hold(
         Ok(counted) => counted,
         Err(refused) => {
             tx.rollback().await?;
-            return refusal(db, &c.paywall, req, refused).await;
+            return refusal(db, &r.paywall, req, refused).await;
         }
     };
     let hold_id = new_id("hold");
     let meta = TransferMeta {
-        paywall_id: Some(&c.paywall.id),
+        paywall_id: Some(&r.paywall.id),
         hold_id: Some(&hold_id),
         request_id: Some(&req.request_id),
         ..Default::default()
@@ -234,7 +239,7 @@ async fn place_hold(
         if ask.amount <= balance.posted {
             return Ok(funds_reserved());
         }
-        return topup_needed(db, settings, &c.paywall, req, ask.amount).await;
+        return topup_needed(db, settings, &r.paywall, req, ask.amount).await;
     };
     let hold = NewHold {
         id: &hold_id,
@@ -243,128 +248,21 @@ async fn place_hold(
         amount: ask.amount,
         max_output: ask.max_output,
         counted,
-        plan: &c.plan,
+        plan: &r.plan,
     };
-    insert_hold(&mut tx, settings, &c.paywall, req, &c.route, &hold).await?;
+    insert_hold(&mut tx, settings, &r.paywall, req, &r.route, &hold).await?;
     tx.commit().await?;
     tracing::info!(request_id = %req.request_id, hold = %hold_id, amount = ask.amount, clamped = ?clamped,
-                   provider = %c.plan.first.provider, key_source = c.plan.key_source.as_str(),
-                   fallbacks = c.plan.fallbacks.len(), "hold placed");
-    let fallback = c.plan.fallback_route();
+                   provider = %r.plan.first.provider, key_source = r.plan.key_source.as_str(),
+                   fallbacks = r.plan.fallbacks.len(), "hold placed");
+    let fallback = r.plan.fallback_route();
     Ok(AuthorizeResponse::Allow {
         hold_id,
         held_micros: ask.amount,
         max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
-        route: c.plan.first,
+        route: r.plan.first.clone(),
         fallback,
     })
-}
-
-/// Where an allowed request goes: the first usable provider of the model's
-/// chain, and the usable ones after it (fallbacks).
-struct UpstreamPlan {
-    first: ProviderRoute,
-    key_source: KeySource,
-    fallbacks: Vec<(ProviderRoute, KeySource)>,
-}
-
-impl UpstreamPlan {
-    fn fallback_route(&self) -> Option<FallbackRoute> {
-        if self.fallbacks.is_empty() {
-            return None;
-        }
-        let attempts: Vec<ProviderRoute> = std::iter::once(&self.first)
-            .chain(self.fallbacks.iter().map(|(r, _)| r))
-            .cloned()
-            .collect();
-        let clusters: Vec<&str> = attempts.iter().map(|a| a.cluster.as_str()).collect();
-        Some(FallbackRoute {
-            cluster: fallback_cluster(&clusters),
-            attempts,
-        })
-    }
-}
-
-/// The model's provider and its fallbacks, in order, leaving out those this
-/// paywall cannot use now (no key, broken URL). None when none is usable.
-async fn upstream_plan(
-    db: &Db,
-    settings: &Settings,
-    paywall: &Paywall,
-    route: &ModelRoute,
-    requested_model: &str,
-) -> LedgerResult<Option<UpstreamPlan>> {
-    let mut usable = Vec::new();
-    for candidate in std::iter::once(route).chain(&route.fallbacks) {
-        if let Some(found) =
-            upstream_request(db, settings, paywall, candidate, requested_model).await?
-        {
-            usable.push(found);
-        }
-    }
-    if usable.is_empty() {
-        tracing::warn!(model = %route.model, paywall = %paywall.id, "no provider of the model is usable for this paywall");
-    }
-    let mut usable = usable.into_iter();
-    Ok(usable.next().map(|(first, key_source)| UpstreamPlan {
-        first,
-        key_source,
-        fallbacks: usable.collect(),
-    }))
-}
-
-/// Where and how the filter sends an allowed request: the provider's cluster,
-/// path, host and key header (the paywall's own key before the operator's),
-/// and the model name the provider knows. None when the provider cannot be
-/// used now (no usable key, a broken URL); the reason is logged, never the key.
-async fn upstream_request(
-    db: &Db,
-    settings: &Settings,
-    paywall: &Paywall,
-    route: &ModelRoute,
-    requested_model: &str,
-) -> LedgerResult<Option<(ProviderRoute, KeySource)>> {
-    // Kind and URL were checked when the configuration was loaded; a stored
-    // row that no longer parses is logged, not guessed at.
-    let kind = ProviderKind::parse(&route.kind);
-    let base_url = route
-        .base_url
-        .clone()
-        .or_else(|| kind.and_then(|k| k.default_base_url()).map(str::to_string));
-    let (Some(kind), Some(Ok(base))) = (kind, base_url.as_deref().map(BaseUrl::parse)) else {
-        tracing::error!(provider = %route.provider_id, kind = %route.kind, "provider kind or base_url unusable");
-        return Ok(None);
-    };
-    let byok =
-        provider_keys::lookup(db, &settings.keyring, &paywall.id, &route.provider_id).await?;
-    let built_in = BuiltInKeyRef {
-        env: &route.api_key_env,
-        file: &route.api_key_file,
-    };
-    let (key, source) = match choose_key(kind, byok, built_in) {
-        Ok(Some(chosen)) => chosen,
-        Ok(None) => {
-            tracing::debug!(provider = %route.provider_id, paywall = %paywall.id, "no key for this paywall");
-            return Ok(None);
-        }
-        Err(e) => {
-            tracing::error!(provider = %route.provider_id, paywall = %paywall.id, "provider key unavailable: {e}");
-            return Ok(None);
-        }
-    };
-    let model = route.upstream_model.as_deref().unwrap_or(requested_model);
-    let upstream = ProviderRoute {
-        provider: route.provider_id.clone(),
-        cluster: route.cluster.clone(),
-        auth_header: route.auth_header.clone(),
-        auth_value: key
-            .map(|k| format!("{}{k}", route.auth_scheme))
-            .unwrap_or_default(),
-        upstream_model: route.upstream_model.clone(),
-        path: chat_path(kind, &base, route.api_version.as_deref(), model),
-        host: Some(base.authority()),
-    };
-    Ok(Some((upstream, source)))
 }
 
 /// The answer to a request that a limit refused.
