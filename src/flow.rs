@@ -496,7 +496,7 @@ impl PaywallStream {
         });
         if reply.status >= 400 {
             host.log(
-                LogLevel::Info,
+                LogLevel::Debug,
                 &format!(
                     "request_id={} rejected status={}",
                     self.request_id, reply.status

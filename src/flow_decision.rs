@@ -92,7 +92,7 @@ impl PaywallStream {
         host.clear_route_cache();
         let (id, hold, provider) = (&self.request_id, &a.hold_id, &a.route.provider);
         let message = format!("request_id={id} allowed hold={hold} provider={provider}");
-        host.log(LogLevel::Info, &message);
+        host.log(LogLevel::Debug, &message);
         self.state = State::Forwarded(Forwarded {
             hold_id: a.hold_id,
             model: pending.model,
@@ -129,7 +129,7 @@ impl PaywallStream {
             pending.stream,
         );
         let note = format!("request_id={} action={}", self.request_id, action.as_str());
-        host.log(LogLevel::Info, &note);
+        host.log(LogLevel::Debug, &note);
         self.reply(host, reply);
     }
 

@@ -140,7 +140,7 @@ impl ProviderAttemptStream {
         point_at(host, target);
         self.provider = Some(target.provider.clone());
         host.log(
-            LogLevel::Info,
+            LogLevel::Debug,
             &format!(
                 "request_id={request_id} provider attempt: trying provider={}",
                 target.provider
