@@ -1,6 +1,7 @@
 //! Settlements waiting for delivery to the sidecar. Owned by the root context:
 //! a callout made by a stream dies with the stream, so streams only enqueue
-//! here and the root context delivers, retrying with exponential backoff.
+//! here and the root context delivers what is due in batches (one callout
+//! carries many), retrying each settlement with exponential backoff.
 //! The sidecar settles idempotently by hold id, so a retry after a lost
 //! answer can never charge twice.
 
@@ -8,9 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tollgate_protocol::backoff::{backoff_ms, jitter_seed, with_jitter};
-use tollgate_protocol::SettleRequest;
+use tollgate_protocol::{SettleBatchResult, SettleRequest};
 
 use crate::config::{self, FilterConfig};
+use crate::sidecar::SettleAnswer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingSettlement {
@@ -22,7 +24,8 @@ pub struct PendingSettlement {
 #[derive(Debug)]
 pub struct SettlementQueue {
     waiting: VecDeque<PendingSettlement>,
-    in_flight: HashMap<u32, PendingSettlement>,
+    /// Batches sent, by callout token.
+    in_flight: HashMap<u32, Vec<PendingSettlement>>,
     retry_initial: Duration,
     retry_max: Duration,
     capacity: usize,
@@ -96,6 +99,10 @@ impl SettlementQueue {
         }
     }
 
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
     /// Draining, and the sidecar acknowledged (or refused) everything.
     pub fn drained(&self) -> bool {
         self.draining && self.backlog() == 0
@@ -103,7 +110,7 @@ impl SettlementQueue {
 
     /// Everything not yet acknowledged by the sidecar.
     pub fn backlog(&self) -> usize {
-        self.waiting.len() + self.in_flight.len()
+        self.waiting.len() + self.in_flight.values().map(Vec::len).sum::<usize>()
     }
 
     pub fn dropped(&self) -> u64 {
@@ -130,19 +137,44 @@ impl SettlementQueue {
         due
     }
 
-    /// The callout for this entry was dispatched under `token`.
-    pub fn sent(&mut self, token: u32, entry: PendingSettlement) {
-        self.in_flight.insert(token, entry);
+    /// The callout for this batch was dispatched under `token`.
+    pub fn sent(&mut self, token: u32, batch: Vec<PendingSettlement>) {
+        self.in_flight.insert(token, batch);
     }
 
-    /// The sidecar acknowledged the callout: the settlement is done.
-    pub fn acknowledged(&mut self, token: u32) -> Option<SettleRequest> {
-        self.in_flight.remove(&token).map(|e| e.request)
+    /// The sidecar answered the batch with one result per settlement: each is
+    /// done (settled, or refused for good) or, like one it did not mention,
+    /// tried again later. Returns the settlements that are done, with what
+    /// became of them and the sidecar's error text.
+    pub fn answered(
+        &mut self,
+        token: u32,
+        results: &[SettleBatchResult],
+        now_ms: u64,
+    ) -> Vec<(SettleRequest, SettleAnswer, Option<String>)> {
+        let mut done = Vec::new();
+        for entry in self.in_flight.remove(&token).unwrap_or_default() {
+            let result = results.iter().find(|r| r.hold_id == entry.request.hold_id);
+            match result.map(|r| (SettleAnswer::of(Some(r.status)), r)) {
+                Some((answer @ (SettleAnswer::Acknowledged | SettleAnswer::Refused), r)) => {
+                    done.push((entry.request, answer, r.error.clone()))
+                }
+                _ => self.retry_later(entry, now_ms),
+            }
+        }
+        done
+    }
+
+    /// The sidecar refused the whole batch for good (a 4xx such as a wrong
+    /// secret): retrying would not change it. Returns the settlements dropped.
+    pub fn refused(&mut self, token: u32) -> Vec<SettleRequest> {
+        let batch = self.in_flight.remove(&token).unwrap_or_default();
+        batch.into_iter().map(|e| e.request).collect()
     }
 
     /// The callout failed (no answer, 5xx, dispatch error): try again later.
     pub fn failed(&mut self, token: u32, now_ms: u64) {
-        if let Some(e) = self.in_flight.remove(&token) {
+        for e in self.in_flight.remove(&token).unwrap_or_default() {
             self.retry_later(e, now_ms);
         }
     }
@@ -186,6 +218,23 @@ mod tests {
         }
     }
 
+    fn ok(hold: &str) -> SettleBatchResult {
+        SettleBatchResult {
+            hold_id: hold.into(),
+            status: 200,
+            settled: None,
+            error: None,
+        }
+    }
+
+    fn acknowledge(q: &mut SettlementQueue, token: u32, holds: &[&str]) -> Vec<String> {
+        let results: Vec<_> = holds.iter().map(|h| ok(h)).collect();
+        q.answered(token, &results, 0)
+            .into_iter()
+            .map(|(r, _, _)| r.hold_id)
+            .collect()
+    }
+
     fn queue(cap: usize) -> SettlementQueue {
         SettlementQueue::new(Duration::from_millis(100), Duration::from_millis(1000), cap)
     }
@@ -196,19 +245,19 @@ mod tests {
         q.push(req("a"), 0);
         let due = q.take_due(0, 10);
         assert_eq!(due.len(), 1);
-        q.sent(1, due.into_iter().next().unwrap());
+        q.sent(1, due);
         q.failed(1, 0); // attempt 1 failed → retry in 75..=100 ms
         assert!(q.take_due(74, 10).is_empty());
         let due = q.take_due(100, 10);
-        q.sent(2, due.into_iter().next().unwrap());
+        q.sent(2, due);
         q.failed(2, 100); // attempt 2 failed → retry in 150..=200 ms
         assert!(q.take_due(249, 10).is_empty());
         let due = q.take_due(300, 10);
         assert_eq!(due[0].attempts, 2);
-        q.sent(3, due.into_iter().next().unwrap());
-        assert_eq!(q.acknowledged(3).map(|r| r.hold_id), Some("a".into()));
+        q.sent(3, due);
+        assert_eq!(acknowledge(&mut q, 3, &["a"]), ["a"]);
         assert_eq!(q.backlog(), 0);
-        assert_eq!(q.acknowledged(3), None);
+        assert!(acknowledge(&mut q, 3, &["a"]).is_empty());
         assert_eq!(q.retries(), 2);
     }
 
@@ -239,7 +288,7 @@ mod tests {
         q.push(req("a"), 0);
         q.push(req("b"), 0);
         let due = q.take_due(0, 1);
-        q.sent(1, due.into_iter().next().unwrap());
+        q.sent(1, due);
         q.failed(1, 0); // "a" waits its backoff
         assert!(!q.drained());
         q.drain();
@@ -247,15 +296,15 @@ mod tests {
         let due = q.take_due(0, usize::MAX);
         assert_eq!(due.len(), 2, "backoff no longer holds anything back");
         for (token, e) in (10..).zip(due) {
-            q.sent(token, e);
+            q.sent(token, vec![e]);
         }
         q.failed(10, 0); // a failure while draining retries at once
         let again = q.take_due(0, usize::MAX);
         assert_eq!(again.len(), 1);
-        q.sent(12, again.into_iter().next().unwrap());
-        q.acknowledged(11);
+        q.sent(12, again);
+        acknowledge(&mut q, 11, &["a", "b"]);
         assert!(!q.drained(), "one is still out");
-        q.acknowledged(12);
+        acknowledge(&mut q, 12, &["a", "b"]);
         assert!(q.drained());
     }
 
@@ -268,7 +317,63 @@ mod tests {
         assert_eq!(q.dropped(), 1);
         // In-flight entries still count toward the bound.
         let due = q.take_due(0, 1);
-        q.sent(7, due.into_iter().next().unwrap());
+        q.sent(7, due);
         assert_eq!(q.push(req("d"), 0), Enqueued::Rejected);
+    }
+
+    #[test]
+    fn each_settlement_of_a_batch_gets_its_own_fate() {
+        let mut q = queue(10);
+        for hold in ["done", "unknown", "busy", "unmentioned"] {
+            q.push(req(hold), 0);
+        }
+        let due = q.take_due(0, 10);
+        q.sent(1, due);
+        let results = [
+            ok("done"),
+            SettleBatchResult {
+                status: 404,
+                error: Some("no hold unknown".into()),
+                ..ok("unknown")
+            },
+            SettleBatchResult {
+                status: 503,
+                ..ok("busy")
+            },
+        ];
+        let done: Vec<_> = q
+            .answered(1, &results, 0)
+            .into_iter()
+            .map(|(r, a, e)| (r.hold_id, a, e))
+            .collect();
+        assert_eq!(
+            done,
+            [
+                ("done".to_string(), SettleAnswer::Acknowledged, None),
+                (
+                    "unknown".to_string(),
+                    SettleAnswer::Refused,
+                    Some("no hold unknown".to_string())
+                ),
+            ]
+        );
+        let retried: Vec<_> = q
+            .take_due(u64::MAX, 10)
+            .into_iter()
+            .map(|e| e.request.hold_id)
+            .collect();
+        assert_eq!(retried, ["busy", "unmentioned"]);
+        assert_eq!(q.retries(), 2);
+    }
+
+    #[test]
+    fn a_batch_refused_whole_is_dropped() {
+        let mut q = queue(10);
+        q.push(req("a"), 0);
+        q.push(req("b"), 0);
+        let due = q.take_due(0, 10);
+        q.sent(1, due);
+        assert_eq!(q.refused(1).len(), 2);
+        assert_eq!(q.backlog(), 0);
     }
 }

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 const API: &[(&str, &str)] = &[
     ("post", "/internal/v1/authorize"),
     ("post", "/internal/v1/settle"),
+    ("post", "/internal/v1/settle-batch"),
     ("post", "/v1/chat/completions"),
     ("get", "/v1/models"),
     ("get", "/v1/user/balance"),

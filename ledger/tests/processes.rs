@@ -35,7 +35,10 @@ async fn charges(db: &Db) -> i64 {
         .get::<i64, _>(0)
 }
 
-backend_tests!(settle_killed_mid_flight_is_charged_exactly_once);
+backend_tests!(
+    settle_killed_mid_flight_is_charged_exactly_once,
+    a_settlement_batch_answers_each_settlement_in_order
+);
 
 async fn settle_killed_mid_flight_is_charged_exactly_once(db: &Db) {
     let url = db_url(db);
@@ -86,6 +89,70 @@ async fn settle_killed_mid_flight_is_charged_exactly_once(db: &Db) {
         assert_eq!(answer["amount_micros"], 340);
         assert_eq!(charges(db).await, n as i64 + 1, "{point}");
     }
+}
+
+/// The filter's queue sends what is due in one batch: each settlement gets
+/// what a single call would have answered, all committed together.
+async fn a_settlement_batch_answers_each_settlement_in_order(db: &Db) {
+    deposits::deposit(db, "app", "u", 1_000_000, "test")
+        .await
+        .unwrap();
+    let sidecar = spawn_sidecar(&db_url(db), None).await;
+    let mut settlements = Vec::new();
+    for i in 0..3 {
+        let rid = format!("batch-{i}");
+        let (_, d) = post(
+            sidecar.port,
+            "/internal/v1/authorize",
+            &authorize_body(&rid),
+        )
+        .await
+        .unwrap();
+        settlements.push(settle_body(d["hold_id"].as_str().unwrap(), &rid));
+    }
+    let unknown = settle_body("hold_unknown", "batch-x");
+    let repeated = settlements[0].clone();
+    settlements.extend([unknown, repeated]);
+    let (status, answer) = post(
+        sidecar.port,
+        "/internal/v1/settle-batch",
+        &json!({ "settlements": settlements }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 404, 200], "{answer}");
+    assert_eq!(results[0]["settled"]["replayed"], false);
+    assert_eq!(
+        results[4]["settled"]["replayed"], true,
+        "the same hold again moves nothing"
+    );
+    assert_eq!(results[3]["hold_id"], "hold_unknown");
+    assert!(results[3]["error"]
+        .as_str()
+        .unwrap()
+        .contains("hold_unknown"));
+    assert_eq!(charges(db).await, 3);
+    common::assert_books_balance(db).await;
+
+    let too_many: Vec<Value> = (0..257).map(|_| unknown_settlement()).collect();
+    let (status, _) = post(
+        sidecar.port,
+        "/internal/v1/settle-batch",
+        &json!({ "settlements": too_many }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400);
+}
+
+fn unknown_settlement() -> Value {
+    settle_body("hold_unknown", "batch-x")
 }
 
 /// The URL the test database was opened with (each backend's own).

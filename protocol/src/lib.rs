@@ -19,12 +19,17 @@ pub use authorize::{
 };
 pub use credentials::bearer_token;
 pub use money::{format_micros, parse_amount, parse_decimal, AmountError, MICROS_PER_UNIT};
-pub use settle::{SettleOutcome, SettleRequest, SettleResponse, Usage, UsageSource};
+pub use settle::{
+    SettleBatchRequest, SettleBatchResponse, SettleBatchResult, SettleOutcome, SettleRequest,
+    SettleResponse, Usage, UsageSource, MAX_SETTLE_BATCH,
+};
 pub use states::{HoldState, KeySource, LinkPurpose, PaywallMode};
 
 /// Path of the internal authorize call (filter → sidecar). Never routed from the public listener.
 pub const AUTHORIZE_PATH: &str = "/internal/v1/authorize";
 /// Path of the internal settle call (filter root context → sidecar).
 pub const SETTLE_PATH: &str = "/internal/v1/settle";
+/// Path of the internal batch settle call (the root context's queue → sidecar).
+pub const SETTLE_BATCH_PATH: &str = "/internal/v1/settle-batch";
 /// Header carrying the shared secret that proves a call comes from the filter.
 pub const INTERNAL_SECRET_HEADER: &str = "x-tollgate-internal-secret";

@@ -106,6 +106,38 @@ pub struct SettleResponse {
     pub replayed: bool,
 }
 
+/// Many settlements in one call (the filter's queue sends what is due on a
+/// tick together); the sidecar commits them in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettleBatchRequest {
+    /// At most [`MAX_SETTLE_BATCH`].
+    pub settlements: Vec<SettleRequest>,
+}
+
+/// Settlements per batch, at most.
+pub const MAX_SETTLE_BATCH: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettleBatchResponse {
+    /// One per settlement, in the request's order.
+    pub results: Vec<SettleBatchResult>,
+}
+
+/// What became of one settlement of a batch: the status a single settle call
+/// would have answered (200 settled or replayed; 400 or 404 refused, for good).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SettleBatchResult {
+    pub hold_id: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<SettleResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 impl SettleRequest {
     /// Whether this settlement voids its hold (charges nothing): the provider
     /// answered an error status, so it produced nothing to bill.

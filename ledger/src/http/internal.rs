@@ -7,7 +7,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::Json;
-use tollgate_protocol::{AuthorizeRequest, AuthorizeResponse, SettleRequest, SettleResponse};
+use tollgate_protocol::{
+    AuthorizeRequest, AuthorizeResponse, SettleBatchRequest, SettleBatchResponse,
+    SettleBatchResult, SettleRequest, SettleResponse, MAX_SETTLE_BATCH,
+};
 
 use super::auth::InternalAuth;
 use super::errors::{parse_json, Answer};
@@ -68,4 +71,70 @@ pub async fn settle(_: InternalAuth, State(state): State<Shared>, body: Bytes) -
     };
     metrics::count(metrics::SETTLEMENTS, &[outcome]);
     Ok(Json(answer?).into_response())
+}
+
+/// Filter → sidecar: many settlements at once (the filter's queue sends what
+/// is due on a tick together), committed in one transaction. Each result says
+/// what a single settle call would have answered; a database error fails the
+/// whole batch (503), which the filter then retries.
+#[utoipa::path(post, path = "/internal/v1/settle-batch", tag = "internal",
+    security(("internalSecret" = [])),
+    request_body = SettleBatchRequest,
+    responses(
+        (status = 200, description = "One result per settlement, in order", body = SettleBatchResponse),
+        (status = 400, description = "Bad input, or more than 256 settlements", body = ErrorBody),
+        (status = 403, description = "Missing or wrong internal secret", body = ErrorBody),
+        (status = 503, description = "Temporarily unavailable: nothing was settled", body = ErrorBody),
+    ))]
+pub async fn settle_batch(_: InternalAuth, State(state): State<Shared>, body: Bytes) -> Answer {
+    let req: SettleBatchRequest = parse_json(&body)?;
+    if req.settlements.len() > MAX_SETTLE_BATCH {
+        return Err(LedgerError::Invalid(format!(
+            "at most {MAX_SETTLE_BATCH} settlements per batch"
+        ))
+        .into());
+    }
+    let started = Instant::now();
+    let answers =
+        holds::settle_batch(&state.db, &req.settlements, state.settings.hold_expiry).await;
+    metrics::observe(metrics::SETTLE_SECONDS, started.elapsed());
+    let answers = match answers {
+        Ok(answers) => answers,
+        Err(e) => {
+            metrics::count(metrics::SETTLEMENTS, &["error"]);
+            return Err(e.into());
+        }
+    };
+    let results = req
+        .settlements
+        .iter()
+        .zip(answers)
+        .map(|(asked, answer)| {
+            let outcome = match &answer {
+                Ok(res) if res.replayed => "replayed",
+                Ok(res) => res.state.as_str(),
+                Err(_) => "refused",
+            };
+            metrics::count(metrics::SETTLEMENTS, &[outcome]);
+            match answer {
+                Ok(settled) => SettleBatchResult {
+                    hold_id: asked.hold_id.clone(),
+                    status: 200,
+                    settled: Some(settled),
+                    error: None,
+                },
+                Err(e) => SettleBatchResult {
+                    hold_id: asked.hold_id.clone(),
+                    status: if matches!(e, LedgerError::NotFound(_)) {
+                        404
+                    } else {
+                        400
+                    },
+                    settled: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(SettleBatchResponse { results }).into_response())
 }

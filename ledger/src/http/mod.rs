@@ -56,6 +56,7 @@ fn documented_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(internal::authorize))
         .routes(routes!(internal::settle))
+        .routes(routes!(internal::settle_batch))
         .routes(routes!(public::models))
         .routes(routes!(public::balance))
         .routes(routes!(movements::deposit))

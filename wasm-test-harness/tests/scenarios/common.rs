@@ -2,7 +2,7 @@
 //! request, the sidecar's answers, and reading the settlements the VM sent.
 
 use serde_json::{json, Value};
-use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_PATH};
+use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_BATCH_PATH};
 use tollgate_wasm_test_harness::{Action, CalloutAnswer, StreamId, Vm};
 
 pub const KEY: &str = "pk_harness_0123456789";
@@ -94,13 +94,31 @@ pub fn allowed(vm: &mut Vm, stream: bool, hold: &str) -> StreamId {
     s
 }
 
-/// Every settlement the VM has dispatched (retries included), oldest first.
+/// Every settlement the VM has dispatched (retries included), oldest first,
+/// taken out of the batches that carried them.
 pub fn settle_calls(vm: &Vm) -> Vec<Value> {
     vm.dispatched()
         .iter()
-        .filter(|c| c.header(":path") == Some(SETTLE_PATH))
-        .map(|c| c.json())
+        .filter(|c| c.header(":path") == Some(SETTLE_BATCH_PATH))
+        .flat_map(|c| settlements_of(&c.json()))
         .collect()
+}
+
+/// The settlements a batch callout carries.
+pub fn settlements_of(batch: &Value) -> Vec<Value> {
+    batch["settlements"].as_array().cloned().unwrap_or_default()
+}
+
+/// The sidecar's answer to a batch: every settlement settled.
+pub fn batch_settled(batch: &Value) -> String {
+    let results: Vec<Value> = settlements_of(batch)
+        .iter()
+        .map(|s| {
+            json!({"hold_id": s["hold_id"], "status": 200, "settled": {"hold_id": s["hold_id"],
+            "state": "posted", "charge_id": "c1", "amount_micros": 1, "replayed": false}})
+        })
+        .collect();
+    json!({ "results": results }).to_string()
 }
 
 /// Lets ticks run and acknowledges every settlement; returns the acknowledged ones.
@@ -108,15 +126,11 @@ pub fn deliver_settlements(vm: &mut Vm) -> Vec<Value> {
     let mut delivered = Vec::new();
     for _ in 0..100 {
         vm.advance(100).unwrap();
-        while let Some(c) = vm.pending_to(SETTLE_PATH) {
-            let ack = json!({"hold_id": c.json()["hold_id"], "state": "posted",
-                "charge_id": "c1", "amount_micros": 1, "replayed": false});
-            vm.answer(
-                c.token,
-                CalloutAnswer::Status(200, ack.to_string().as_bytes()),
-            )
-            .unwrap();
-            delivered.push(c.json());
+        while let Some(c) = vm.pending_to(SETTLE_BATCH_PATH) {
+            let ack = batch_settled(&c.json());
+            vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes()))
+                .unwrap();
+            delivered.extend(settlements_of(&c.json()));
         }
         if vm.metric("tollgate_settlement_backlog") == Some(0) && !delivered.is_empty() {
             break;

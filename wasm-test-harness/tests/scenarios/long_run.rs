@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use serde_json::json;
-use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_PATH};
+use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_BATCH_PATH};
 use tollgate_wasm_test_harness::{CalloutAnswer, Vm};
 
 use crate::common::*;
@@ -74,10 +74,11 @@ fn one_request(vm: &mut Vm, i: usize) {
 fn settle_due(vm: &mut Vm) -> usize {
     vm.advance(100).unwrap();
     let mut n = 0;
-    while let Some(c) = vm.pending_to(SETTLE_PATH) {
-        vm.answer(c.token, CalloutAnswer::Status(200, b"{}"))
+    while let Some(c) = vm.pending_to(SETTLE_BATCH_PATH) {
+        let ack = batch_settled(&c.json());
+        vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes()))
             .unwrap();
-        n += 1;
+        n += settlements_of(&c.json()).len();
     }
     n
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use tollgate_protocol::SETTLE_PATH;
+use tollgate_protocol::SETTLE_BATCH_PATH;
 use tollgate_wasm_test_harness::{CalloutAnswer, Vm};
 
 use crate::common::*;
@@ -25,14 +25,15 @@ fn complete_requests(vm: &mut Vm, n: usize, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Fails every settlement callout for `ms` of host time.
+/// Fails every settlement callout for `ms` of host time; returns how many
+/// settlements (not batches) failed.
 fn sidecar_down_for(vm: &mut Vm, ms: u64, answer: CalloutAnswer) -> usize {
     let mut failed = 0;
     for _ in 0..ms / 100 {
         vm.advance(100).unwrap();
-        while let Some(c) = vm.pending_to(SETTLE_PATH) {
+        while let Some(c) = vm.pending_to(SETTLE_BATCH_PATH) {
             vm.answer(c.token, answer).unwrap();
-            failed += 1;
+            failed += settlements_of(&c.json()).len();
         }
     }
     failed
@@ -98,7 +99,7 @@ fn a_refused_settlement_is_not_retried_but_429_is() {
     complete_requests(&mut vm, 1, "h-refused");
     vm.advance(100).unwrap();
     vm.answer_path(
-        SETTLE_PATH,
+        SETTLE_BATCH_PATH,
         CalloutAnswer::Status(404, br#"{"error":"unknown hold"}"#),
     )
     .unwrap();
@@ -109,7 +110,7 @@ fn a_refused_settlement_is_not_retried_but_429_is() {
 
     complete_requests(&mut vm, 1, "h-busy");
     vm.advance(100).unwrap();
-    vm.answer_path(SETTLE_PATH, CalloutAnswer::Status(429, b""))
+    vm.answer_path(SETTLE_BATCH_PATH, CalloutAnswer::Status(429, b""))
         .unwrap();
     assert_eq!(
         acknowledged_per_hold(&deliver_settlements(&mut vm)).len(),
@@ -122,7 +123,7 @@ fn settlement_callouts_time_out_and_are_retried() {
     let mut vm = vm();
     complete_requests(&mut vm, 1, "h-slow");
     vm.advance(100).unwrap();
-    assert!(vm.pending_to(SETTLE_PATH).is_some());
+    assert!(vm.pending_to(SETTLE_BATCH_PATH).is_some());
     vm.advance(2_100).unwrap(); // the callout's own timeout passes unanswered
     assert!(vm.metric("tollgate_settlement_retries").unwrap() >= 1);
     let per_hold = acknowledged_per_hold(&deliver_settlements(&mut vm));
@@ -137,19 +138,27 @@ fn stopping_the_vm_delivers_every_queued_settlement_first() {
     assert!(settle_calls(&vm).is_empty());
     assert!(!vm.shutdown().unwrap(), "the VM must ask for time to drain");
     let pending = vm.pending();
-    assert_eq!(pending.len(), 3, "all three go out at once");
-    for (i, c) in pending.iter().enumerate() {
-        assert!(
-            !vm.host().done,
-            "done before every settlement was acknowledged"
-        );
-        let ack = json!({"hold_id": c.json()["hold_id"], "state": "posted", "charge_id": "c",
-            "amount_micros": 1, "replayed": false})
-        .to_string();
-        vm.answer(c.token, CalloutAnswer::Status(200, ack.as_bytes()))
-            .unwrap();
-        assert_eq!(vm.host().done, i == 2);
-    }
+    assert_eq!(pending.len(), 1, "all three go out at once, in one batch");
+    let batch = pending[0].json();
+    assert_eq!(settlements_of(&batch).len(), 3);
+    // The sidecar answers for two of them: the third goes out again at once.
+    let mut partial: serde_json::Value = serde_json::from_str(&batch_settled(&batch)).unwrap();
+    partial["results"].as_array_mut().unwrap().pop();
+    vm.answer(
+        pending[0].token,
+        CalloutAnswer::Status(200, partial.to_string().as_bytes()),
+    )
+    .unwrap();
+    assert!(
+        !vm.host().done,
+        "done before every settlement was acknowledged"
+    );
+    let again = vm.pending_to(SETTLE_BATCH_PATH).expect("the third again");
+    assert_eq!(settlements_of(&again.json()).len(), 1);
+    let ack = batch_settled(&again.json());
+    vm.answer(again.token, CalloutAnswer::Status(200, ack.as_bytes()))
+        .unwrap();
+    assert!(vm.host().done);
     // An idle VM stops at once.
     let mut idle = vm_with(json!({}));
     assert!(idle.shutdown().unwrap());

@@ -2,7 +2,7 @@
 //! fails closed with OpenAI's error shape, forwards nothing and holds nothing.
 
 use serde_json::json;
-use tollgate_protocol::{AUTHORIZE_PATH, INTERNAL_SECRET_HEADER, SETTLE_PATH};
+use tollgate_protocol::{AUTHORIZE_PATH, INTERNAL_SECRET_HEADER, SETTLE_BATCH_PATH};
 use tollgate_wasm_test_harness::CalloutAnswer;
 
 use crate::common::*;
@@ -75,7 +75,7 @@ fn fails_closed(answer: CalloutAnswer) {
     vm.close(s).unwrap();
     vm.advance(1_000).unwrap();
     assert!(
-        vm.pending_to(SETTLE_PATH).is_none(),
+        vm.pending_to(SETTLE_BATCH_PATH).is_none(),
         "nothing was held, nothing to settle"
     );
     assert!(vm.failed().is_none());
