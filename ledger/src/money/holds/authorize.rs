@@ -1,9 +1,9 @@
 //! Authorize: may this user spend on this request? Checks the key, the model
 //! and every limit, then reserves the maximum cost, all in one transaction.
 
-use serde_json::json;
 use std::sync::Arc;
 
+use serde_json::json;
 use tollgate_protocol::{format_micros, Action, ApiError, AuthorizeRequest, AuthorizeResponse};
 
 use crate::access::consent;
