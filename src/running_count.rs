@@ -45,6 +45,7 @@ impl RunningCount {
     }
 
     /// Bytes kept (for the tests of the bound).
+    #[cfg(test)]
     pub fn kept(&self) -> usize {
         self.tail.len()
     }
@@ -53,16 +54,8 @@ impl RunningCount {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpe::tests::corpus;
     use crate::bpe::{Encoding, EncodingName};
-
-    fn corpus() -> Vec<String> {
-        let raw = include_str!("../tests/fixtures/token-corpus.json");
-        let items: Vec<serde_json::Value> = serde_json::from_str(raw).unwrap();
-        items
-            .iter()
-            .map(|i| i["text"].as_str().unwrap().to_string())
-            .collect()
-    }
 
     fn in_pieces(
         text: &str,

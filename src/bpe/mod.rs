@@ -131,4 +131,4 @@ impl Encoding {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,6 +7,7 @@
 
 use std::hash::{BuildHasher, BuildHasherDefault};
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use rustc_hash::FxHasher;
 
@@ -60,13 +61,14 @@ impl Ranks {
         let mut index = HashTable::with_capacity(starts.len());
         for rank in 0..count {
             let token = token_at(&bytes, &starts, rank);
-            if index
-                .find(hash(token), |&r| token_at(&bytes, &starts, r) == token)
-                .is_some()
-            {
-                return Err(format!("token {rank} appears twice"));
+            let same = |&r: &u32| token_at(&bytes, &starts, r) == token;
+            let rehash = |&r: &u32| hash(token_at(&bytes, &starts, r));
+            match index.entry(hash(token), same, rehash) {
+                Entry::Occupied(_) => return Err(format!("token {rank} appears twice")),
+                Entry::Vacant(slot) => {
+                    slot.insert(rank);
+                }
             }
-            index.insert_unique(hash(token), rank, |&r| hash(token_at(&bytes, &starts, r)));
         }
         Ok(Ranks {
             bytes,

@@ -50,7 +50,8 @@ fn generated(seed: &mut u64, len: usize) -> String {
     out
 }
 
-fn corpus() -> Vec<String> {
+/// The texts of tests/fixtures/token-corpus.json.
+pub(crate) fn corpus() -> Vec<String> {
     let raw = include_str!("../../tests/fixtures/token-corpus.json");
     let items: Vec<serde_json::Value> = serde_json::from_str(raw).unwrap();
     items

@@ -56,13 +56,6 @@ struct State {
 }
 
 impl CatalogCache {
-    /// Forgets everything (the next call reads the database).
-    pub fn clear(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.entries.clear();
-        }
-    }
-
     fn get(&self, version: i64, key: &EntryKey) -> Option<Arc<Lookup>> {
         let mut state = self.state.lock().ok()?;
         if state.version != version {

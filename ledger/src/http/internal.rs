@@ -13,7 +13,7 @@ use tollgate_protocol::{
 };
 
 use super::auth::InternalAuth;
-use super::errors::{parse_json, Answer};
+use super::errors::{ledger_error_parts, parse_json, Answer};
 use super::schemas::ErrorBody;
 use super::Shared;
 use crate::error::LedgerError;
@@ -63,14 +63,18 @@ pub async fn settle(_: InternalAuth, State(state): State<Shared>, body: Bytes) -
     let started = Instant::now();
     let answer = holds::settle(&state.db, &req, state.settings.hold_expiry).await;
     metrics::observe(metrics::SETTLE_SECONDS, started.elapsed());
-    let outcome = match &answer {
+    metrics::count(metrics::SETTLEMENTS, &[settle_outcome(&answer)]);
+    Ok(Json(answer?).into_response())
+}
+
+/// A settlement's outcome as `tollgate_ledger_settlements_total` counts it.
+fn settle_outcome(answer: &Result<SettleResponse, LedgerError>) -> &'static str {
+    match answer {
         Ok(res) if res.replayed => "replayed",
         Ok(res) => res.state.as_str(),
         Err(LedgerError::NotFound(_) | LedgerError::Invalid(_)) => "refused",
         Err(_) => "error",
-    };
-    metrics::count(metrics::SETTLEMENTS, &[outcome]);
-    Ok(Json(answer?).into_response())
+    }
 }
 
 /// Filter → sidecar: many settlements at once (the filter's queue sends what
@@ -110,12 +114,7 @@ pub async fn settle_batch(_: InternalAuth, State(state): State<Shared>, body: By
         .iter()
         .zip(answers)
         .map(|(asked, answer)| {
-            let outcome = match &answer {
-                Ok(res) if res.replayed => "replayed",
-                Ok(res) => res.state.as_str(),
-                Err(_) => "refused",
-            };
-            metrics::count(metrics::SETTLEMENTS, &[outcome]);
+            metrics::count(metrics::SETTLEMENTS, &[settle_outcome(&answer)]);
             match answer {
                 Ok(settled) => SettleBatchResult {
                     hold_id: asked.hold_id.clone(),
@@ -123,16 +122,16 @@ pub async fn settle_batch(_: InternalAuth, State(state): State<Shared>, body: By
                     settled: Some(settled),
                     error: None,
                 },
-                Err(e) => SettleBatchResult {
-                    hold_id: asked.hold_id.clone(),
-                    status: if matches!(e, LedgerError::NotFound(_)) {
-                        404
-                    } else {
-                        400
-                    },
-                    settled: None,
-                    error: Some(e.to_string()),
-                },
+                // What a single settle call would have answered.
+                Err(e) => {
+                    let (status, error) = ledger_error_parts(e);
+                    SettleBatchResult {
+                        hold_id: asked.hold_id.clone(),
+                        status: status.as_u16(),
+                        settled: None,
+                        error: Some(error.message),
+                    }
+                }
             }
         })
         .collect();
