@@ -84,6 +84,20 @@ const FAMILIES: &[Family] = &[
         known: &[&["api"], &["sweep"], &["webhooks"]],
     },
     Family {
+        name: GROUP_COMMITS,
+        kind: Kind::Counter,
+        help: "Transactions the group committer committed or tried to (one per batch of authorizations and settlements).",
+        labels: &[],
+        known: &[&[]],
+    },
+    Family {
+        name: GROUP_COMMIT_JOBS,
+        kind: Kind::Counter,
+        help: "Authorizations and settlements carried by group commits; divided by tollgate_ledger_group_commits_total, the mean batch size.",
+        labels: &[],
+        known: &[&[]],
+    },
+    Family {
         name: STRIPE_EVENTS,
         kind: Kind::Counter,
         help: "Stripe webhook events with a valid signature, by what they did (credited, pending, failed, refunded, already_applied, duplicate, ignored, error).",
@@ -107,6 +121,8 @@ pub const BALANCES_DEPLETED: &str = "tollgate_ledger_balances_depleted_total";
 pub const HOLD_EXPIRIES: &str = "tollgate_ledger_hold_expiries_total";
 pub const DATABASE_ERRORS: &str = "tollgate_ledger_database_errors_total";
 pub const HTTP_REQUESTS: &str = "tollgate_ledger_http_requests_total";
+pub const GROUP_COMMITS: &str = "tollgate_ledger_group_commits_total";
+pub const GROUP_COMMIT_JOBS: &str = "tollgate_ledger_group_commit_jobs_total";
 pub const STRIPE_EVENTS: &str = "tollgate_ledger_stripe_events_total";
 pub const STRIPE_SIGNATURES_REFUSED: &str = "tollgate_ledger_stripe_signatures_refused_total";
 
@@ -188,6 +204,16 @@ pub fn count(name: &'static str, values: &[&str]) {
 pub fn count_by(name: &'static str, values: &[&str], n: u64) {
     init();
     metrics::counter!(name, labels(label_names(name), values)).increment(n);
+}
+
+/// One group commit of `jobs` authorizations and settlements.
+pub fn commit_batch(jobs: usize) {
+    count(GROUP_COMMITS, &[]);
+    count_by(
+        GROUP_COMMIT_JOBS,
+        &[],
+        u64::try_from(jobs).unwrap_or(u64::MAX),
+    );
 }
 
 /// Records one observation of a latency histogram.

@@ -84,7 +84,7 @@ impl CatalogCache {
 async fn catalog_version(db: &Db) -> LedgerResult<i64> {
     Ok(
         sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
-            .fetch_one(&db.pool)
+            .fetch_one(&db.reader)
             .await?,
     )
 }

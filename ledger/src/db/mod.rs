@@ -12,6 +12,10 @@ use sqlx::{AnyPool, Executor};
 
 use crate::catalog::cache::CatalogCache;
 
+pub mod group_commit;
+
+use group_commit::GroupCommit;
+
 /// Schema migrations, one folder per dialect (`ledger/migrations/`), run by
 /// sqlx's migrator and recorded in `_sqlx_migrations`. Never edit a released
 /// one (its checksum is checked at every start): add the next, to both folders.
@@ -30,7 +34,15 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Db {
+    /// Where writes go. On SQLite one connection: the single writer.
     pub pool: AnyPool,
+    /// Read-only queries that need no transaction (the catalog's version,
+    /// balances shown to apps). On SQLite a pool of query-only connections
+    /// reading the last commit beside the writer (WAL); on PostgreSQL the
+    /// same pool as writes.
+    pub reader: AnyPool,
+    /// Authorizations and settlements, committed in batches.
+    pub writes: GroupCommit,
     pub backend: Backend,
     /// The catalog as authorize reads it, shared by every clone of this Db.
     pub catalog: Arc<CatalogCache>,
@@ -47,35 +59,33 @@ impl Db {
         } else {
             anyhow::bail!("unsupported database URL (use sqlite:// or postgres://)");
         };
-        let pool = match backend {
+        let (pool, reader) = match backend {
             // SQLite has one writer anyway; a single connection serializes every
             // money movement without SQLITE_BUSY upgrades.
             Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            conn.execute("PRAGMA journal_mode=WAL").await?;
-                            conn.execute("PRAGMA busy_timeout=5000").await?;
-                            conn.execute("PRAGMA foreign_keys=ON").await?;
-                            conn.execute("PRAGMA synchronous=FULL").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect(&sqlite_url_with_create(url))
-                    .await?
+                let url = sqlite_url_with_create(url);
+                let pool = sqlite_pool(&url, 1, false).await?;
+                // After the writer, which creates the file and turns WAL on.
+                let reader = sqlite_pool(&url, SQLITE_READERS, true).await?;
+                (pool, reader)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(url)
-                    .await?
+                    .await?;
+                (pool.clone(), pool)
             }
         };
+        let writes = match backend {
+            Backend::Sqlite => GroupCommit::batched(pool.clone()),
+            Backend::Postgres => GroupCommit::per_job(pool.clone()),
+        };
         let db = Db {
+            writes,
             pool,
+            reader,
             backend,
             catalog: Arc::default(),
         };
@@ -167,6 +177,29 @@ impl Db {
         );
         Ok(())
     }
+}
+
+/// Read connections beside SQLite's one writer.
+const SQLITE_READERS: u32 = 4;
+
+async fn sqlite_pool(url: &str, connections: u32, read_only: bool) -> anyhow::Result<AnyPool> {
+    Ok(AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode=WAL").await?;
+                conn.execute("PRAGMA busy_timeout=5000").await?;
+                conn.execute("PRAGMA foreign_keys=ON").await?;
+                conn.execute("PRAGMA synchronous=FULL").await?;
+                if read_only {
+                    conn.execute("PRAGMA query_only=ON").await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?)
 }
 
 fn sqlite_url_with_create(url: &str) -> String {

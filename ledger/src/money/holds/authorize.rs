@@ -13,6 +13,7 @@ use crate::calendar::now_ms;
 use crate::catalog::cache::{self, Lookup, Resolved};
 use crate::catalog::upstream::UpstreamPlan;
 use crate::catalog::{ModelRoute, Paywall};
+use crate::db::group_commit::Verdict;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::money::book::{self, revenue_account, TransferMeta, Tx};
@@ -154,7 +155,7 @@ async fn check(
 /// the ask to hold and the clamped output per choice (None: as asked), or
 /// None when not even the floor fits.
 fn fit_to_balance(
-    settings: &Settings,
+    output_floor: u32,
     req: &AuthorizeRequest,
     route: &ModelRoute,
     ask: Ask,
@@ -169,61 +170,109 @@ fn fit_to_balance(
         u64::try_from(ask.per_choice).unwrap_or(0),
         available,
     )?;
-    if fit < u64::from(settings.output_floor) {
+    if fit < u64::from(output_floor) {
         return None;
     }
     let per_choice = i64::try_from(fit).unwrap_or(0);
     Some((Ask::with_output(req, route, per_choice), Some(per_choice)))
 }
 
-/// In one transaction: the wallet, affordability, every limit, the
-/// reservation and the hold row.
+/// The settings a reservation reads, copied into its job.
+#[derive(Clone, Copy)]
+struct Terms {
+    hold_ttl_ms: i64,
+    output_floor: u32,
+}
+
+/// What the reservation decided inside its batch. Only `Held` keeps writes;
+/// the others are answered after, each in its own transaction.
+enum Placed {
+    Held(Box<AuthorizeResponse>),
+    NeedsConsent,
+    Owed(i64),
+    FundsReserved,
+    TopupNeeded(i64),
+    Refused(Refusal),
+}
+
+/// The wallet, affordability, every limit, the reservation and the hold
+/// row: one job of a group commit, so the hold is durable when answered.
 async fn place_hold(
     db: &Db,
     settings: &Settings,
     req: &AuthorizeRequest,
     c: Checked,
 ) -> LedgerResult<AuthorizeResponse> {
+    let terms = Terms {
+        hold_ttl_ms: settings.hold_ttl_ms,
+        output_floor: settings.output_floor,
+    };
+    let lookup = c.lookup.clone();
+    let job_req = req.clone();
+    let placed = db
+        .writes
+        .run(None, move |tx| Box::pin(reserve_in(tx, terms, job_req, c)))
+        .await?;
+    let Lookup::Ready(r) = &*lookup else {
+        return Err(LedgerError::Internal(
+            "authorize checked an unresolved request".into(),
+        ));
+    };
+    match placed {
+        Placed::Held(allowed) => {
+            if let AuthorizeResponse::Allow {
+                hold_id,
+                held_micros,
+                max_output_tokens,
+                route,
+                ..
+            } = &*allowed
+            {
+                tracing::info!(request_id = %req.request_id, hold = %hold_id, amount = held_micros,
+                               clamped = ?max_output_tokens, provider = %route.provider,
+                               key_source = r.plan.key_source.as_str(), "hold placed");
+            }
+            Ok(*allowed)
+        }
+        Placed::NeedsConsent => consent_needed(db, settings, &r.paywall, req).await,
+        Placed::Owed(owed) => owed_topup(db, settings, &r.paywall, req, owed).await,
+        Placed::FundsReserved => Ok(funds_reserved()),
+        Placed::TopupNeeded(needed) => topup_needed(db, settings, &r.paywall, req, needed).await,
+        Placed::Refused(refused) => refusal(db, &r.paywall, req, refused).await,
+    }
+}
+
+async fn reserve_in(
+    tx: &mut Tx,
+    terms: Terms,
+    req: AuthorizeRequest,
+    c: Checked,
+) -> LedgerResult<Verdict<Placed>> {
     let r = c.resolved()?;
     let revenue = revenue_account(&r.paywall.id);
-    let mut tx = db.pool.begin().await?;
-    let wallet = match wallets::open_wallet(&mut tx, &r.paywall.id, &req.user).await? {
+    let wallet = match wallets::open_wallet(tx, &r.paywall.id, &req.user).await? {
         WalletFor::Ready(w) => w,
-        WalletFor::NeedsConsent => {
-            tx.rollback().await?;
-            return consent_needed(db, settings, &r.paywall, req).await;
-        }
+        WalletFor::NeedsConsent => return Ok(Verdict::Discard(Placed::NeedsConsent)),
     };
-    book::ensure_account(&mut tx, &revenue, "revenue", Some(&r.paywall.id), None).await?;
+    book::ensure_account(tx, &revenue, "revenue", Some(&r.paywall.id), None).await?;
     // One read for both: the hot path gains no round trip for the rare owed account.
-    let (balance, owed) = owed::balance_and_owed(&mut tx, &wallet).await?;
+    let (balance, owed) = owed::balance_and_owed(tx, &wallet).await?;
     if owed > 0 {
-        tx.rollback().await?;
-        return owed_topup(db, settings, &r.paywall, req, owed).await;
+        return Ok(Verdict::Discard(Placed::Owed(owed)));
     }
-    let Some((ask, clamped)) = fit_to_balance(settings, req, &r.route, c.ask, balance.available)
-    else {
-        tx.rollback().await?;
+    let fitted = fit_to_balance(terms.output_floor, &req, &r.route, c.ask, balance.available);
+    let Some((ask, clamped)) = fitted else {
         // The balance itself would do: requests in flight have it reserved.
-        if fit_to_balance(settings, req, &r.route, c.ask, balance.posted).is_some() {
-            return Ok(funds_reserved());
+        let posted = fit_to_balance(terms.output_floor, &req, &r.route, c.ask, balance.posted);
+        if posted.is_some() {
+            return Ok(Verdict::Discard(Placed::FundsReserved));
         }
-        return topup_needed(db, settings, &r.paywall, req, c.ask.amount).await;
+        return Ok(Verdict::Discard(Placed::TopupNeeded(c.ask.amount)));
     };
-    let admitted = limits::admit(
-        &mut tx,
-        &r.limits,
-        &wallet,
-        ask.tokens,
-        ask.amount,
-        now_ms(),
-    );
+    let admitted = limits::admit(tx, &r.limits, &wallet, ask.tokens, ask.amount, now_ms());
     let counted = match admitted.await? {
         Ok(counted) => counted,
-        Err(refused) => {
-            tx.rollback().await?;
-            return refusal(db, &r.paywall, req, refused).await;
-        }
+        Err(refused) => return Ok(Verdict::Discard(Placed::Refused(refused))),
     };
     let hold_id = new_id("hold");
     let meta = TransferMeta {
@@ -232,14 +281,13 @@ async fn place_hold(
         request_id: Some(&req.request_id),
         ..Default::default()
     };
-    let reserved = book::reserve(&mut tx, &wallet, &revenue, ask.amount, &meta).await?;
+    let reserved = book::reserve(tx, &wallet, &revenue, ask.amount, &meta).await?;
     let Some(transfer_id) = reserved else {
         // A concurrent hold took the rest. Nothing of this attempt stays.
-        tx.rollback().await?;
         if ask.amount <= balance.posted {
-            return Ok(funds_reserved());
+            return Ok(Verdict::Discard(Placed::FundsReserved));
         }
-        return topup_needed(db, settings, &r.paywall, req, ask.amount).await;
+        return Ok(Verdict::Discard(Placed::TopupNeeded(ask.amount)));
     };
     let hold = NewHold {
         id: &hold_id,
@@ -250,19 +298,16 @@ async fn place_hold(
         counted,
         plan: &r.plan,
     };
-    insert_hold(&mut tx, settings, &r.paywall, req, &r.route, &hold).await?;
-    tx.commit().await?;
-    tracing::info!(request_id = %req.request_id, hold = %hold_id, amount = ask.amount, clamped = ?clamped,
-                   provider = %r.plan.first.provider, key_source = r.plan.key_source.as_str(),
-                   fallbacks = r.plan.fallbacks.len(), "hold placed");
-    let fallback = r.plan.fallback_route();
-    Ok(AuthorizeResponse::Allow {
-        hold_id,
-        held_micros: ask.amount,
-        max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
-        route: r.plan.first.clone(),
-        fallback,
-    })
+    insert_hold(tx, terms.hold_ttl_ms, &r.paywall, &req, &r.route, &hold).await?;
+    Ok(Verdict::Keep(Placed::Held(Box::new(
+        AuthorizeResponse::Allow {
+            hold_id,
+            held_micros: ask.amount,
+            max_output_tokens: clamped.map(|k| u32::try_from(k).unwrap_or(u32::MAX)),
+            route: r.plan.first.clone(),
+            fallback: r.plan.fallback_route(),
+        },
+    ))))
 }
 
 /// The answer to a request that a limit refused.
@@ -345,7 +390,7 @@ struct NewHold<'a> {
 
 async fn insert_hold(
     tx: &mut Tx,
-    settings: &Settings,
+    hold_ttl_ms: i64,
     paywall: &Paywall,
     req: &AuthorizeRequest,
     route: &ModelRoute,
@@ -371,7 +416,7 @@ async fn insert_hold(
     .bind(hold.amount)
     .bind(&route.price.id)
     .bind(hold.transfer_id)
-    .bind(now.saturating_add(settings.hold_ttl_ms))
+    .bind(now.saturating_add(hold_ttl_ms))
     .bind(now)
     .bind(hold.counted.reserved_tokens)
     .bind(hold.counted.minute_window)

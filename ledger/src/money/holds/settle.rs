@@ -13,6 +13,7 @@ use super::{claim, load_hold, resolve, Claim, HoldRow};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
 use crate::catalog;
+use crate::db::group_commit::{CommitPoints, Verdict};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::faults;
@@ -36,18 +37,28 @@ async fn replay(tx: &mut Tx, hold_id: &str, state: HoldState) -> LedgerResult<Se
     })
 }
 
-/// Settles one hold. A hold already past its TTL is resolved by `expiry`
-/// instead, as the sweeper would have: the late settlement moves nothing.
+/// Where the settle crash tests pause, around the commit of the batch a
+/// settlement rides in.
+const SETTLE_POINTS: CommitPoints = CommitPoints {
+    before: faults::SETTLE_BEFORE_COMMIT,
+    after: faults::SETTLE_AFTER_COMMIT,
+};
+
+/// Settles one hold, in the next group commit. A hold already past its TTL
+/// is resolved by `expiry` instead, as the sweeper would have: the late
+/// settlement moves nothing.
 pub async fn settle(
     db: &Db,
     req: &SettleRequest,
     expiry: ExpiryPolicy,
 ) -> LedgerResult<SettleResponse> {
-    let mut tx = db.pool.begin().await?;
-    let response = settle_in(&mut tx, req, expiry).await?;
-    faults::pause(faults::SETTLE_BEFORE_COMMIT).await;
-    tx.commit().await?;
-    faults::pause(faults::SETTLE_AFTER_COMMIT).await;
+    let job_req = req.clone();
+    let response = db
+        .writes
+        .run(Some(SETTLE_POINTS), move |tx| {
+            Box::pin(async move { settle_in(tx, &job_req, expiry).await.map(Verdict::Keep) })
+        })
+        .await?;
     if let Some(charge) = &response.charge_id {
         tracing::info!(request_id = %req.request_id, hold = %req.hold_id, charge = %charge,
                        amount = response.amount_micros, replayed = response.replayed, "settled");
@@ -55,25 +66,32 @@ pub async fn settle(
     Ok(response)
 }
 
-/// Settles many holds in one transaction (group commit: one durable write for
-/// the batch). Per-item refusals (unknown hold, wrong request) are reported in
-/// place; a database error aborts the whole batch, which can then be retried.
+/// Settles many holds as one job of a group commit. Per-item refusals
+/// (unknown hold, wrong request) are reported in place; a database error
+/// rolls the whole batch back, and it can then be retried.
 pub async fn settle_batch(
     db: &Db,
     reqs: &[SettleRequest],
     expiry: ExpiryPolicy,
 ) -> LedgerResult<Vec<LedgerResult<SettleResponse>>> {
-    let mut tx = db.pool.begin().await?;
-    let mut out = Vec::with_capacity(reqs.len());
-    for req in reqs {
-        match settle_in(&mut tx, req, expiry).await {
-            Ok(r) => out.push(Ok(r)),
-            Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => out.push(Err(e)),
-            Err(e) => return Err(e),
-        }
-    }
-    tx.commit().await?;
-    Ok(out)
+    let reqs = reqs.to_vec();
+    db.writes
+        .run(Some(SETTLE_POINTS), move |tx| {
+            Box::pin(async move {
+                let mut out = Vec::with_capacity(reqs.len());
+                for req in &reqs {
+                    match settle_in(tx, req, expiry).await {
+                        Ok(r) => out.push(Ok(r)),
+                        Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => {
+                            out.push(Err(e))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Verdict::Keep(out))
+            })
+        })
+        .await
 }
 
 /// One settlement inside the caller's transaction. Refusals return before
