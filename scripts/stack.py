@@ -149,6 +149,8 @@ class Stack:
     database_url: str | None = None
     callout_timeout_ms: int = 2000
     max_body_bytes: int = 1048576
+    # More of the filter's configuration (e.g. {"settle_before_release": False}).
+    filter_overrides: dict = field(default_factory=dict)
     ledger_config: Path = ROOT / "ledger" / "demo.toml"
     envoy_template: Path = ROOT / "envoy" / "envoy.yaml"
     profile: str = PROFILE
@@ -184,6 +186,7 @@ class Stack:
                 "internal_secret": self.secrets.internal_secret,
                 "callout_timeout_ms": self.callout_timeout_ms,
                 "max_body_bytes": self.max_body_bytes,
+                **self.filter_overrides,
             },
             providers=self.provider_resources() if paywall else None,
             mock_port=self.ports.mock,

@@ -32,6 +32,15 @@ pub struct FilterConfigDto {
     pub settle_backlog_max: usize,
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
+    /// Hold back the last bytes of a response until the sidecar has
+    /// acknowledged its charge (read-your-writes for apps; a crash of Envoy
+    /// cannot lose the charge of a response the client received in full).
+    #[serde(default = "default_settle_before_release")]
+    pub settle_before_release: bool,
+    /// How long the last bytes wait for that acknowledgement; after it they
+    /// go and the settlement is queued as usual.
+    #[serde(default = "default_settle_ack_timeout_ms")]
+    pub settle_ack_timeout_ms: u64,
     /// Encoding used when no prefix in `model_encodings` matches.
     #[serde(default = "default_encoding")]
     pub default_encoding: String,
@@ -65,6 +74,14 @@ pub const DEFAULT_SETTLE_RETRY_MAX_MS: u64 = 30_000;
 /// Settlements kept for delivery at most; past it, holds expire by policy.
 pub const DEFAULT_SETTLE_BACKLOG_MAX: usize = 10_000;
 
+pub const DEFAULT_SETTLE_ACK_TIMEOUT_MS: u64 = 1_000;
+
+fn default_settle_before_release() -> bool {
+    true
+}
+fn default_settle_ack_timeout_ms() -> u64 {
+    DEFAULT_SETTLE_ACK_TIMEOUT_MS
+}
 fn default_settle_retry_initial_ms() -> u64 {
     DEFAULT_SETTLE_RETRY_INITIAL_MS
 }
@@ -94,6 +111,8 @@ pub struct FilterConfig {
     pub settle_retry_max: Duration,
     pub settle_backlog_max: usize,
     pub tick: Duration,
+    pub settle_before_release: bool,
+    pub settle_ack_timeout: Duration,
     pub encodings: ModelEncodings,
 }
 
@@ -122,6 +141,9 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
         }
         if dto.settle_backlog_max == 0 {
             return Err("settle_backlog_max must be > 0".into());
+        }
+        if !(1..=60_000).contains(&dto.settle_ack_timeout_ms) {
+            return Err("settle_ack_timeout_ms must be between 1 and 60000".into());
         }
         if !(10..=10_000).contains(&dto.tick_ms) {
             return Err("tick_ms must be between 10 and 10000".into());
@@ -154,6 +176,8 @@ impl TryFrom<FilterConfigDto> for FilterConfig {
             settle_retry_max: Duration::from_millis(dto.settle_retry_max_ms),
             settle_backlog_max: dto.settle_backlog_max,
             tick: Duration::from_millis(dto.tick_ms),
+            settle_before_release: dto.settle_before_release,
+            settle_ack_timeout: Duration::from_millis(dto.settle_ack_timeout_ms),
             encodings,
         })
     }

@@ -23,6 +23,9 @@ use decision::Allowed;
 
 #[path = "flow_decision.rs"]
 mod decision;
+
+#[path = "flow_ack.rs"]
+mod ack;
 use crate::response_reader::ResponseReader;
 use crate::tokens::Tokenizers;
 
@@ -80,6 +83,13 @@ enum State {
     /// The filter answered itself; nothing was forwarded.
     Replied,
     Forwarded(Forwarded),
+    /// The response is at its end, held back until the sidecar acknowledges
+    /// its settlement (see `flow_ack.rs`).
+    AwaitingAck {
+        token: u32,
+        settlement: SettleRequest,
+        sent_at_ms: u64,
+    },
     /// The settlement has been handed over.
     Done,
 }
@@ -273,6 +283,9 @@ impl PaywallStream {
     ) {
         let pending = match &self.state {
             State::AwaitingDecision { token: t, pending } if *t == token => pending.clone(),
+            State::AwaitingAck { token: t, .. } if *t == token => {
+                return self.on_ack(host, status, body);
+            }
             _ => return,
         };
         let decision = match status {
@@ -357,10 +370,11 @@ impl PaywallStream {
                 .response_header("content-type")
                 .is_some_and(|ct| ct.starts_with("text/event-stream"));
             if event_stream {
-                f.reader = ResponseReader::sse(f.hide_usage);
+                f.reader = ResponseReader::sse(f.hide_usage, self.config.settle_before_release);
             }
             if end_of_stream {
                 self.finish(SettleOutcome::Completed);
+                return self.settle_before_release(host);
             }
         }
         Flow::Continue
@@ -382,6 +396,7 @@ impl PaywallStream {
                 host.replace_response_body(body_size, &ours);
                 if end_of_stream {
                     self.finish(SettleOutcome::Completed);
+                    return self.settle_before_release(host);
                 }
                 return Flow::Continue;
             }
@@ -396,6 +411,7 @@ impl PaywallStream {
             }
             if end_of_stream {
                 self.finish(SettleOutcome::Completed);
+                return self.settle_before_release(host);
             }
         }
         Flow::Continue
@@ -405,6 +421,12 @@ impl PaywallStream {
     /// complete is settled now, with what it used so far. Envoy's code details
     /// say who ended it: the provider's side (an upstream reset) or the client.
     pub fn on_stream_done(&mut self, host: &mut dyn StreamHost) {
+        // Gone while its end waited for the sidecar: the settlement is queued
+        // (the sidecar takes it once, however many times it arrives).
+        if let Some((settlement, _)) = self.stop_awaiting_ack() {
+            self.settlement = Some(settlement);
+            return;
+        }
         if matches!(self.state, State::Forwarded(_)) {
             let upstream_ended = host
                 .response_code_details()

@@ -99,7 +99,7 @@ impl PaywallStream {
             prompt_tokens: pending.prompt_tokens,
             status: None,
             hide_usage: pending.hide_usage,
-            reader: ResponseReader::json(),
+            reader: ResponseReader::json(self.config.settle_before_release),
             clamped_to,
             provider: a.route.provider,
             fallback: fallback.is_some(),

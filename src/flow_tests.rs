@@ -20,6 +20,7 @@ struct FakeHost {
     replies: Vec<LocalReply>,
     callouts: Vec<Callout>,
     resumed: u32,
+    responses_resumed: u32,
     route_cache_cleared: u32,
     fail_dispatch: bool,
     /// What the client received (chunks after any replacement).
@@ -81,6 +82,9 @@ impl StreamHost for FakeHost {
     fn resume_request(&mut self) {
         self.resumed += 1;
     }
+    fn resume_response(&mut self) {
+        self.responses_resumed += 1;
+    }
     fn clear_route_cache(&mut self) {
         self.route_cache_cleared += 1;
     }
@@ -100,7 +104,7 @@ thread_local! {
 
 fn stream() -> PaywallStream {
     let config = FilterConfig::from_json(
-        br#"{"sidecar_cluster":"ledger","internal_secret":"0123456789abcdef","max_body_bytes":2000}"#,
+        br#"{"sidecar_cluster":"ledger","internal_secret":"0123456789abcdef","max_body_bytes":2000,"settle_before_release":false}"#,
     )
     .unwrap();
     PaywallStream::new(Rc::new(config), TOKENIZERS.with(Rc::clone))
@@ -558,3 +562,6 @@ fn each_request_is_observed_once_for_the_metrics() {
     s.on_request_body(&mut h, len, true);
     assert_eq!(decisions(&s.take_observations()), vec![Decision::Invalid]);
 }
+
+#[path = "flow_ack_tests.rs"]
+mod ack;

@@ -55,6 +55,8 @@ pub trait StreamHost {
     /// Dispatches a callout and returns its token.
     fn dispatch(&mut self, callout: &Callout) -> Result<u32, String>;
     fn resume_request(&mut self);
+    /// Lets a paused response go on (the bytes held back with it).
+    fn resume_response(&mut self);
     /// Makes Envoy pick the route again after the filter changed routing headers.
     fn clear_route_cache(&mut self);
     fn log(&self, level: LogLevel, message: &str);

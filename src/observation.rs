@@ -27,6 +27,12 @@ pub enum Observation {
         millis: u64,
         ok: bool,
     },
+    /// The settlement a response's end waited for (`settle_before_release`):
+    /// how long, and whether the sidecar acknowledged it (else it was queued).
+    SettleAck {
+        millis: u64,
+        acknowledged: bool,
+    },
     /// Tokens the filter counted itself for a forwarded request.
     Tokens {
         prompt: u64,

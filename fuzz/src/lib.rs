@@ -65,26 +65,34 @@ pub fn sse_parser(data: &[u8]) {
     // The real tokenizer: counting delta by delta must not depend on the split.
     let counter = tokenizers().counter("gpt-4o");
     for hide in [false, true] {
-        let forwarded = |chunks: &[&[u8]]| -> (Vec<u8>, u32) {
-            let mut reader = ResponseReader::sse(hide);
-            let mut out = Vec::new();
-            for (i, c) in chunks.iter().enumerate() {
-                match reader.feed(c, i + 1 == chunks.len(), counter) {
-                    Some(replaced) => out.extend(replaced),
-                    None => out.extend_from_slice(c),
+        // Holding the end back (settle_before_release) only delays bytes.
+        let mut unheld = None;
+        for hold_end in [false, true] {
+            let forwarded = |chunks: &[&[u8]]| -> (Vec<u8>, u32) {
+                let mut reader = ResponseReader::sse(hide, hold_end);
+                let mut out = Vec::new();
+                for (i, c) in chunks.iter().enumerate() {
+                    match reader.feed(c, i + 1 == chunks.len(), counter) {
+                        Some(replaced) => out.extend(replaced),
+                        None => out.extend_from_slice(c),
+                    }
                 }
+                let count = reader.reading(counter).local_completion_tokens;
+                (out, count)
+            };
+            let a = forwarded(&[payload]);
+            let b = forwarded(&pieces(payload, &cuts));
+            assert_eq!(
+                a, b,
+                "forwarded bytes or count depend on the split (hide={hide}, hold_end={hold_end})"
+            );
+            if !hide {
+                assert_eq!(a.0, payload, "without hiding, the stream passes unchanged");
             }
-            let count = reader.reading(counter).local_completion_tokens;
-            (out, count)
-        };
-        let a = forwarded(&[payload]);
-        let b = forwarded(&pieces(payload, &cuts));
-        assert_eq!(
-            a, b,
-            "forwarded bytes or count depend on the split (hide={hide})"
-        );
-        if !hide {
-            assert_eq!(a.0, payload, "without hiding, the stream passes unchanged");
+            if let Some(unheld) = &unheld {
+                assert_eq!(&a, unheld, "holding the end changed what is forwarded");
+            }
+            unheld = Some(a);
         }
     }
 }
@@ -122,7 +130,7 @@ pub fn request_body(data: &[u8]) {
 /// between the JSON reader and the direct parser.
 pub fn usage_extraction(data: &[u8]) {
     let direct = read_json_response(data);
-    let mut reader = ResponseReader::json();
+    let mut reader = ResponseReader::json(false);
     let (cuts, _) = split(data);
     for c in pieces(data, &cuts) {
         assert!(
@@ -130,6 +138,17 @@ pub fn usage_extraction(data: &[u8]) {
             "JSON responses are never rewritten"
         );
     }
+    // Holding the last byte back (settle_before_release) only delays it.
+    let mut held = ResponseReader::json(true);
+    let mut out = Vec::new();
+    let chunks = pieces(data, &cuts);
+    for (i, c) in chunks.iter().enumerate() {
+        match held.feed(c, i + 1 == chunks.len(), &ByteCounter) {
+            Some(replaced) => out.extend(replaced),
+            None => out.extend_from_slice(c),
+        }
+    }
+    assert_eq!(out, data, "the held body differs from the provider's");
     let via_reader = reader.reading(&ByteCounter);
     assert_eq!(via_reader.provider_usage, direct.provider_usage);
     if let Ok(v) = serde_json::from_slice::<Value>(data) {

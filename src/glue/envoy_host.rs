@@ -114,6 +114,10 @@ impl StreamHost for EnvoyHost {
         report("resume_http_request", hostcalls::resume_http_request());
     }
 
+    fn resume_response(&mut self) {
+        report("resume_http_response", hostcalls::resume_http_response());
+    }
+
     fn clear_route_cache(&mut self) {
         // Envoy ≥1.33 exposes this as a foreign function; older ones refresh the
         // route automatically on header changes, so NotFound is fine.

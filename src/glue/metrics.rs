@@ -82,6 +82,8 @@ pub struct StreamMetrics {
     completion_tokens: Option<u32>,
     callout_failures: Option<u32>,
     callout_latency_ms: Option<u32>,
+    ack_latency_ms: Option<u32>,
+    ack_missed: Option<u32>,
 }
 
 impl StreamMetrics {
@@ -99,6 +101,8 @@ impl StreamMetrics {
             completion_tokens: counter("tollgate_tokens_completion"),
             callout_failures: counter("tollgate_callout_failures"),
             callout_latency_ms: define(MetricType::Histogram, "tollgate_callout_latency_ms"),
+            ack_latency_ms: define(MetricType::Histogram, "tollgate_settle_ack_latency_ms"),
+            ack_missed: counter("tollgate_settle_ack_missed"),
         }
     }
 
@@ -121,6 +125,17 @@ impl StreamMetrics {
                     add(self.callout_failures, 1);
                 }
                 if let Some(id) = self.callout_latency_ms {
+                    let _ = hostcalls::record_metric(id, millis);
+                }
+            }
+            Observation::SettleAck {
+                millis,
+                acknowledged,
+            } => {
+                if !acknowledged {
+                    add(self.ack_missed, 1);
+                }
+                if let Some(id) = self.ack_latency_ms {
                     let _ = hostcalls::record_metric(id, millis);
                 }
             }

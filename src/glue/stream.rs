@@ -84,7 +84,8 @@ impl Context for PaywallHttp {
         let body = callout_body(body_size);
         self.flow
             .on_callout_response(&mut self.host, token, status, &body);
-        self.record_observations();
+        // An unacknowledged settlement joins the queue.
+        self.hand_over_settlement();
     }
 }
 

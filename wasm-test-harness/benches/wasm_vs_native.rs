@@ -149,7 +149,7 @@ fn main() {
 
         let t = Instant::now();
         let counter = tokenizers.counter("gpt-4o-mini");
-        let mut reader = ResponseReader::sse(false);
+        let mut reader = ResponseReader::sse(false, false);
         for (i, e) in events.iter().enumerate() {
             std::hint::black_box(reader.feed(e, i == events.len() - 1, counter));
         }

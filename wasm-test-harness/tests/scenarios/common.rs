@@ -2,7 +2,7 @@
 //! request, the sidecar's answers, and reading the settlements the VM sent.
 
 use serde_json::{json, Value};
-use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_BATCH_PATH};
+use tollgate_protocol::{AUTHORIZE_PATH, SETTLE_BATCH_PATH, SETTLE_PATH};
 use tollgate_wasm_test_harness::{Action, CalloutAnswer, StreamId, Vm};
 
 pub const KEY: &str = "pk_harness_0123456789";
@@ -119,6 +119,22 @@ pub fn batch_settled(batch: &Value) -> String {
         })
         .collect();
     json!({ "results": results }).to_string()
+}
+
+/// Answers the settlements that held-back response ends wait for
+/// (`settle_before_release`), as the sidecar would; returns them.
+pub fn acknowledge_ends(vm: &mut Vm) -> Vec<Value> {
+    let mut acknowledged = Vec::new();
+    while let Some(c) = vm.pending_to(SETTLE_PATH) {
+        let settlement = c.json();
+        let answer = json!({"hold_id": settlement["hold_id"], "state": "posted", "charge_id": "c1",
+            "amount_micros": 1, "replayed": false})
+        .to_string();
+        vm.answer(c.token, CalloutAnswer::Status(200, answer.as_bytes()))
+            .unwrap();
+        acknowledged.push(settlement);
+    }
+    acknowledged
 }
 
 /// Lets ticks run and acknowledges every settlement; returns the acknowledged ones.

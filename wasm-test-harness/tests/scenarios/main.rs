@@ -11,5 +11,6 @@ mod long_run;
 mod release_artifact;
 mod request_faults;
 mod response_faults;
+mod settle_before_release;
 mod settlement_queue;
 mod sidecar_callout;

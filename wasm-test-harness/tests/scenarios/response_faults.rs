@@ -32,12 +32,22 @@ fn settlement_of(delivered: &[Value], hold: &str) -> Value {
     mine[0].clone()
 }
 
-fn feed(vm: &mut Vm, s: u32, chunks: &[&[u8]], end: bool) {
+/// Feeds a response; at its end, acknowledges the settlement the end waits
+/// for (returned) so the end reaches the client.
+fn feed(vm: &mut Vm, s: u32, chunks: &[&[u8]], end: bool) -> Vec<Value> {
     vm.response_headers(s, SSE_HEADERS, false).unwrap();
     for (i, chunk) in chunks.iter().enumerate() {
         vm.response_body(s, chunk, end && i == chunks.len() - 1)
             .unwrap();
     }
+    acknowledge_ends(vm)
+}
+
+/// Every settlement the sidecar got: at the end of responses, then from the queue.
+fn all_settlements(vm: &mut Vm, acknowledged: Vec<Value>) -> Vec<Value> {
+    let mut all = acknowledged;
+    all.extend(deliver_settlements(vm));
+    all
 }
 
 #[test]
@@ -47,7 +57,7 @@ fn a_stream_split_byte_by_byte_reaches_the_client_intact_and_settles_once() {
     let events = provider_stream(true);
     let bytes = events.concat().into_bytes();
     let chunks: Vec<&[u8]> = bytes.chunks(1).collect();
-    feed(&mut vm, s, &chunks, true);
+    let acknowledged = feed(&mut vm, s, &chunks, true);
     vm.close(s).unwrap();
     // The client did not ask for usage: it gets everything but the usage event.
     let expected: String = events
@@ -61,7 +71,7 @@ fn a_stream_split_byte_by_byte_reaches_the_client_intact_and_settles_once() {
         Some("req-harness")
     );
 
-    let settled = settlement_of(&deliver_settlements(&mut vm), "h-bytes");
+    let settled = settlement_of(&all_settlements(&mut vm, acknowledged), "h-bytes");
     assert_eq!(settled["outcome"], "completed");
     assert_eq!(settled["usage_source"], "provider");
     assert_eq!(settled["usage"]["prompt_tokens"], 11);
@@ -94,9 +104,9 @@ fn a_missing_usage_chunk_is_billed_from_the_local_count() {
     let mut vm = vm();
     let s = allowed(&mut vm, true, "h-nousage");
     let all = provider_stream(false).concat();
-    feed(&mut vm, s, &[all.as_bytes()], true);
+    let acknowledged = feed(&mut vm, s, &[all.as_bytes()], true);
     vm.close(s).unwrap();
-    let settled = settlement_of(&deliver_settlements(&mut vm), "h-nousage");
+    let settled = settlement_of(&all_settlements(&mut vm, acknowledged), "h-nousage");
     assert_eq!(settled["outcome"], "completed");
     assert_eq!(settled["usage_source"], "local");
     assert_eq!(
@@ -128,12 +138,12 @@ fn malformed_event_lines_pass_through_without_harm() {
     );
     events.insert(7, "data: \u{1F600}\u{FFFD}\r\n\r\n".into());
     let all = events.concat();
-    feed(&mut vm, s, &[all.as_bytes()], true);
+    let acknowledged = feed(&mut vm, s, &[all.as_bytes()], true);
     vm.close(s).unwrap();
     assert!(vm.failed().is_none());
     let client = String::from_utf8_lossy(&vm.stream(s).client_body).into_owned();
     assert!(client.contains("a line with no colon") && client.contains("event: mystery"));
-    let settled = settlement_of(&deliver_settlements(&mut vm), "h-garbage");
+    let settled = settlement_of(&all_settlements(&mut vm, acknowledged), "h-garbage");
     assert_eq!(settled["usage"]["completion_tokens"], 7);
 }
 
@@ -143,7 +153,7 @@ fn an_upstream_reset_mid_event_bills_what_was_streamed() {
     let s = allowed(&mut vm, true, "h-reset");
     let all = provider_stream(true).concat();
     let cut = all.find(" friend").unwrap() + 3; // inside the fourth content event
-    feed(&mut vm, s, &[&all.as_bytes()[..cut]], false);
+    assert!(feed(&mut vm, s, &[&all.as_bytes()[..cut]], false).is_empty());
     // Envoy ends the stream without end_of_stream, and says why.
     let details = b"response\0code_details".to_vec();
     vm.host_mut().properties.insert(
@@ -167,17 +177,18 @@ fn a_client_abort_at_every_chunk_position_settles_each_hold_once() {
     let mut vm = vm();
     let events = provider_stream(true);
     let mut holds = Vec::new();
+    let mut acknowledged = Vec::new();
     for k in 0..=events.len() {
         let hold = format!("h-abort-{k}");
         let s = allowed(&mut vm, true, &hold);
         let chunks: Vec<&[u8]> = events[..k].iter().map(|e| e.as_bytes()).collect();
         if k > 0 {
-            feed(&mut vm, s, &chunks, k == events.len());
+            acknowledged.extend(feed(&mut vm, s, &chunks, k == events.len()));
         }
         vm.close(s).unwrap();
         holds.push(hold);
     }
-    let delivered = deliver_settlements(&mut vm);
+    let delivered = all_settlements(&mut vm, acknowledged);
     assert_eq!(delivered.len(), holds.len(), "one settlement per hold");
     let mut last = 0;
     for (k, hold) in holds.iter().enumerate() {
@@ -215,8 +226,9 @@ fn a_provider_error_before_any_token_voids_the_hold() {
         true,
     )
     .unwrap();
+    let acknowledged = acknowledge_ends(&mut vm);
     vm.close(s).unwrap();
-    let settled = settlement_of(&deliver_settlements(&mut vm), "h-503");
+    let settled = settlement_of(&all_settlements(&mut vm, acknowledged), "h-503");
     assert_eq!(settled["outcome"], "provider_error");
     assert_eq!(settled["upstream_status"], 503);
     assert_eq!(settled["usage"]["prompt_tokens"], 0);
@@ -242,9 +254,13 @@ fn a_json_response_in_chunks_is_billed_from_its_usage() {
     for (i, c) in chunks.iter().enumerate() {
         vm.response_body(s, c, i == chunks.len() - 1).unwrap();
     }
+    // The end of the body (at least its last byte) waits for the charge to be acknowledged.
+    let early = vm.stream(s).client_body.clone();
+    assert!(body.as_bytes().starts_with(&early) && early.len() < body.len());
+    let acknowledged = acknowledge_ends(&mut vm);
     vm.close(s).unwrap();
     assert_eq!(vm.stream(s).client_body, body.as_bytes());
-    let settled = settlement_of(&deliver_settlements(&mut vm), "h-json");
+    let settled = settlement_of(&all_settlements(&mut vm, acknowledged), "h-json");
     assert_eq!(
         (
             settled["usage"]["prompt_tokens"].as_u64(),
