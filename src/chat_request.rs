@@ -6,6 +6,8 @@
 use serde_json::{Map, Value};
 use tollgate_protocol::ApiError;
 
+use crate::json_patch;
+
 /// One message as the tokenizer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptMessage {
@@ -157,49 +159,82 @@ fn parse_tools(obj: &Object) -> Result<Option<String>, ApiError> {
 /// when the client used it, `max_tokens` otherwise (the one every
 /// OpenAI-compatible provider reads).
 pub fn output_limit_field(body: &[u8]) -> &'static str {
-    let uses_new = serde_json::from_slice::<Value>(body)
-        .ok()
-        .is_some_and(|v| v.get("max_completion_tokens").is_some_and(|m| !m.is_null()));
-    if uses_new {
-        "max_completion_tokens"
-    } else {
-        "max_tokens"
+    match json_patch::member(body, "max_completion_tokens") {
+        Some(v) if v != b"null" => "max_completion_tokens",
+        _ => "max_tokens",
     }
 }
 
-/// The body with its output limit lowered to `max` (per choice), every
-/// other field kept.
+/// What the filter changes in a request before it goes to the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes<'a> {
+    /// The provider's name for the model (an alias or a provider-specific id
+    /// such as OpenRouter's `openai/gpt-4o`).
+    pub model: Option<&'a str>,
+    /// The output limit (per choice) the balance affords.
+    pub max_output: Option<u32>,
+    /// Ask for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+/// The body with `changes` made on its bytes (see `json_patch`): every other
+/// byte as the client sent it. None when there is nothing to change or the
+/// body is not a JSON object (already rejected).
+pub fn apply(body: &[u8], changes: &Changes) -> Option<Vec<u8>> {
+    let mut edits: Vec<(&str, String)> = Vec::with_capacity(3);
+    if let Some(model) = changes.model {
+        edits.push(("model", serde_json::to_string(model).ok()?));
+    }
+    if let Some(max) = changes.max_output {
+        edits.push((output_limit_field(body), max.to_string()));
+    }
+    if changes.include_usage {
+        let options = match json_patch::member(body, "stream_options") {
+            Some(o) if o.first() == Some(&b'{') => {
+                String::from_utf8(json_patch::set_members(o, &[("include_usage", "true")])?).ok()?
+            }
+            _ => r#"{"include_usage":true}"#.to_string(),
+        };
+        edits.push(("stream_options", options));
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    json_patch::set_members(body, &edits)
+}
+
+/// The body with its output limit lowered to `max` (per choice).
 pub fn limit_output(body: &[u8], max: u32) -> Option<Vec<u8>> {
-    let field = output_limit_field(body);
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    v.as_object_mut()?.insert(field.into(), Value::from(max));
-    serde_json::to_vec(&v).ok()
+    apply(
+        body,
+        &Changes {
+            max_output: Some(max),
+            ..Changes::default()
+        },
+    )
 }
 
-/// The body with `stream_options.include_usage` set to true, every other
-/// field kept. None if the body is not a JSON object (already rejected).
-/// The body with `model` replaced by the provider's name for it (an alias or a
-/// provider-specific id such as OpenRouter's `openai/gpt-4o`).
+/// The body with `model` replaced by the provider's name for it.
 pub fn set_model(body: &[u8], model: &str) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    v.as_object_mut()?
-        .insert("model".into(), Value::String(model.into()));
-    serde_json::to_vec(&v).ok()
+    apply(
+        body,
+        &Changes {
+            model: Some(model),
+            ..Changes::default()
+        },
+    )
 }
 
+/// The body with `stream_options.include_usage` set to true.
 pub fn force_include_usage(body: &[u8]) -> Option<Vec<u8>> {
-    let mut v: Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object_mut()?;
-    let options = obj
-        .entry("stream_options")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !options.is_object() {
-        *options = Value::Object(Map::new());
-    }
-    options
-        .as_object_mut()?
-        .insert("include_usage".into(), Value::Bool(true));
-    serde_json::to_vec(&v).ok()
+    apply(
+        body,
+        &Changes {
+            include_usage: true,
+            ..Changes::default()
+        },
+    )
 }
 
 fn optional_u32(obj: &Map<String, Value>, key: &str) -> Result<Option<u32>, ApiError> {
@@ -502,5 +537,23 @@ mod tests {
                 .as_deref(),
             Some("invalid_json")
         );
+    }
+
+    #[test]
+    fn changes_keep_key_order_spelling_and_unknown_fields() {
+        let body = br#"{"stream":true, "temperature":0.70, "model":"gpt-4o","max_tokens":900,
+            "vendor_x":{"b":1,"a":2},"stream_options":{"z":1},"messages":[{"role":"user","content":"hi"}]}"#;
+        let changes = Changes {
+            model: Some("openai/gpt-4o"),
+            max_output: Some(40),
+            include_usage: true,
+        };
+        let out = String::from_utf8(apply(body, &changes).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"stream":true, "temperature":0.70, "model":"openai/gpt-4o","max_tokens":40,
+            "vendor_x":{"b":1,"a":2},"stream_options":{"z":1,"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#
+        );
+        assert_eq!(apply(body, &Changes::default()), None, "nothing to change");
     }
 }

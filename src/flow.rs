@@ -10,7 +10,7 @@ use tollgate_protocol::{
     ApiError, AuthorizeRequest, AuthorizeResponse, SettleOutcome, SettleRequest, Usage, UsageSource,
 };
 
-use crate::chat_request::{force_include_usage, ChatRequest};
+use crate::chat_request::ChatRequest;
 use crate::config::FilterConfig;
 use crate::host::{Flow, LogLevel, StreamHost};
 use crate::observation::{Decision, Observation};
@@ -43,7 +43,8 @@ struct Pending {
     model: String,
     prompt_tokens: u32,
     stream: bool,
-    /// The filter added `include_usage`: the usage chunk is not the client's.
+    /// The client did not ask for `include_usage`: the filter adds it to the
+    /// request and cuts the usage chunk out of the response.
     hide_usage: bool,
     /// Size of the buffered request body, for rewriting it on the decision.
     body_size: usize,
@@ -235,15 +236,8 @@ impl PaywallStream {
             Err(e) => return self.reply(host, LocalReply::error(400, &e)),
         };
         // A stream is only billed right if the provider reports usage: ask for
-        // it, and hide it again from a client that did not.
+        // it (when the request goes), and hide it again from a client that did not.
         let hide_usage = chat.stream && !chat.include_usage;
-        let mut body_size = body_size;
-        if hide_usage {
-            if let Some(rewritten) = force_include_usage(&body) {
-                host.rewrite_request_body(body_size, &rewritten);
-                body_size = rewritten.len();
-            }
-        }
         let user = match resolve_user(
             caller.path_user.as_deref(),
             caller.header_user.as_deref(),

@@ -61,7 +61,7 @@ impl PaywallStream {
         let answer = SettleAnswer::of(status);
         self.observations.push(Observation::SettleAck {
             millis: host.now_ms().saturating_sub(sent_at_ms),
-            acknowledged: answer != SettleAnswer::Retry,
+            answer,
         });
         let id = &self.request_id;
         let hold = &settlement.hold_id;

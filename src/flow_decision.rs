@@ -6,7 +6,7 @@
 use tollgate_protocol::{Action, ApiError, AuthorizeRequest, ProviderRoute, AUTHORIZE_PATH};
 
 use super::{unavailable, Forwarded, PaywallStream, Pending, State};
-use crate::chat_request::{limit_output, set_model};
+use crate::chat_request::{apply, Changes};
 use crate::host::{Flow, LogLevel, StreamHost};
 use crate::observation::{Decision, Observation};
 use crate::provider_attempt::{self, point_at};
@@ -150,29 +150,26 @@ impl PaywallStream {
     }
 }
 
-/// The body as the provider gets it: its name for the model, and the output
-/// limit lowered when the balance covers less. Most requests need neither,
-/// and their body is not copied out. Returns the limit applied, if any.
+/// The body as the provider gets it, changed on its bytes in one pass: its
+/// name for the model, the output limit lowered when the balance covers
+/// less, `include_usage` for a stream. A request that needs none of these is
+/// not copied out. Returns the limit applied, if any.
 fn rewrite_for_provider(
     host: &mut dyn StreamHost,
     pending: &Pending,
     rename: Option<&str>,
     max_output_tokens: Option<u32>,
 ) -> Option<u32> {
-    if rename.is_none() && max_output_tokens.is_none() {
+    let changes = Changes {
+        model: rename,
+        max_output: max_output_tokens,
+        include_usage: pending.hide_usage,
+    };
+    if changes == Changes::default() {
         return None;
     }
     let original = host.request_body(pending.body_size).unwrap_or_default();
-    let mut body = rename.and_then(|model| set_model(&original, model));
-    let mut clamped_to = None;
-    if let Some(max) = max_output_tokens {
-        if let Some(limited) = limit_output(body.as_deref().unwrap_or(&original), max) {
-            body = Some(limited);
-            clamped_to = Some(max);
-        }
-    }
-    if let Some(rewritten) = &body {
-        host.rewrite_request_body(pending.body_size, rewritten);
-    }
-    clamped_to
+    let rewritten = apply(&original, &changes)?;
+    host.rewrite_request_body(pending.body_size, &rewritten);
+    max_output_tokens
 }

@@ -21,6 +21,7 @@ pub mod chat_request;
 pub mod config;
 pub mod flow;
 pub mod host;
+pub mod json_patch;
 pub mod observation;
 pub mod provider_attempt;
 pub mod replies;

@@ -5,6 +5,8 @@
 
 use tollgate_protocol::Action;
 
+use crate::sidecar::SettleAnswer;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Forwarded to a provider.
@@ -28,10 +30,10 @@ pub enum Observation {
         ok: bool,
     },
     /// The settlement a response's end waited for (`settle_before_release`):
-    /// how long, and whether the sidecar acknowledged it (else it was queued).
+    /// how long, and what the sidecar answered (`Retry`: queued).
     SettleAck {
         millis: u64,
-        acknowledged: bool,
+        answer: SettleAnswer,
     },
     /// Tokens the filter counted itself for a forwarded request.
     Tokens {

@@ -9,13 +9,13 @@ use tollgate_protocol::Action;
 
 use crate::observation::{Decision, Observation};
 use crate::settlement_queue::SettlementQueue;
+use crate::sidecar::SettleAnswer;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     backlog: Option<u32>,
     retries: Option<u32>,
     dropped: Option<u32>,
-    delivered: Option<u32>,
     /// What this VM reported last, so the next report adds only the change.
     last_backlog: i64,
     last_retries: u64,
@@ -38,13 +38,8 @@ impl Metrics {
             backlog: define(MetricType::Gauge, "tollgate_settlement_backlog"),
             retries: define(MetricType::Counter, "tollgate_settlement_retries"),
             dropped: define(MetricType::Counter, "tollgate_settlement_dropped"),
-            delivered: define(MetricType::Counter, "tollgate_settlements_delivered"),
             ..Default::default()
         }
-    }
-
-    pub fn delivered(&self) {
-        add(self.delivered, 1);
     }
 
     /// Reports the queue's state (called every tick).
@@ -84,6 +79,9 @@ pub struct StreamMetrics {
     callout_latency_ms: Option<u32>,
     ack_latency_ms: Option<u32>,
     ack_missed: Option<u32>,
+    /// Settlements the sidecar acknowledged, at the end of a response or
+    /// from the root context's queue.
+    delivered: Option<u32>,
 }
 
 impl StreamMetrics {
@@ -103,7 +101,12 @@ impl StreamMetrics {
             callout_latency_ms: define(MetricType::Histogram, "tollgate_callout_latency_ms"),
             ack_latency_ms: define(MetricType::Histogram, "tollgate_settle_ack_latency_ms"),
             ack_missed: counter("tollgate_settle_ack_missed"),
+            delivered: counter("tollgate_settlements_delivered"),
         }
+    }
+
+    pub fn delivered(&self) {
+        add(self.delivered, 1);
     }
 
     pub fn record(&self, observation: Observation) {
@@ -128,12 +131,11 @@ impl StreamMetrics {
                     let _ = hostcalls::record_metric(id, millis);
                 }
             }
-            Observation::SettleAck {
-                millis,
-                acknowledged,
-            } => {
-                if !acknowledged {
-                    add(self.ack_missed, 1);
+            Observation::SettleAck { millis, answer } => {
+                match answer {
+                    SettleAnswer::Acknowledged => self.delivered(),
+                    SettleAnswer::Retry => add(self.ack_missed, 1),
+                    SettleAnswer::Refused => {}
                 }
                 if let Some(id) = self.ack_latency_ms {
                     let _ = hostcalls::record_metric(id, millis);

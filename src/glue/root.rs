@@ -136,7 +136,7 @@ impl Context for PaywallRoot {
                 };
                 for (req, fate, error) in queue.answered(token, &results, now) {
                     if fate == SettleAnswer::Acknowledged {
-                        self.metrics.delivered();
+                        self.stream_metrics.delivered();
                         log(
                             LogLevel::Debug,
                             &format!("request_id={} settled hold={}", req.request_id, req.hold_id),

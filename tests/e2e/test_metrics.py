@@ -59,6 +59,7 @@ def test_requests_show_up_in_both_prometheus_outputs(stack, ledger, user):
         time.sleep(0.5)
         envoy, _ = snapshot(stack)
     assert "tollgate_settlement_backlog" in envoy
+    assert "tollgate_settle_ack_missed" in envoy
 
     assert grew(sidecar, sidecar_before, "tollgate_ledger_authorizations_total", 2)
     assert 'tollgate_ledger_authorizations_total{decision="action",reason="topup"}' in sidecar
