@@ -1,10 +1,14 @@
-"""Envoy's configuration as data. `envoy/envoy.yaml` (and the benchmark's
-`envoy/bench-baseline.yaml`) are complete Envoy configurations with the local
-stack's defaults; this module loads one, sets what a deployment changes
-(addresses and ports, the .wasm, the filter's configuration, the provider
-routes and clusters from `tollgate-ledger envoy-providers`) and writes it
-back with `yaml.safe_dump`: no text templating, so nothing can be quoted or
-indented wrong."""
+"""Envoy's configuration as data. `envoy/envoy.yaml` is a complete Envoy
+configuration with the local stack's defaults; this module loads it, sets
+what a deployment changes (addresses and ports, the .wasm, the filter's
+configuration, the provider routes and clusters from `tollgate-ledger
+envoy-providers`) and writes it back with `yaml.safe_dump`: no text
+templating, so nothing can be quoted or indented wrong.
+
+The benchmark's baseline is the same rendering without the wasm filter: the
+provider routes match every request and carry the provider's key, so the
+two Envoys differ by the filter alone (same listener, access log, local
+replies, log level)."""
 
 from __future__ import annotations
 
@@ -16,8 +20,6 @@ import yaml
 
 WASM_FILTER = "envoy.filters.http.wasm"
 LEDGER_CLUSTER = "tollgate_ledger"
-# The benchmark baseline's one cluster: the mock provider, reached directly.
-BASELINE_PROVIDER_CLUSTER = "provider_mock"
 
 
 @dataclass
@@ -32,9 +34,9 @@ class EnvoySettings:
     filter_config: dict = field(default_factory=dict)
     # Provider routes and clusters (`envoy-providers` output), routes first in the virtual host.
     providers: dict | None = None
-    # Baseline only: the mock provider's port and the key sent to it.
-    mock_port: int | None = None
-    mock_key: str | None = None
+    # The benchmark baseline: no filter; requests go straight to the provider
+    # routes with this key.
+    baseline_key: str | None = None
 
 
 def socket_address(address: str, port: int) -> dict:
@@ -61,23 +63,31 @@ def render(base: Path, s: EnvoySettings) -> str:
         host = hcm["route_config"]["virtual_hosts"][0]
         if s.providers:
             host["routes"] = s.providers["routes"] + host["routes"]
-        if s.mock_key is not None:
-            for route in host["routes"]:
-                for h in route.get("request_headers_to_add", []):
-                    if h["header"]["key"] == "authorization":
-                        h["header"]["value"] = f"Bearer {s.mock_key}"
         for f in hcm["http_filters"]:
             if f["name"] == WASM_FILTER:
                 configure_wasm(f["typed_config"]["config"], s)
+        if s.baseline_key is not None:
+            make_baseline(hcm, s)
     for cluster in resources["clusters"]:
         if cluster["name"] == LEDGER_CLUSTER:
             set_endpoint(cluster, s.ledger_host, s.ledger_port)
-        elif cluster["name"] == BASELINE_PROVIDER_CLUSTER and s.mock_port is not None:
-            set_endpoint(cluster, "127.0.0.1", s.mock_port)
     if s.providers:
         resources["clusters"] += s.providers["clusters"]
     # Wide enough that no value (the filter's JSON) is folded over lines.
     return yaml.safe_dump(cfg, sort_keys=False, width=1 << 16)
+
+
+def make_baseline(hcm: dict, s: EnvoySettings) -> None:
+    """Removes the filter; the first provider route takes every request, with
+    the provider's key, as the filter would have routed it."""
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != WASM_FILTER]
+    if not s.providers or not s.providers["routes"]:
+        raise ValueError("the baseline needs a provider route")
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
+    route["match"].pop("headers", None)
+    route["request_headers_to_add"] = [{
+        "header": {"key": "authorization", "value": f"Bearer {s.baseline_key}"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
 
 
 def configure_wasm(config: dict, s: EnvoySettings) -> None:

@@ -151,6 +151,8 @@ class Stack:
     max_body_bytes: int = 1048576
     # More of the filter's configuration (e.g. {"settle_before_release": False}).
     filter_overrides: dict = field(default_factory=dict)
+    # The benchmark's baseline: the same Envoy without the filter.
+    baseline: bool = False
     ledger_config: Path = ROOT / "ledger" / "demo.toml"
     envoy_template: Path = ROOT / "envoy" / "envoy.yaml"
     profile: str = PROFILE
@@ -189,8 +191,7 @@ class Stack:
                 **self.filter_overrides,
             },
             providers=self.provider_resources() if paywall else None,
-            mock_port=self.ports.mock,
-            mock_key=self.secrets.provider_key,
+            baseline_key=self.secrets.provider_key if self.baseline else None,
         ))
         out = self.state_dir / "envoy.yaml"
         # It carries the internal secret: readable by this user only.

@@ -1,8 +1,9 @@
 //! `make bench` part 2: the ledger's own throughput, in-process, on SQLite and
 //! (when reachable) PostgreSQL. Authorizations/s and settlements/s through the
-//! real router, each against a no-op handler on the same router stack; and
-//! settlements with group commit (one transaction per 32) against one
-//! transaction per settlement. Prints a Markdown section.
+//! real router, each against a no-op handler on the same router stack, and
+//! the batch settle call (32 per call); then the same on a ledger that
+//! already holds 1 million transfers. Prints a Markdown section; with
+//! LEDGER_BENCH_JSON=<file>, also writes the figures there (name, value, unit).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +29,11 @@ use tower::ServiceExt;
 
 const SECRET: &str = "bench-internal-secret-0123456789";
 const KEY: &str = "tg_bench_key_0123456789abcdef";
-const CONCURRENCY: usize = 16;
+/// Calls in flight: what a sidecar behind a 2-worker Envoy at peak sees
+/// (authorizations and settlements of 16 client connections).
+const CONCURRENCY: usize = 32;
+/// Transfers already in the ledger for the "at scale" run.
+const HISTORY: i64 = 1_000_000;
 const USERS: usize = 64;
 const BATCH: usize = 32;
 
@@ -194,12 +199,53 @@ struct Figures {
     noop: f64,
     authorize: f64,
     settle_http: f64,
-    settle_single: f64,
     settle_batched: f64,
 }
 
-async fn measure(backend: &'static str, url: &str) -> Figures {
+/// `count` deposits of one micro-unit into a wallet of their own, booked as
+/// deposits are (so `verify` still balances): a ledger with history.
+async fn add_history(db: &Db, count: i64) {
+    deposits::deposit(db, "bench", "history", 1, "bench")
+        .await
+        .expect("history wallet");
+    let (cash, wallet): (String, String) = sqlx::query_as(
+        "SELECT debit_account, credit_account FROM transfers WHERE kind = 'deposit' AND credit_account IN
+           (SELECT id FROM accounts WHERE user_id = 'history')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("history accounts");
+    let mut tx = db.pool.begin().await.expect("begin");
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1)
+         INSERT INTO transfers (id, kind, debit_account, credit_account, amount, request_id, created_at, paywall_id)
+         SELECT 'tr_history_' || CAST(i AS TEXT), 'deposit', $2, $3, 1, 'history-' || CAST(i AS TEXT), $4, 'bench' FROM n",
+    )
+    .bind(count)
+    .bind(&cash)
+    .bind(&wallet)
+    .bind(tollgate_ledger::calendar::now_ms())
+    .execute(&mut *tx)
+    .await
+    .expect("history");
+    for (account, column) in [(&cash, "debits_posted"), (&wallet, "credits_posted")] {
+        sqlx::query(&format!(
+            "UPDATE accounts SET {column} = {column} + $1 WHERE id = $2"
+        ))
+        .bind(count)
+        .bind(account)
+        .execute(&mut *tx)
+        .await
+        .expect("history sums");
+    }
+    tx.commit().await.expect("commit");
+}
+
+async fn measure(backend: &'static str, url: &str, history: i64) -> Figures {
     let db = seeded(url).await;
+    if history > 0 {
+        add_history(&db, history).await;
+    }
     let durability = match db.backend {
         Backend::Sqlite => "WAL, synchronous=FULL".to_string(),
         Backend::Postgres => {
@@ -263,20 +309,6 @@ async fn measure(backend: &'static str, url: &str) -> Figures {
     })
     .await;
 
-    let singles = Arc::new(holds_for(&db, n, "single").await);
-    let d = db.clone();
-    let s = singles.clone();
-    let settle_single = run(s.len(), move |i| {
-        let (d, s) = (d.clone(), s.clone());
-        async move {
-            let (hold, rid) = &s[i];
-            holds::settle(&d, &settle_req(hold, rid), holds::ExpiryPolicy::Void)
-                .await
-                .expect("settle");
-        }
-    })
-    .await;
-
     let batched = Arc::new(holds_for(&db, n, "batch").await);
     let d = db.clone();
     let b = batched.clone();
@@ -309,7 +341,6 @@ async fn measure(backend: &'static str, url: &str) -> Figures {
         noop,
         authorize,
         settle_http,
-        settle_single,
         settle_batched: batch_rate * BATCH as f64,
     }
 }
@@ -343,6 +374,61 @@ async fn drop_database(name: &str) {
     }
 }
 
+/// Each backend empty, then with `HISTORY` transfers, one after the other.
+async fn measure_backend(backend: &'static str, url: impl Fn(usize) -> String) -> Vec<Figures> {
+    let mut rows = Vec::new();
+    for (i, history) in [0, HISTORY].into_iter().enumerate() {
+        rows.push(measure(backend, &url(i), history).await);
+    }
+    rows
+}
+
+fn figures_json(rows: &[Figures]) -> serde_json::Value {
+    let mut out = Vec::new();
+    for pair in rows.chunks(2) {
+        let [empty, full] = pair else { continue };
+        let b = empty.backend.to_lowercase();
+        for (name, value, unit) in [
+            (
+                format!("ledger_{b}_authorize_per_s"),
+                empty.authorize,
+                "1/s",
+            ),
+            (format!("ledger_{b}_settle_per_s"), empty.settle_http, "1/s"),
+            (
+                format!("ledger_{b}_settle_batch_per_s"),
+                empty.settle_batched,
+                "1/s",
+            ),
+            (
+                format!("ledger_{b}_1m_authorize_per_s"),
+                full.authorize,
+                "1/s",
+            ),
+            (
+                format!("ledger_{b}_1m_settle_per_s"),
+                full.settle_http,
+                "1/s",
+            ),
+            (
+                format!("ledger_{b}_1m_authorize_ratio"),
+                full.authorize / empty.authorize,
+                "ratio",
+            ),
+            (
+                format!("ledger_{b}_1m_settle_ratio"),
+                full.settle_http / empty.settle_http,
+                "ratio",
+            ),
+        ] {
+            out.push(
+                json!({"name": name, "value": (value * 1000.0).round() / 1000.0, "unit": unit}),
+            );
+        }
+    }
+    Value::Array(out)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -352,24 +438,48 @@ fn main() {
     rt.block_on(async {
         let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", tollgate_ledger::access::secrets::random_hex(4)));
         std::fs::create_dir_all(&dir).expect("dir");
-        let mut rows = vec![measure("SQLite", &format!("sqlite://{}/ledger.db", dir.display())).await];
-        match postgres_database().await {
-            Some((url, name)) => {
-                rows.push(measure("PostgreSQL", &url).await);
-                drop_database(&name).await;
+        let sqlite = |i: usize| format!("sqlite://{}/ledger-{i}.db", dir.display());
+        let mut rows = measure_backend("SQLite", sqlite).await;
+        let mut created = Vec::new();
+        for _ in 0..2 {
+            match postgres_database().await {
+                Some(db) => created.push(db),
+                None => break,
             }
-            None => eprintln!("PostgreSQL not reachable: measured SQLite only"),
+        }
+        if created.len() == 2 {
+            let urls: Vec<String> = created.iter().map(|(url, _)| url.clone()).collect();
+            rows.extend(measure_backend("PostgreSQL", |i| urls[i].clone()).await);
+        } else {
+            eprintln!("PostgreSQL not reachable: measured SQLite only");
+        }
+        for (_, name) in &created {
+            drop_database(name).await;
         }
         let _ = std::fs::remove_dir_all(&dir);
         println!("## Ledger throughput (in-process, {CONCURRENCY} in flight, {} operations per run)\n", ops());
-        println!("| backend | durability | no-op handler/s | authorize/s (ratio) | settle/s via API (ratio) | settle/s, 1 tx each | settle/s, group commit of {BATCH} | group-commit gain |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
-        for r in rows {
+        println!("| backend | durability | transfers before | no-op handler/s | authorize/s (ratio) | settle/s (ratio) | settle-batch of {BATCH}, settlements/s |");
+        println!("|---|---|---:|---:|---:|---:|---:|");
+        for (i, r) in rows.iter().enumerate() {
+            let before = if i % 2 == 0 { "0".to_string() } else { format!("{HISTORY}") };
             println!(
-                "| {} | {} | {:.0} | {:.0} ({:.3}) | {:.0} ({:.3}) | {:.0} | {:.0} | {:.1}× |",
+                "| {} | {} | {before} | {:.0} | {:.0} ({:.3}) | {:.0} ({:.3}) | {:.0} |",
                 r.backend, r.durability, r.noop, r.authorize, r.authorize / r.noop, r.settle_http, r.settle_http / r.noop,
-                r.settle_single, r.settle_batched, r.settle_batched / r.settle_single
+                r.settle_batched
             );
+        }
+        println!();
+        for pair in rows.chunks(2) {
+            if let [empty, full] = pair {
+                println!(
+                    "With {HISTORY} transfers against an empty ledger, {}: authorize **{:.2}×**, settle **{:.2}×**.",
+                    empty.backend, full.authorize / empty.authorize, full.settle_http / empty.settle_http
+                );
+            }
+        }
+        println!("\nAuthorize and settle go through the group committer: on SQLite concurrent calls share one\ntransaction and one fsync; on PostgreSQL each is its own transaction.");
+        if let Ok(path) = std::env::var("LEDGER_BENCH_JSON") {
+            std::fs::write(&path, figures_json(&rows).to_string()).expect("write figures");
         }
     });
 }
