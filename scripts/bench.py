@@ -91,10 +91,15 @@ def percentile(values: list[float], p: float) -> float:
 
 def stream_timings(stack: Stack, key: str) -> dict:
     """Time to first byte and the gaps between SSE events, over STREAMS streams
-    of ~64 chunks the mock sends CHUNK_DELAY_MS apart."""
+    of ~64 chunks the mock sends CHUNK_DELAY_MS apart. The end (the usage event
+    and `[DONE]`, which the filter holds back until the charge is committed) is
+    timed apart: from the last content event to `[DONE]`."""
+    # With usage asked for, both sides send the client the same events (the filter
+    # would otherwise cut the usage event it asks for, merging two gaps into one).
     body = json.dumps({"model": "mock-gpt", "user": "bench-user", "stream": True,
+                       "stream_options": {"include_usage": True},
                        "messages": [{"role": "user", "content": STREAM_PROMPT}]})
-    ttfb, gaps, events_per_stream = [], [], []
+    ttfb, gaps, ends, events_per_stream = [], [], [], []
     for _ in range(STREAMS):
         conn = http.client.HTTPConnection("127.0.0.1", stack.ports.public, timeout=30)
         started = time.perf_counter()
@@ -103,7 +108,7 @@ def stream_timings(stack: Stack, key: str) -> dict:
             "x-mock-chunk-delay-ms": str(CHUNK_DELAY_MS)})
         resp = conn.getresponse()
         assert resp.status == 200, resp.read()
-        buf, last, first, count = b"", None, None, 0
+        buf, last, first, count, stream_gaps = b"", None, None, 0, []
         while True:
             data = resp.read1(65536)
             if not data:
@@ -117,12 +122,15 @@ def stream_timings(stack: Stack, key: str) -> dict:
                 _, buf = buf.split(b"\n\n", 1)
                 count += 1
                 if last is not None:
-                    gaps.append((now - last) * 1000)
+                    stream_gaps.append((now - last) * 1000)
                 last = now
+        gaps.extend(stream_gaps[:-2])
+        ends.append(sum(stream_gaps[-2:]))
         events_per_stream.append(count)
         conn.close()
     return {"ttfb_p50": percentile(ttfb, 50), "ttfb_p99": percentile(ttfb, 99),
             "gap_p50": percentile(gaps, 50), "gap_p99": percentile(gaps, 99),
+            "end_p50": percentile(ends, 50), "end_p99": percentile(ends, 99),
             "events": sum(events_per_stream) / len(events_per_stream)}
 
 
@@ -264,6 +272,7 @@ def write_results(r: dict, ledger_figures: list[dict]) -> None:
     figures += [
         ("added_stream_first_byte_p50", tg["streams"]["ttfb_p50"] - base["streams"]["ttfb_p50"], "ms"),
         ("added_stream_gap_p99", tg["streams"]["gap_p99"] - base["streams"]["gap_p99"], "ms"),
+        ("added_stream_end_p50", tg["streams"]["end_p50"] - base["streams"]["end_p50"], "ms"),
         ("envoy_memory_per_wasm_vm", (tg["memory"] - base["memory"]) / 2**20 / tg["vms"], "MiB"),
         ("wasm_module_size", wasm_size(), "bytes"),
     ]
@@ -339,15 +348,17 @@ Envoy's resident memory after start-up: {base['memory'] / 2**20:.1f} MiB without
 
 ## Streaming transparency ({STREAMS} streams of ~{s_tg['events']:.0f} events per round, {CHUNK_DELAY_MS} ms apart at the mock)
 
-| | first byte p50 ms | first byte p99 ms | inter-event gap p50 ms | gap p99 ms |
-|---|---:|---:|---:|---:|
-| Baseline (Envoy without the filter) | {s_base['ttfb_p50']:.2f} | {s_base['ttfb_p99']:.2f} | {s_base['gap_p50']:.2f} | {s_base['gap_p99']:.2f} |
-| Tollgate | {s_tg['ttfb_p50']:.2f} | {s_tg['ttfb_p99']:.2f} | {s_tg['gap_p50']:.2f} | {s_tg['gap_p99']:.2f} |
+| | first byte p50 ms | first byte p99 ms | inter-event gap p50 ms | gap p99 ms | last content event to `[DONE]` p50 ms |
+|---|---:|---:|---:|---:|---:|
+| Baseline (Envoy without the filter) | {s_base['ttfb_p50']:.2f} | {s_base['ttfb_p99']:.2f} | {s_base['gap_p50']:.2f} | {s_base['gap_p99']:.2f} | {s_base['end_p50']:.2f} |
+| Tollgate | {s_tg['ttfb_p50']:.2f} | {s_tg['ttfb_p99']:.2f} | {s_tg['gap_p50']:.2f} | {s_tg['gap_p99']:.2f} | {s_tg['end_p50']:.2f} |
 
 Added by Tollgate: first byte p50 **{s_tg['ttfb_p50'] - s_base['ttfb_p50']:+.2f} ms**
 (the authorize callout), inter-event gap p50 **{s_tg['gap_p50'] - s_base['gap_p50']:+.2f} ms**,
-p99 **{s_tg['gap_p99'] - s_base['gap_p99']:+.2f} ms** (the last gap includes the wait for the
-acknowledged charge).
+p99 **{s_tg['gap_p99'] - s_base['gap_p99']:+.2f} ms** between content events (the streams ask for
+usage, so both sides send the same events); the end, held until the charge is committed,
+**{s_tg['end_p50'] - s_base['end_p50']:+.2f} ms** at p50 (the usage event waits for `[DONE]`,
+which the mock sends {CHUNK_DELAY_MS} ms after it).
 
 {tokens.strip()}
 
