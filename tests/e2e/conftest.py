@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,21 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stack import Ports, Stack  # noqa: E402
-from helpers import Ledger, call  # noqa: E402
+from helpers import Ledger, call, running_stack  # noqa: E402
 
 _users = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def stack():
-    with tempfile.TemporaryDirectory(prefix="tollgate-e2e-") as tmp:
-        s = Stack(state_dir=Path(tmp), ports=Ports.free())
-        s.start()
-        try:
-            yield s
-        finally:
-            s.stop()
+    with running_stack("tollgate-e2e-") as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

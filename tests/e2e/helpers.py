@@ -164,6 +164,19 @@ def database_text(db: Path) -> dict[str, bytes]:
 
 
 @contextmanager
+def running_stack(prefix: str, **settings):
+    """A stack of its own (the demo configuration) on free ports, in a
+    temporary directory; `settings` are Stack fields."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        s = Stack(state_dir=Path(tmp), ports=Ports.free(), **settings)
+        s.start()
+        try:
+            yield s
+        finally:
+            s.stop()
+
+
+@contextmanager
 def stack_with_webhook(receiver: type[BaseHTTPRequestHandler], secret: str, server_settings: str = "",
                        events: str | None = None, env: dict[str, str] | None = None):
     """A stack of its own (the demo configuration) whose ledger signs its

@@ -11,15 +11,13 @@ import json
 import random
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from helpers import Ledger, deposit
-from stack import Ports, Stack, binary
+from helpers import Ledger, deposit, running_stack
+from stack import binary
 
 CLIENTS = 8
 
@@ -50,13 +48,8 @@ def one_request(stack, user, i, stream, chunk_delay_ms):
 
 @pytest.fixture
 def own_stack():
-    with tempfile.TemporaryDirectory(prefix="tollgate-crash-") as tmp:
-        s = Stack(state_dir=Path(tmp), ports=Ports.free())
-        s.start()
-        try:
-            yield s
-        finally:
-            s.stop()
+    with running_stack("tollgate-crash-") as s:
+        yield s
 
 
 def test_every_response_received_in_full_is_charged_once_after_envoy_is_killed(own_stack):

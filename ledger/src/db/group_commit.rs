@@ -2,11 +2,11 @@
 //! one durable commit, so the fsync that bounds a one-commit-per-request
 //! ledger is paid once per batch.
 //!
-//! On SQLite (one writer) a committer task owns the batch. Jobs run one after another, each inside
-//! its own savepoint, so every conditional check (balance, limits, hold
-//! state) sees the writes of the jobs before it exactly as if each had
-//! committed alone; a job that refuses or fails is rolled back to its
-//! savepoint without touching the others. A caller gets its answer only
+//! On SQLite (one writer) a committer task owns the batch. Jobs run one
+//! after another, each inside its own savepoint, so every conditional check
+//! (balance, limits, hold state) sees the writes of the jobs before it
+//! exactly as if each had committed alone; a job that refuses or fails is
+//! rolled back to its savepoint without touching the others. A caller gets its answer only
 //! after the batch's COMMIT has returned: nothing is acknowledged that a
 //! crash could still lose.
 //!
