@@ -171,7 +171,10 @@ def median_of(runs: list[dict]) -> dict:
     """Each figure's median over the rounds (CPU per process too)."""
     out = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
     out["ok"] = sum(r["ok"] for r in runs)
-    out["other"] = {k: sum(r["other"].get(k, 0) for r in runs) for r in runs for k in r["other"]}
+    out["other"] = {}
+    for r in runs:
+        for status, n in r["other"].items():
+            out["other"][status] = out["other"].get(status, 0) + n
     out["cpu_ms_per_1k"] = {name: statistics.median(r["cpu_ms_per_1k"][name] for r in runs)
                             for name in runs[0]["cpu_ms_per_1k"]}
     return out

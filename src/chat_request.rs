@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 use tollgate_protocol::ApiError;
 
-use crate::json_patch;
+use crate::json_patch::{self, Members};
 
 /// One message as the tokenizer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,8 +158,8 @@ fn parse_tools(obj: &Object) -> Result<Option<String>, ApiError> {
 /// Which field carries the client's output limit: `max_completion_tokens`
 /// when the client used it, `max_tokens` otherwise (the one every
 /// OpenAI-compatible provider reads).
-pub fn output_limit_field(body: &[u8]) -> &'static str {
-    match json_patch::member(body, "max_completion_tokens") {
+fn output_limit_field(members: &Members) -> &'static str {
+    match members.value("max_completion_tokens") {
         Some(v) if v != b"null" => "max_completion_tokens",
         _ => "max_tokens",
     }
@@ -181,15 +181,19 @@ pub struct Changes<'a> {
 /// byte as the client sent it. None when there is nothing to change or the
 /// body is not a JSON object (already rejected).
 pub fn apply(body: &[u8], changes: &Changes) -> Option<Vec<u8>> {
+    if *changes == Changes::default() {
+        return None;
+    }
+    let members = Members::scan(body)?;
     let mut edits: Vec<(&str, String)> = Vec::with_capacity(3);
     if let Some(model) = changes.model {
         edits.push(("model", serde_json::to_string(model).ok()?));
     }
     if let Some(max) = changes.max_output {
-        edits.push((output_limit_field(body), max.to_string()));
+        edits.push((output_limit_field(&members), max.to_string()));
     }
     if changes.include_usage {
-        let options = match json_patch::member(body, "stream_options") {
+        let options = match members.value("stream_options") {
             Some(o) if o.first() == Some(&b'{') => {
                 String::from_utf8(json_patch::set_members(o, &[("include_usage", "true")])?).ok()?
             }
@@ -197,11 +201,8 @@ pub fn apply(body: &[u8], changes: &Changes) -> Option<Vec<u8>> {
         };
         edits.push(("stream_options", options));
     }
-    if edits.is_empty() {
-        return None;
-    }
     let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    json_patch::set_members(body, &edits)
+    members.set(&edits)
 }
 
 /// The body with its output limit lowered to `max` (per choice).

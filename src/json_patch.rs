@@ -10,8 +10,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The top-level members of a JSON object, in order, with the byte span of
-/// each value.
-struct Members {
+/// each value: scanned once, then read and changed by key.
+pub struct Members<'a> {
+    body: &'a [u8],
     members: Vec<(String, Range<usize>)>,
     /// Where a new member goes: after the last value, or after `{`.
     append_at: usize,
@@ -39,8 +40,9 @@ impl<'de> Deserialize<'de> for RawMembers<'de> {
     }
 }
 
-impl Members {
-    fn scan(body: &[u8]) -> Option<Members> {
+impl<'a> Members<'a> {
+    /// None if `body` is not a JSON object.
+    pub fn scan(body: &'a [u8]) -> Option<Members<'a>> {
         let RawMembers(raw) = serde_json::from_slice(body).ok()?;
         let base = body.as_ptr() as usize;
         let mut members = Vec::with_capacity(raw.len());
@@ -58,57 +60,65 @@ impl Members {
             Some((_, span)) => span.end,
             None => body.iter().position(|b| *b == b'{')?.checked_add(1)?,
         };
-        Some(Members { members, append_at })
+        Some(Members {
+            body,
+            members,
+            append_at,
+        })
+    }
+
+    /// The raw JSON text of `key`'s value (its last occurrence, as a parser
+    /// keeping the last duplicate reads it).
+    pub fn value(&self, key: &str) -> Option<&'a [u8]> {
+        let (_, span) = self.members.iter().rev().find(|(k, _)| k == key)?;
+        self.body.get(span.clone())
+    }
+
+    /// The body with each `(key, json)` set: the value replaced where the key
+    /// is, else the member appended. `json` must be one JSON value.
+    pub fn set(&self, edits: &[(&str, &str)]) -> Option<Vec<u8>> {
+        let body = self.body;
+        // (where, how many bytes it replaces, what goes there), in body order.
+        let mut splices: Vec<(usize, usize, String)> = Vec::new();
+        let mut appended = String::new();
+        let mut count = self.members.len();
+        for (key, json) in edits {
+            let mut found = false;
+            for (_, span) in self.members.iter().filter(|(k, _)| k == key) {
+                splices.push((span.start, span.len(), (*json).to_string()));
+                found = true;
+            }
+            if !found {
+                if count > 0 {
+                    appended.push(',');
+                }
+                appended.push_str(&serde_json::to_string(key).ok()?);
+                appended.push(':');
+                appended.push_str(json);
+                count += 1;
+            }
+        }
+        if !appended.is_empty() {
+            splices.push((self.append_at, 0, appended));
+        }
+        splices.sort_by_key(|(at, _, _)| *at);
+        let extra: usize = splices.iter().map(|(_, _, s)| s.len()).sum();
+        let mut out = Vec::with_capacity(body.len() + extra);
+        let mut at = 0;
+        for (start, len, text) in splices {
+            out.extend_from_slice(body.get(at..start)?);
+            out.extend_from_slice(text.as_bytes());
+            at = start.checked_add(len)?;
+        }
+        out.extend_from_slice(body.get(at..)?);
+        Some(out)
     }
 }
 
-/// The raw JSON text of `key`'s value (its last occurrence, as a parser
-/// keeping the last duplicate reads it).
-pub fn member<'a>(body: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    let m = Members::scan(body)?;
-    let (_, span) = m.members.iter().rev().find(|(k, _)| k == key)?;
-    body.get(span.clone())
-}
-
-/// `body` with each `(key, json)` set: the value replaced where the key is,
-/// else the member appended. `json` must be one JSON value. None if `body`
+/// `body` with each `(key, json)` set (see [`Members::set`]). None if `body`
 /// is not a JSON object.
 pub fn set_members(body: &[u8], edits: &[(&str, &str)]) -> Option<Vec<u8>> {
-    let m = Members::scan(body)?;
-    // (where, how many bytes it replaces, what goes there), in body order.
-    let mut splices: Vec<(usize, usize, String)> = Vec::new();
-    let mut appended = String::new();
-    let mut count = m.members.len();
-    for (key, json) in edits {
-        let mut found = false;
-        for (_, span) in m.members.iter().filter(|(k, _)| k == key) {
-            splices.push((span.start, span.len(), (*json).to_string()));
-            found = true;
-        }
-        if !found {
-            if count > 0 {
-                appended.push(',');
-            }
-            appended.push_str(&serde_json::to_string(key).ok()?);
-            appended.push(':');
-            appended.push_str(json);
-            count += 1;
-        }
-    }
-    if !appended.is_empty() {
-        splices.push((m.append_at, 0, appended));
-    }
-    splices.sort_by_key(|(at, _, _)| *at);
-    let extra: usize = splices.iter().map(|(_, _, s)| s.len()).sum();
-    let mut out = Vec::with_capacity(body.len() + extra);
-    let mut at = 0;
-    for (start, len, text) in splices {
-        out.extend_from_slice(body.get(at..start)?);
-        out.extend_from_slice(text.as_bytes());
-        at = start.checked_add(len)?;
-    }
-    out.extend_from_slice(body.get(at..)?);
-    Some(out)
+    Members::scan(body)?.set(edits)
 }
 
 #[cfg(test)]
@@ -159,8 +169,9 @@ mod tests {
     #[test]
     fn members_are_read_by_key_with_escapes_and_nesting() {
         let body = br#"{"a\u0062":{"c":"}"},"ab":2}"#;
-        assert_eq!(member(body, "ab"), Some(&b"2"[..]));
-        assert_eq!(member(br#"{"a":{"ab":1}}"#, "ab"), None);
+        assert_eq!(Members::scan(body).unwrap().value("ab"), Some(&b"2"[..]));
+        let nested = br#"{"a":{"ab":1}}"#;
+        assert_eq!(Members::scan(nested).unwrap().value("ab"), None);
     }
 
     #[test]
