@@ -32,8 +32,14 @@ const KEY: &str = "tg_bench_key_0123456789abcdef";
 /// Calls in flight: what a sidecar behind a 2-worker Envoy at peak sees
 /// (authorizations and settlements of 16 client connections).
 const CONCURRENCY: usize = 32;
-/// Transfers already in the ledger for the "at scale" run.
-const HISTORY: i64 = 1_000_000;
+/// Transfers already in the ledger for the "at scale" run
+/// (`LEDGER_BENCH_HISTORY` overrides it for a quicker look).
+fn history() -> i64 {
+    std::env::var("LEDGER_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
 const USERS: usize = 64;
 const BATCH: usize = 32;
 
@@ -374,10 +380,10 @@ async fn drop_database(name: &str) {
     }
 }
 
-/// Each backend empty, then with `HISTORY` transfers, one after the other.
+/// Each backend empty, then with `history()` transfers, one after the other.
 async fn measure_backend(backend: &'static str, url: impl Fn(usize) -> String) -> Vec<Figures> {
     let mut rows = Vec::new();
-    for (i, history) in [0, HISTORY].into_iter().enumerate() {
+    for (i, history) in [0, history()].into_iter().enumerate() {
         rows.push(measure(backend, &url(i), history).await);
     }
     rows
@@ -461,7 +467,7 @@ fn main() {
         println!("| backend | durability | transfers before | no-op handler/s | authorize/s (ratio) | settle/s (ratio) | settle-batch of {BATCH}, settlements/s |");
         println!("|---|---|---:|---:|---:|---:|---:|");
         for (i, r) in rows.iter().enumerate() {
-            let before = if i % 2 == 0 { "0".to_string() } else { format!("{HISTORY}") };
+            let before = if i % 2 == 0 { "0".to_string() } else { history().to_string() };
             println!(
                 "| {} | {} | {before} | {:.0} | {:.0} ({:.3}) | {:.0} ({:.3}) | {:.0} |",
                 r.backend, r.durability, r.noop, r.authorize, r.authorize / r.noop, r.settle_http, r.settle_http / r.noop,
@@ -472,8 +478,8 @@ fn main() {
         for pair in rows.chunks(2) {
             if let [empty, full] = pair {
                 println!(
-                    "With {HISTORY} transfers against an empty ledger, {}: authorize **{:.2}×**, settle **{:.2}×**.",
-                    empty.backend, full.authorize / empty.authorize, full.settle_http / empty.settle_http
+                    "With {} transfers against an empty ledger, {}: authorize **{:.2}×**, settle **{:.2}×**.",
+                    history(), empty.backend, full.authorize / empty.authorize, full.settle_http / empty.settle_http
                 );
             }
         }

@@ -5,7 +5,9 @@
 //! - `max_tokens_per_request`: prompt estimate + maximum output, checked first.
 //! - `requests_per_minute`, `tokens_per_minute`: fixed UTC-minute windows per
 //!   wallet; tokens count the reservation and settle gives back the unused part.
-//! - `max_open_holds`: requests in flight per wallet.
+//! - `max_open_holds`: requests in flight per wallet, counted on the wallet
+//!   row (`accounts.open_holds`) by the reservation itself (`book::reserve`)
+//!   and given back when the hold resolves (`book::resolve`).
 //! - `daily_spend_cap`, `monthly_spend_cap`: UTC day / month windows; a hold
 //!   counts its full amount until settle corrects it to the posted amount.
 
@@ -90,8 +92,9 @@ fn secs_until(now: i64, at: i64) -> u32 {
         .max(1)
 }
 
-/// Takes this request's share of every limit, or reports the first one it
-/// would break. On a refusal the caller must roll `tx` back.
+/// Takes this request's share of the rate and spend limits, or reports the
+/// first one it would break (requests in flight are the reservation's own
+/// check). On a refusal the caller must roll `tx` back.
 pub async fn admit(
     tx: &mut Tx,
     limits: &Limits,
@@ -100,9 +103,6 @@ pub async fn admit(
     amount: i64,
     now: i64,
 ) -> LedgerResult<Result<Counted, Refusal>> {
-    if !take_in_flight(tx, limits, wallet).await? {
-        return Ok(Err(Refusal::TooManyInFlight));
-    }
     let minute_window = match take_rate(tx, limits, wallet, tokens, now).await? {
         Ok(window) => window,
         Err(refused) => return Ok(Err(refused)),
@@ -190,20 +190,6 @@ impl Period {
     }
 }
 
-/// Counts the hold as in flight. Every hold counts, capped or not, so a cap
-/// set later is exact. False when the wallet is at its cap.
-async fn take_in_flight(tx: &mut Tx, limits: &Limits, wallet: &str) -> LedgerResult<bool> {
-    let cap = limits.max_open_holds.unwrap_or(i64::MAX);
-    let taken = sqlx::query(
-        "UPDATE accounts SET open_holds = open_holds + 1 WHERE id = $1 AND open_holds < $2",
-    )
-    .bind(wallet)
-    .bind(cap)
-    .execute(&mut **tx)
-    .await?;
-    Ok(taken.rows_affected() == 1)
-}
-
 /// Takes one request and `tokens` of this minute's rate limits. Returns the
 /// minute window counted in (None when the paywall sets no rate limit).
 async fn take_rate(
@@ -279,9 +265,9 @@ async fn requests_in(tx: &mut Tx, wallet: &str, start: i64) -> LedgerResult<i64>
     Ok(requests.unwrap_or(0))
 }
 
-/// Gives back what a resolved hold did not use: it is no longer in flight,
-/// its unused tokens leave the minute window and its unposted amount leaves
-/// the spend windows. Holds from before limits existed (`None`) counted nothing.
+/// Gives back what a resolved hold did not use of its windows: its unused
+/// tokens leave the minute window and its unposted amount leaves the spend
+/// windows. Holds from before limits existed (`None`) counted nothing.
 pub async fn release(
     tx: &mut Tx,
     wallet: &str,
@@ -290,10 +276,6 @@ pub async fn release(
     unposted: i64,
 ) -> LedgerResult<()> {
     let Some(c) = counted else { return Ok(()) };
-    sqlx::query("UPDATE accounts SET open_holds = open_holds - 1 WHERE id = $1")
-        .bind(wallet)
-        .execute(&mut **tx)
-        .await?;
     let unused_tokens = (c.reserved_tokens - used_tokens).max(0);
     let windows = [
         (

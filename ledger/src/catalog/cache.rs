@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 use crate::access::limits::{self, Limits};
 use crate::access::secrets::sha256_hex;
 use crate::catalog::upstream::{upstream_plan, UpstreamPlan};
-use crate::catalog::{model_route, paywall_by_key, ModelRoute, Paywall};
+use crate::catalog::{model_route, paywall_by_key, price_rule, ModelRoute, Paywall};
 use crate::db::Db;
 use crate::error::LedgerResult;
+use crate::money::book::Tx;
+use crate::pricing::PriceRule;
 use crate::settings::Settings;
 
 /// How long a resolution is served without looking again (key files).
@@ -47,6 +49,10 @@ type EntryKey = (String, String, usize);
 #[derive(Default)]
 pub struct CatalogCache {
     state: Mutex<State>,
+    /// Price rules by id, as settle reads them. A rule is never changed once
+    /// written (a new price is a new version with its own id), so an entry
+    /// cannot go stale and needs no version check.
+    rules: Mutex<HashMap<String, PriceRule>>,
 }
 
 #[derive(Default)]
@@ -78,6 +84,24 @@ impl CatalogCache {
             state.entries.clear();
         }
         state.entries.insert(key, (Instant::now(), lookup));
+    }
+}
+
+impl CatalogCache {
+    /// The price rule `id`, read once per process.
+    pub async fn price_rule(&self, tx: &mut Tx, id: &str) -> LedgerResult<PriceRule> {
+        let known = self.rules.lock().ok().and_then(|r| r.get(id).cloned());
+        if let Some(rule) = known {
+            return Ok(rule);
+        }
+        let rule = price_rule(tx, id).await?;
+        if let Ok(mut rules) = self.rules.lock() {
+            if rules.len() >= MAX_ENTRIES {
+                rules.clear();
+            }
+            rules.insert(id.to_string(), rule.clone());
+        }
+        Ok(rule)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 
 use crate::catalog::cache::CatalogCache;
 
@@ -73,6 +73,19 @@ impl Db {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    // sqlx pings on every acquire by default: a network round trip
+                    // per authorize. A busy connection proves itself; only one
+                    // that sat idle is checked (a restarted server is then seen
+                    // before a request meets the dead connection).
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= IDLE_BEFORE_PING {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(url)
                     .await?;
                 (pool.clone(), pool)
@@ -182,10 +195,16 @@ impl Db {
 /// Read connections beside SQLite's one writer.
 const SQLITE_READERS: u32 = 4;
 
+/// A pooled PostgreSQL connection idle this long is pinged before use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 async fn sqlite_pool(url: &str, connections: u32, read_only: bool) -> anyhow::Result<AnyPool> {
     Ok(AnyPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(10))
+        // A file has no far end to lose: the ping sqlx sends on every acquire
+        // would only cost a hop to the connection's worker thread.
+        .test_before_acquire(false)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode=WAL").await?;

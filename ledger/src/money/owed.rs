@@ -12,30 +12,39 @@ pub fn owed_account(wallet: &str) -> String {
     format!("owed:{wallet}")
 }
 
-/// The wallet's balance and what its owner owes, in one query.
-pub async fn balance_and_owed(tx: &mut Tx, wallet: &str) -> LedgerResult<(Balance, i64)> {
+/// A wallet as authorize reads it before reserving.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WalletState {
+    /// None: the wallet has no account yet.
+    pub balance: Option<Balance>,
+    /// Holds open on it (requests in flight).
+    pub in_flight: i64,
+    /// What its owner owes.
+    pub owed: i64,
+}
+
+/// The wallet's balance and in-flight count, and what its owner owes, in one
+/// query: the hot path gains no round trip for the rare owed account.
+pub async fn wallet_state(tx: &mut Tx, wallet: &str) -> LedgerResult<WalletState> {
     let owed_id = owed_account(wallet);
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT id, debits_pending, debits_posted, credits_posted FROM accounts WHERE id IN ($1, $2)",
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, debits_pending, debits_posted, credits_posted, open_holds FROM accounts WHERE id IN ($1, $2)",
     )
     .bind(wallet)
     .bind(&owed_id)
     .fetch_all(&mut **tx)
     .await?;
-    let (mut balance, mut owed) = (Balance::default(), 0);
-    for (id, debits_pending, debits_posted, credits_posted) in rows {
-        let posted = credits_posted - debits_posted;
+    let mut state = WalletState::default();
+    for (id, debits_pending, debits_posted, credits_posted, open_holds) in rows {
+        let sums = Balance::from_sums(debits_pending, debits_posted, credits_posted);
         if id == owed_id {
-            owed = (-posted).max(0);
+            state.owed = (-sums.posted).max(0);
         } else {
-            balance = Balance {
-                posted,
-                held: debits_pending,
-                available: posted - debits_pending,
-            };
+            state.balance = Some(sums);
+            state.in_flight = open_holds;
         }
     }
-    Ok((balance, owed))
+    Ok(state)
 }
 
 /// Records `amount` as owed: it left through a refund the wallet could not cover.
@@ -56,8 +65,8 @@ pub async fn record(
 /// After money came into `wallet`: pays back what is owed, as far as the
 /// wallet's available balance goes. Returns the amount repaid.
 pub async fn repay(tx: &mut Tx, wallet: &str, meta: &TransferMeta<'_>) -> LedgerResult<i64> {
-    let (balance, owed) = balance_and_owed(tx, wallet).await?;
-    let pay = owed.min(balance.available);
+    let state = wallet_state(tx, wallet).await?;
+    let pay = state.owed.min(state.balance.unwrap_or_default().available);
     if pay <= 0 {
         return Ok(0);
     }

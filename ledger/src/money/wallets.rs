@@ -67,10 +67,48 @@ pub async fn open_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> Ledger
     let (mode, connected) = mode_and_connection(&mut **tx, paywall_id, user_id).await?;
     let wallet = decide(paywall_id, user_id, mode, connected);
     if let WalletFor::Ready(account) = &wallet {
-        let owner = (mode == PaywallMode::Isolated).then_some(paywall_id);
-        book::ensure_account(tx, account, "wallet", owner, Some(user_id)).await?;
+        open_account(tx, account, paywall_id, mode, user_id).await?;
     }
     Ok(wallet)
+}
+
+/// The wallet a request spends from, for a paywall whose mode the caller
+/// already knows (authorize reads it from the catalog in memory): only a
+/// shared paywall costs a read, of the user's consent. The account may not
+/// exist yet; see [`open_account`].
+pub async fn spending_wallet(
+    tx: &mut Tx,
+    paywall_id: &str,
+    mode: PaywallMode,
+    user_id: &str,
+) -> LedgerResult<WalletFor> {
+    let connected = match mode {
+        PaywallMode::Isolated => false,
+        PaywallMode::Shared => {
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT connected_at FROM connections
+                 WHERE paywall_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(paywall_id)
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            found.is_some()
+        }
+    };
+    Ok(decide(paywall_id, user_id, mode, connected))
+}
+
+/// Creates a wallet's account if it does not exist (a user's first request or payment).
+pub async fn open_account(
+    tx: &mut Tx,
+    account: &str,
+    paywall_id: &str,
+    mode: PaywallMode,
+    user_id: &str,
+) -> LedgerResult<()> {
+    let owner = (mode == PaywallMode::Isolated).then_some(paywall_id);
+    book::ensure_account(tx, account, "wallet", owner, Some(user_id)).await
 }
 
 /// The wallet a completed payment credits, created if needed: the user paid,
@@ -83,8 +121,7 @@ pub async fn payment_wallet(tx: &mut Tx, paywall_id: &str, user_id: &str) -> Led
             "a connected user has a wallet".into(),
         ));
     };
-    let owner = (mode == PaywallMode::Isolated).then_some(paywall_id);
-    book::ensure_account(tx, &account, "wallet", owner, Some(user_id)).await?;
+    open_account(tx, &account, paywall_id, mode, user_id).await?;
     Ok(account)
 }
 

@@ -31,18 +31,52 @@ pub async fn record(
     user_id: &str,
     payload: Value,
 ) -> LedgerResult<()> {
-    sqlx::query(
-        "INSERT INTO events (id, kind, request_id, paywall_id, user_id, payload, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(new_id("evt"))
-    .bind(kind)
-    .bind(request_id)
-    .bind(paywall_id)
-    .bind(user_id)
-    .bind(payload.to_string())
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await?;
+    record_all(tx, request_id, paywall_id, user_id, &[(kind, payload)]).await
+}
+
+/// Records several events of one request in one statement, in this order
+/// (their `seq` follows the list): settle's events cost one round trip.
+pub async fn record_all(
+    tx: &mut Tx,
+    request_id: Option<&str>,
+    paywall_id: &str,
+    user_id: &str,
+    events: &[(&str, Value)],
+) -> LedgerResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<String> = (0..events.len())
+        .map(|i| {
+            let p = i * 7;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO events (id, kind, request_id, paywall_id, user_id, payload, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    let now = now_ms();
+    let mut q = sqlx::query(&sql);
+    for (kind, payload) in events {
+        q = q
+            .bind(new_id("evt"))
+            .bind(*kind)
+            .bind(request_id)
+            .bind(paywall_id)
+            .bind(user_id)
+            .bind(payload.to_string())
+            .bind(now);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
 }

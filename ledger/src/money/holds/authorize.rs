@@ -16,7 +16,7 @@ use crate::catalog::{ModelRoute, Paywall};
 use crate::db::group_commit::Verdict;
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
-use crate::money::book::{self, revenue_account, TransferMeta, Tx};
+use crate::money::book::{self, revenue_account, Balance, TransferMeta, Tx};
 use crate::money::deposits::create_topup_link;
 use crate::money::owed;
 use crate::money::wallets::{self, WalletFor};
@@ -250,16 +250,23 @@ async fn reserve_in(
 ) -> LedgerResult<Verdict<Placed>> {
     let r = c.resolved()?;
     let revenue = revenue_account(&r.paywall.id);
-    let wallet = match wallets::open_wallet(tx, &r.paywall.id, &req.user).await? {
+    let mode = r.paywall.mode;
+    let wallet = match wallets::spending_wallet(tx, &r.paywall.id, mode, &req.user).await? {
         WalletFor::Ready(w) => w,
         WalletFor::NeedsConsent => return Ok(Verdict::Discard(Placed::NeedsConsent)),
     };
-    book::ensure_account(tx, &revenue, "revenue", Some(&r.paywall.id), None).await?;
-    // One read for both: the hot path gains no round trip for the rare owed account.
-    let (balance, owed) = owed::balance_and_owed(tx, &wallet).await?;
-    if owed > 0 {
-        return Ok(Verdict::Discard(Placed::Owed(owed)));
+    let state = owed::wallet_state(tx, &wallet).await?;
+    if state.owed > 0 {
+        return Ok(Verdict::Discard(Placed::Owed(state.owed)));
     }
+    let balance = match state.balance {
+        Some(balance) => balance,
+        None => {
+            // A user's first request: the wallet opens empty (a free model still fits).
+            wallets::open_account(tx, &wallet, &r.paywall.id, mode, &req.user).await?;
+            Balance::default()
+        }
+    };
     let fitted = fit_to_balance(terms.output_floor, &req, &r.route, c.ask, balance.available);
     let Some((ask, clamped)) = fitted else {
         // The balance itself would do: requests in flight have it reserved.
@@ -269,6 +276,12 @@ async fn reserve_in(
         }
         return Ok(Verdict::Discard(Placed::TopupNeeded(c.ask.amount)));
     };
+    // Checked here first, and again by the reservation's conditional UPDATE
+    // (several sidecars on PostgreSQL).
+    let max_in_flight = r.limits.max_open_holds.unwrap_or(i64::MAX);
+    if state.in_flight >= max_in_flight {
+        return Ok(Verdict::Discard(Placed::Refused(Refusal::TooManyInFlight)));
+    }
     let admitted = limits::admit(tx, &r.limits, &wallet, ask.tokens, ask.amount, now_ms());
     let counted = match admitted.await? {
         Ok(counted) => counted,
@@ -281,9 +294,13 @@ async fn reserve_in(
         request_id: Some(&req.request_id),
         ..Default::default()
     };
-    let reserved = book::reserve(tx, &wallet, &revenue, ask.amount, &meta).await?;
+    let reserved = book::reserve(tx, &wallet, &revenue, ask.amount, max_in_flight, &meta).await?;
     let Some(transfer_id) = reserved else {
-        // A concurrent hold took the rest. Nothing of this attempt stays.
+        // A concurrent hold (another sidecar) took the rest or the last
+        // in-flight place. Nothing of this attempt stays.
+        if book::open_holds(tx, &wallet).await? >= max_in_flight {
+            return Ok(Verdict::Discard(Placed::Refused(Refusal::TooManyInFlight)));
+        }
         if ask.amount <= balance.posted {
             return Ok(Verdict::Discard(Placed::FundsReserved));
         }

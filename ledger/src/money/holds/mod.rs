@@ -13,7 +13,7 @@ use tollgate_protocol::{HoldState, KeySource};
 
 use crate::access::limits::{self, Counted};
 use crate::error::LedgerResult;
-use crate::money::book::{self, Resolution, TransferMeta, Tx};
+use crate::money::book::{self, ProviderShare, Resolution, Resolved, TransferMeta, Tx};
 
 /// A hold as settle needs it.
 #[derive(sqlx::FromRow)]
@@ -62,60 +62,76 @@ impl HoldRow {
     }
 }
 
+/// The columns of a [`HoldRow`].
+const HOLD_COLUMNS: &str = "id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id,
+    amount, prompt_tokens_est, max_output_tokens, price_rule_id, state, expires_at, transfer_id, reserved_tokens,
+    minute_window, day_window, month_window, key_source";
+
 async fn load_hold(tx: &mut Tx, hold_id: &str) -> LedgerResult<Option<HoldRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, paywall_id, user_id, wallet_account, revenue_account, request_id, model, provider_id, amount,
-                prompt_tokens_est, max_output_tokens,
-                price_rule_id, state, expires_at, transfer_id, reserved_tokens, minute_window, day_window, month_window,
-                key_source
-         FROM holds WHERE id = $1",
-    )
-    .bind(hold_id)
-    .fetch_optional(&mut **tx)
-    .await?)
+    let sql = format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1");
+    Ok(sqlx::query_as(&sql)
+        .bind(hold_id)
+        .fetch_optional(&mut **tx)
+        .await?)
 }
 
-/// Which pending holds a claim may take, by their expiry at `now`.
-#[derive(Clone, Copy)]
-enum Claim {
-    /// A settlement: only a hold that has not expired.
-    Live,
-    /// The expiry policy: only a hold past its `expires_at`.
-    Expired,
-}
-
-/// Claims a pending hold for resolution. The conditional UPDATE is the
-/// idempotency point: of two concurrent settles (or a settle and the
-/// sweeper), exactly one gets `true`; a settle never takes an expired hold.
-async fn claim(
+/// A settlement's claim and read in one statement: the pending, unexpired
+/// hold of this request, now in `new_state`. The conditional UPDATE is the
+/// idempotency point: of two concurrent settles exactly one gets the row,
+/// and a settle never takes an expired hold. None when there is no such hold
+/// (unknown, another request's, resolved or expired: the caller reads it
+/// to tell which).
+async fn claim_for_settle(
     tx: &mut Tx,
     hold_id: &str,
+    request_id: &str,
     new_state: HoldState,
-    which: Claim,
     now: i64,
-) -> LedgerResult<bool> {
-    let sql = match which {
-        Claim::Live => "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending' AND expires_at >= $2",
-        Claim::Expired => "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending' AND expires_at < $2",
-    };
-    let done = sqlx::query(sql)
+) -> LedgerResult<Option<HoldRow>> {
+    let sql = format!(
+        "UPDATE holds SET state = $1, resolved_at = $2
+         WHERE id = $3 AND request_id = $4 AND state = 'pending' AND expires_at >= $2
+         RETURNING {HOLD_COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
         .bind(new_state.as_str())
         .bind(now)
         .bind(hold_id)
-        .execute(&mut **tx)
-        .await?;
+        .bind(request_id)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Claims a pending hold past its `expires_at` for the expiry policy. The
+/// conditional UPDATE is the idempotency point, as in [`claim_for_settle`]:
+/// of a settle and the sweeper (or two sweepers), exactly one gets `true`.
+async fn claim_expired(
+    tx: &mut Tx,
+    hold_id: &str,
+    new_state: HoldState,
+    now: i64,
+) -> LedgerResult<bool> {
+    let done = sqlx::query(
+        "UPDATE holds SET state = $1, resolved_at = $2 WHERE id = $3 AND state = 'pending' AND expires_at < $2",
+    )
+    .bind(new_state.as_str())
+    .bind(now)
+    .bind(hold_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Resolves a claimed hold's money and gives back what it did not use of its
-/// limits. Returns the resolving transfer's id.
+/// Resolves a claimed hold's money (with the provider's share of a post)
+/// and gives back what it did not use of its limits.
 async fn resolve(
     tx: &mut Tx,
     hold: &HoldRow,
     resolution: Resolution,
     used_tokens: i64,
     memo: Option<&str>,
-) -> LedgerResult<String> {
+    provider_share: Option<ProviderShare<'_>>,
+) -> LedgerResult<Resolved> {
     let meta = TransferMeta {
         paywall_id: Some(&hold.paywall_id),
         pending_id: Some(&hold.transfer_id),
@@ -123,26 +139,20 @@ async fn resolve(
         request_id: Some(&hold.request_id),
         memo,
     };
-    let transfer = book::resolve(
-        tx,
-        &hold.wallet,
-        &hold.revenue,
-        hold.amount,
+    let counted = hold.counted();
+    let moves = book::Resolve {
+        wallet: &hold.wallet,
+        revenue: &hold.revenue,
+        held: hold.amount,
         resolution,
-        &meta,
-    )
-    .await?;
+        in_flight: i64::from(counted.is_some()),
+        provider_share,
+    };
+    let resolved = book::resolve(tx, &moves, &meta).await?;
     let posted = match resolution {
         Resolution::Post(a) => a,
         Resolution::Void => 0,
     };
-    limits::release(
-        tx,
-        &hold.wallet,
-        hold.counted(),
-        used_tokens,
-        hold.amount - posted,
-    )
-    .await?;
-    Ok(transfer)
+    limits::release(tx, &hold.wallet, counted, used_tokens, hold.amount - posted).await?;
+    Ok(resolved)
 }

@@ -9,15 +9,15 @@ use tollgate_protocol::{
     UsageSource,
 };
 
-use super::{claim, load_hold, resolve, Claim, HoldRow};
+use super::{claim_expired, claim_for_settle, load_hold, resolve, HoldRow};
 use crate::access::secrets::new_id;
 use crate::calendar::now_ms;
-use crate::catalog;
+use crate::catalog::cache::CatalogCache;
 use crate::db::group_commit::{CommitPoints, Verdict};
 use crate::db::Db;
 use crate::error::{LedgerError, LedgerResult};
 use crate::faults;
-use crate::money::book::{self, Resolution, TransferMeta, Tx};
+use crate::money::book::{self, Balance, ProviderShare, Resolution, TransferMeta, Tx};
 use crate::outbox::events;
 use crate::pricing::PriceRule;
 
@@ -53,10 +53,15 @@ pub async fn settle(
     expiry: ExpiryPolicy,
 ) -> LedgerResult<SettleResponse> {
     let job_req = req.clone();
+    let rules = db.catalog.clone();
     let response = db
         .writes
         .run(Some(SETTLE_POINTS), move |tx| {
-            Box::pin(async move { settle_in(tx, &job_req, expiry).await.map(Verdict::Keep) })
+            Box::pin(async move {
+                settle_in(tx, &rules, &job_req, expiry)
+                    .await
+                    .map(Verdict::Keep)
+            })
         })
         .await?;
     if let Some(charge) = &response.charge_id {
@@ -75,12 +80,13 @@ pub async fn settle_batch(
     expiry: ExpiryPolicy,
 ) -> LedgerResult<Vec<LedgerResult<SettleResponse>>> {
     let reqs = reqs.to_vec();
+    let rules = db.catalog.clone();
     db.writes
         .run(Some(SETTLE_POINTS), move |tx| {
             Box::pin(async move {
                 let mut out = Vec::with_capacity(reqs.len());
                 for req in &reqs {
-                    match settle_in(tx, req, expiry).await {
+                    match settle_in(tx, &rules, req, expiry).await {
                         Ok(r) => out.push(Ok(r)),
                         Err(e @ (LedgerError::NotFound(_) | LedgerError::Invalid(_))) => {
                             out.push(Err(e))
@@ -98,18 +104,10 @@ pub async fn settle_batch(
 /// anything is written.
 async fn settle_in(
     tx: &mut Tx,
+    rules: &CatalogCache,
     req: &SettleRequest,
     expiry: ExpiryPolicy,
 ) -> LedgerResult<SettleResponse> {
-    let Some(hold) = load_hold(tx, &req.hold_id).await? else {
-        return Err(LedgerError::NotFound(format!("no hold {}", req.hold_id)));
-    };
-    if hold.request_id != req.request_id {
-        return Err(LedgerError::Invalid(format!(
-            "hold {} belongs to another request",
-            req.hold_id
-        )));
-    }
     if !req.outcome.from_filter() || !req.usage_source.from_filter() {
         return Err(LedgerError::Invalid(format!(
             "outcome {} with usage source {} is the sidecar's own, not a settlement's",
@@ -123,22 +121,10 @@ async fn settle_in(
         HoldState::Posted
     };
     let now = now_ms();
-    if !claim(tx, &req.hold_id, new_state, Claim::Live, now).await? {
-        // Already resolved, or expired: then resolve it by the policy now.
-        if hold.state == HoldState::Pending
-            && hold.expires_at < now
-            && expire_claimed(tx, &hold, expiry, now).await?
-        {
-            tracing::info!(request_id = %req.request_id, hold = %req.hold_id, policy = expiry.as_str(),
-                           "settlement arrived after the hold expired: resolved by the expiry policy");
-            crate::metrics::count(crate::metrics::HOLD_EXPIRIES, &[expiry.as_str()]);
-        }
-        let current = load_hold(tx, &req.hold_id)
-            .await?
-            .map(|h| h.state)
-            .unwrap_or(hold.state);
-        return replay(tx, &req.hold_id, current).await;
-    }
+    let claimed = claim_for_settle(tx, &req.hold_id, &req.request_id, new_state, now).await?;
+    let Some(hold) = claimed else {
+        return unclaimed(tx, rules, req, expiry, now).await;
+    };
     if void {
         void_claimed(
             tx,
@@ -162,7 +148,7 @@ async fn settle_in(
         local_completion: req.local_completion_tokens,
         provider: req.provider.as_deref(),
     };
-    let (charge_id, amount) = post_claimed(tx, &hold, &used).await?;
+    let (charge_id, amount) = post_claimed(tx, rules, &hold, &used).await?;
     Ok(SettleResponse {
         hold_id: req.hold_id.clone(),
         state: new_state,
@@ -170,6 +156,40 @@ async fn settle_in(
         amount_micros: amount,
         replayed: false,
     })
+}
+
+/// A settlement that found no pending, unexpired hold of its request: the
+/// hold is unknown, another request's, already resolved (a replay), or
+/// expired (then resolved by the expiry policy now, as the sweeper would).
+async fn unclaimed(
+    tx: &mut Tx,
+    rules: &CatalogCache,
+    req: &SettleRequest,
+    expiry: ExpiryPolicy,
+    now: i64,
+) -> LedgerResult<SettleResponse> {
+    let Some(hold) = load_hold(tx, &req.hold_id).await? else {
+        return Err(LedgerError::NotFound(format!("no hold {}", req.hold_id)));
+    };
+    if hold.request_id != req.request_id {
+        return Err(LedgerError::Invalid(format!(
+            "hold {} belongs to another request",
+            req.hold_id
+        )));
+    }
+    if hold.state == HoldState::Pending
+        && hold.expires_at < now
+        && expire_claimed(tx, rules, &hold, expiry, now).await?
+    {
+        tracing::info!(request_id = %req.request_id, hold = %req.hold_id, policy = expiry.as_str(),
+                       "settlement arrived after the hold expired: resolved by the expiry policy");
+        crate::metrics::count(crate::metrics::HOLD_EXPIRIES, &[expiry.as_str()]);
+    }
+    let current = load_hold(tx, &req.hold_id)
+        .await?
+        .map(|h| h.state)
+        .unwrap_or(hold.state);
+    replay(tx, &req.hold_id, current).await
 }
 
 /// What a claimed hold is charged for.
@@ -212,9 +232,14 @@ async fn answered_by<'h>(
 
 /// Posts the charge of a claimed hold (at most the hold) with its charge row
 /// and events. Returns the charge id and the amount posted.
-async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerResult<(String, i64)> {
+async fn post_claimed(
+    tx: &mut Tx,
+    rules: &CatalogCache,
+    hold: &HoldRow,
+    used: &Used<'_>,
+) -> LedgerResult<(String, i64)> {
     let u = used.usage;
-    let rule = catalog::price_rule(tx, &hold.price_rule_id).await?;
+    let rule = rules.price_rule(tx, &hold.price_rule_id).await?;
     let cost = rule.cost(
         u64::from(u.prompt_tokens),
         u64::from(u.cached_prompt_tokens),
@@ -224,9 +249,22 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     let amount = cost.min(hold.amount);
     let used_tokens = i64::from(u.prompt_tokens) + i64::from(u.completion_tokens);
     let memo = (used.source == UsageSource::Estimate).then_some("expired");
-    let transfer_id = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo).await?;
     let (provider, key_source) = answered_by(tx, hold, used.provider).await?;
-    let provider_cost = book_provider_cost(tx, hold, provider, key_source, &rule, &u).await?;
+    let provider_cost = provider_share(key_source, &rule, &u);
+    let cost_account = book::provider_cost_account(provider);
+    let share = (provider_cost > 0).then(|| ProviderShare {
+        account: &cost_account,
+        amount: provider_cost,
+        meta: TransferMeta {
+            paywall_id: Some(&hold.paywall_id),
+            hold_id: Some(&hold.id),
+            request_id: Some(&hold.request_id),
+            memo: Some(&rule.id),
+            ..Default::default()
+        },
+    });
+    let resolved = resolve(tx, hold, Resolution::Post(amount), used_tokens, memo, share).await?;
+    let transfer_id = resolved.transfer_id;
     let charge_id = new_id("ch");
     sqlx::query(
         "INSERT INTO charges (id, hold_id, request_id, paywall_id, user_id, model, provider_id, prompt_tokens,
@@ -258,7 +296,13 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
     .execute(&mut **tx)
     .await?;
     let who = (provider, key_source);
-    record_charge_events(tx, hold, used, who, &charge_id, cost, amount).await?;
+    let charged = Charged {
+        id: &charge_id,
+        cost,
+        amount,
+        wallet_after: resolved.wallet,
+    };
+    record_charge_events(tx, hold, used, who, &charged).await?;
     Ok((charge_id, amount))
 }
 
@@ -267,36 +311,15 @@ async fn post_claimed(tx: &mut Tx, hold: &HoldRow, used: &Used<'_>) -> LedgerRes
 /// `provider_cost:{provider}`, which then holds what is owed to the provider.
 /// Under BYOK the provider bills the paywall's owner and nothing moves.
 /// Returns the provider's share (0 under BYOK or on holds that predate it).
-async fn book_provider_cost(
-    tx: &mut Tx,
-    hold: &HoldRow,
-    provider: &str,
-    key_source: Option<KeySource>,
-    rule: &PriceRule,
-    u: &Usage,
-) -> LedgerResult<i64> {
+fn provider_share(key_source: Option<KeySource>, rule: &PriceRule, u: &Usage) -> i64 {
     if key_source != Some(KeySource::BuiltIn) {
-        return Ok(0);
+        return 0;
     }
-    let share = rule.provider_cost(
+    rule.provider_cost(
         u64::from(u.prompt_tokens),
         u64::from(u.cached_prompt_tokens),
         u64::from(u.completion_tokens),
-    );
-    if share == 0 {
-        return Ok(0);
-    }
-    let account = book::provider_cost_account(provider);
-    book::ensure_account(tx, &account, "provider_cost", None, None).await?;
-    let meta = TransferMeta {
-        paywall_id: Some(&hold.paywall_id),
-        hold_id: Some(&hold.id),
-        request_id: Some(&hold.request_id),
-        memo: Some(&rule.id),
-        ..Default::default()
-    };
-    book::post(tx, "provider_cost", &hold.revenue, &account, share, &meta).await?;
-    Ok(share)
+    )
 }
 
 async fn void_claimed(
@@ -305,7 +328,7 @@ async fn void_claimed(
     memo: Option<&str>,
     payload: serde_json::Value,
 ) -> LedgerResult<()> {
-    resolve(tx, hold, Resolution::Void, 0, memo).await?;
+    resolve(tx, hold, Resolution::Void, 0, memo, None).await?;
     events::record(
         tx,
         events::REQUEST_FAILED,
@@ -317,48 +340,48 @@ async fn void_claimed(
     .await
 }
 
+/// A charge as its events describe it.
+struct Charged<'a> {
+    id: &'a str,
+    cost: i64,
+    amount: i64,
+    wallet_after: Balance,
+}
+
 async fn record_charge_events(
     tx: &mut Tx,
     hold: &HoldRow,
     used: &Used<'_>,
     (provider, key_source): (&str, Option<KeySource>),
-    charge_id: &str,
-    cost: i64,
-    amount: i64,
+    charge: &Charged<'_>,
 ) -> LedgerResult<()> {
-    let rid = Some(hold.request_id.as_str());
-    let (pw, user) = (hold.paywall_id.as_str(), hold.user_id.as_str());
-    let payload = json!({
-        "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
-        "amount": format_micros(amount), "usage_source": used.source, "outcome": used.outcome,
-        "provider": provider, "key_source": key_source,
-        "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
-        // The filter's own count beside the billed one, and how far apart they are.
-        "local_completion_tokens": used.local_completion,
-        "count_difference": used.local_completion.map(|l| i64::from(used.usage.completion_tokens) - i64::from(l)),
-    });
-    events::record(tx, events::CHARGE_CREATED, rid, pw, user, payload).await?;
+    let (charge_id, cost, amount) = (charge.id, charge.cost, charge.amount);
+    let mut recorded = vec![(
+        events::CHARGE_CREATED,
+        json!({
+            "charge_id": charge_id, "hold_id": hold.id, "model": hold.model,
+            "amount": format_micros(amount), "usage_source": used.source, "outcome": used.outcome,
+            "provider": provider, "key_source": key_source,
+            "prompt_tokens": used.usage.prompt_tokens, "completion_tokens": used.usage.completion_tokens,
+            // The filter's own count beside the billed one, and how far apart they are.
+            "local_completion_tokens": used.local_completion,
+            "count_difference": used.local_completion.map(|l| i64::from(used.usage.completion_tokens) - i64::from(l)),
+        }),
+    )];
     if cost > amount {
         let payload = json!({"charge_id": charge_id, "cost": format_micros(cost), "held": format_micros(hold.amount)});
-        events::record(tx, events::CHARGE_OVERAGE, rid, pw, user, payload).await?;
+        recorded.push((events::CHARGE_OVERAGE, payload));
     }
-    events::record(
-        tx,
-        events::REQUEST_COMPLETED,
-        rid,
-        pw,
-        user,
-        json!({"outcome": used.outcome}),
-    )
-    .await?;
+    recorded.push((events::REQUEST_COMPLETED, json!({"outcome": used.outcome})));
     // Depleted: another request like this one would no longer fit.
-    let after = book::balance_in(tx, &hold.wallet).await?;
-    if amount > 0 && after.available < amount {
-        let payload = json!({"available": format_micros(after.available)});
-        events::record(tx, events::BALANCE_DEPLETED, rid, pw, user, payload).await?;
+    let available = charge.wallet_after.available;
+    if amount > 0 && available < amount {
+        let payload = json!({"available": format_micros(available)});
+        recorded.push((events::BALANCE_DEPLETED, payload));
         crate::metrics::count(crate::metrics::BALANCES_DEPLETED, &[]);
     }
-    Ok(())
+    let rid = Some(hold.request_id.as_str());
+    events::record_all(tx, rid, &hold.paywall_id, &hold.user_id, &recorded).await
 }
 
 /// What happens to a hold whose settlement never arrived before its TTL.
@@ -401,7 +424,7 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
         let Some(hold) = load_hold(&mut tx, &id).await? else {
             continue;
         };
-        if expire_claimed(&mut tx, &hold, policy, now).await? {
+        if expire_claimed(&mut tx, &db.catalog, &hold, policy, now).await? {
             tx.commit().await?;
             expired += 1;
         }
@@ -413,6 +436,7 @@ pub async fn expire_holds(db: &Db, now: i64, policy: ExpiryPolicy) -> LedgerResu
 /// pending and expired at `now` (someone else resolved it).
 async fn expire_claimed(
     tx: &mut Tx,
+    rules: &CatalogCache,
     hold: &HoldRow,
     policy: ExpiryPolicy,
     now: i64,
@@ -422,7 +446,7 @@ async fn expire_claimed(
     } else {
         HoldState::Posted
     };
-    if !claim(tx, &hold.id, new_state, Claim::Expired, now).await? {
+    if !claim_expired(tx, &hold.id, new_state, now).await? {
         return Ok(false);
     }
     let completion = match policy {
@@ -447,7 +471,7 @@ async fn expire_claimed(
                 local_completion: None,
                 provider: None,
             };
-            post_claimed(tx, hold, &used).await?;
+            post_claimed(tx, rules, hold, &used).await?;
         }
     }
     Ok(true)
