@@ -39,6 +39,14 @@ impl EncodingName {
         }
     }
 
+    /// What `packed` unpacks to, in bytes (a test checks it).
+    fn unpacked_len(self) -> usize {
+        match self {
+            EncodingName::O200kBase => 1_597_668,
+            EncodingName::Cl100kBase => 744_086,
+        }
+    }
+
     /// The pre-split patterns, as tiktoken publishes them (`openai_public.py`).
     fn pattern(self) -> &'static str {
         match self {
@@ -77,7 +85,8 @@ pub struct Encoding {
 
 impl Encoding {
     pub fn load(name: EncodingName) -> Result<Self, String> {
-        let ranks = Ranks::from_packed(name.packed()).map_err(|e| format!("{name:?}: {e}"))?;
+        let ranks = Ranks::from_packed(name.packed(), name.unpacked_len())
+            .map_err(|e| format!("{name:?}: {e}"))?;
         let split = Regex::new(name.pattern()).map_err(|e| format!("{name:?}: {e}"))?;
         Ok(Encoding { ranks, split })
     }

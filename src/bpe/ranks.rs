@@ -38,16 +38,31 @@ fn token_at<'a>(bytes: &'a [u8], starts: &[u32], rank: u32) -> &'a [u8] {
     bytes.get(start..start + len).unwrap_or(&[])
 }
 
+/// How many `[len][bytes]` records `bytes` holds (a cut last one counts).
+fn count_tokens(bytes: &[u8]) -> usize {
+    let (mut at, mut count) = (0, 0);
+    while let Some(&len) = bytes.get(at) {
+        at += 1 + usize::from(len);
+        count += 1;
+    }
+    count
+}
+
 impl Ranks {
-    pub fn from_packed(packed: &[u8]) -> Result<Self, String> {
-        let mut bytes = Vec::new();
+    /// `unpacked_len`: the exact unpacked size, so the token store is
+    /// allocated once. The memory a wasm VM touches while it configures stays
+    /// touched for the VM's life (linear memory never shrinks): no buffer here
+    /// may double past its final size, and the LZMA window is kept small by
+    /// the packer (256 KiB).
+    pub fn from_packed(packed: &[u8], unpacked_len: usize) -> Result<Self, String> {
+        let mut bytes = Vec::with_capacity(unpacked_len);
         let options = lzma_rs::decompress::Options {
             memlimit: Some(MAX_UNPACKED),
             ..Default::default()
         };
         lzma_rs::lzma_decompress_with_options(&mut { packed }, &mut bytes, &options)
             .map_err(|e| format!("cannot unpack the encoding: {e}"))?;
-        let mut starts = Vec::new();
+        let mut starts = Vec::with_capacity(count_tokens(&bytes));
         let mut at = 0;
         while let Some(&len) = bytes.get(at) {
             let start = at + 1;
@@ -90,5 +105,11 @@ impl Ranks {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.starts.len()
+    }
+
+    /// Bytes of the token store (a test holds `unpacked_len` to it).
+    #[cfg(test)]
+    pub fn store_len(&self) -> usize {
+        self.bytes.len()
     }
 }

@@ -20,9 +20,11 @@ fn packed_tokens_equal_the_reference_ranks() {
         (EncodingName::O200kBase, 199_998),
         (EncodingName::Cl100kBase, 100_256),
     ] {
-        let ranks = Ranks::from_packed(name.packed()).unwrap();
+        let ranks = Ranks::from_packed(name.packed(), name.unpacked_len()).unwrap();
         let bpe = reference(name);
         assert_eq!(ranks.len(), expected_len, "{name:?}");
+        // Exact, so the store is allocated once (see Ranks::from_packed).
+        assert_eq!(ranks.store_len(), name.unpacked_len(), "{name:?}");
         for rank in 0..expected_len as u32 {
             let token = bpe.decode_bytes(&[rank]).unwrap();
             assert_eq!(ranks.token(rank), token.as_slice(), "{name:?} rank {rank}");
@@ -85,7 +87,8 @@ fn counts_equal_the_reference_tokenizer() {
 
 #[test]
 fn both_merge_algorithms_agree() {
-    let ranks = Ranks::from_packed(EncodingName::O200kBase.packed()).unwrap();
+    let o200k = EncodingName::O200kBase;
+    let ranks = Ranks::from_packed(o200k.packed(), o200k.unpacked_len()).unwrap();
     let mut seed = 3;
     for i in 0..3000 {
         let piece = generated(&mut seed, 1 + i % 40);
