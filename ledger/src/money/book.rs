@@ -286,7 +286,7 @@ pub async fn reserve(
         .map(Some)
 }
 
-/// What a wallet row counts beside its sums.
+/// Holds open on a wallet (its requests in flight); 0 without an account.
 pub async fn open_holds(tx: &mut Tx, wallet: &str) -> LedgerResult<i64> {
     let open: Option<i64> = sqlx::query_scalar("SELECT open_holds FROM accounts WHERE id = $1")
         .bind(wallet)
@@ -322,7 +322,7 @@ pub struct Resolve<'a> {
     /// Requests in flight the hold counted on the wallet (1; 0 for holds
     /// from before they were counted), given back now.
     pub in_flight: i64,
-    /// Only with `Resolution::Post`.
+    /// Moved only by a post; a void ignores it.
     pub provider_share: Option<ProviderShare<'a>>,
 }
 
