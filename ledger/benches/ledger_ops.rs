@@ -32,22 +32,26 @@ const KEY: &str = "tg_bench_key_0123456789abcdef";
 /// Calls in flight: what a sidecar behind a 2-worker Envoy at peak sees
 /// (authorizations and settlements of 16 client connections).
 const CONCURRENCY: usize = 32;
-/// Transfers already in the ledger for the "at scale" run
-/// (`LEDGER_BENCH_HISTORY` overrides it for a quicker look).
-fn history() -> i64 {
-    std::env::var("LEDGER_BENCH_HISTORY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000)
-}
 const USERS: usize = 64;
 const BATCH: usize = 32;
 
-fn ops() -> usize {
-    std::env::var("LEDGER_BENCH_OPS")
+/// A number from the environment, or `default`.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4000)
+        .unwrap_or(default)
+}
+
+/// Operations per run.
+fn ops() -> usize {
+    env_number("LEDGER_BENCH_OPS", 4000)
+}
+
+/// Transfers already in the ledger for the "at scale" run
+/// (`LEDGER_BENCH_HISTORY` overrides it for a quicker look).
+fn history() -> i64 {
+    env_number("LEDGER_BENCH_HISTORY", 1_000_000)
 }
 
 async fn seeded(url: &str) -> Db {
