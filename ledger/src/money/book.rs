@@ -355,7 +355,7 @@ pub async fn resolve(
     let share = r
         .provider_share
         .as_ref()
-        .filter(|p| p.amount > 0 && kind == "post");
+        .filter(|p| p.amount > 0 && matches!(r.resolution, Resolution::Post(_)));
     let sums: Option<(i64, i64, i64)> = sqlx::query_as(
         "UPDATE accounts SET debits_pending = debits_pending - $1, debits_posted = debits_posted + $2,
             open_holds = open_holds - $3
