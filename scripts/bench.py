@@ -143,12 +143,46 @@ def envoy_memory(stack: Stack) -> int:
     return 0
 
 
+def settled_memory(stack: Stack) -> int:
+    """Envoy's resident memory once it stops growing: each worker configures
+    its VM (and builds its encoding) after Envoy reports ready."""
+    last = envoy_memory(stack)
+    for _ in range(20):
+        time.sleep(0.5)
+        now = envoy_memory(stack)
+        if abs(now - last) < 2**18:
+            return now
+        last = now
+    return last
+
+
 def wasm_vms(stack: Stack) -> int:
     """Live wasm VMs in Envoy (the base VM, the main thread's and one per worker)."""
     url = f"http://127.0.0.1:{stack.ports.admin}/stats?filter=wasm.envoy.wasm.runtime.v8.active"
     with urllib.request.urlopen(url, timeout=5) as r:
         line = r.read().decode().strip().splitlines()[0]
     return int(line.rsplit(":", 1)[1])
+
+
+def memory_by_workers(tmp: Path, baseline_memory: int) -> dict:
+    """What each wasm VM costs Envoy, apart from what the module costs once.
+    The same Tollgate stack is started with 1 and with 4 workers: the resident
+    memory that 3 more VMs add, divided by 3, is the cost of one VM (its
+    instance: linear memory, V8 store); what remains above the baseline Envoy
+    at 1 worker is paid once per Envoy (V8 itself, the compiled module, the
+    base VM)."""
+    seen = {}
+    for workers in (1, 4):
+        stack = Stack(state_dir=tmp / f"workers-{workers}", ports=Ports.free(), profile="release",
+                      concurrency=workers)
+        try:
+            stack.start()
+            seen[workers] = (settled_memory(stack), wasm_vms(stack))
+        finally:
+            stack.stop()
+    (rss1, vms1), (rss4, vms4) = seen[1], seen[4]
+    per_vm = (rss4 - rss1) / (vms4 - vms1)
+    return {"per_vm": per_vm, "once": rss1 - baseline_memory - vms1 * per_vm, "vms": (vms1, vms4)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -221,7 +255,7 @@ def main() -> int:
         try:
             tollgate.start()
             baseline.start()
-            memory = {side: envoy_memory(stack) for side, (stack, _) in sides.items()}
+            memory = {side: settled_memory(stack) for side, (stack, _) in sides.items()}
             vms = wasm_vms(tollgate)
             fund(tollgate)
             for n in range(1, ROUNDS + 1):
@@ -235,6 +269,8 @@ def main() -> int:
         finally:
             tollgate.stop()  # waits for queued settlements first
             baseline.stop()
+        print("measuring memory per wasm VM (1 and 4 Envoy workers) …", flush=True)
+        by_workers = memory_by_workers(tmp, memory["baseline"])
         with sqlite3.connect(tollgate.state_dir / "ledger.db") as db:
             charges = db.execute("SELECT COUNT(*) FROM charges").fetchone()[0]
 
@@ -251,6 +287,7 @@ def main() -> int:
                      "streams": median_streams(r["streams"]), "memory": memory[side]}
               for side, r in runs.items()}
     result["tollgate"]["vms"] = vms
+    result["tollgate"]["by_workers"] = by_workers
     answered = sum(run["ok"] for kind in ["peak", *RATES] for run in runs["tollgate"][kind])
     write_results(result, ledger_figures)
     write_report(result, answered, charges, ledger, tokens)
@@ -279,6 +316,8 @@ def write_results(r: dict, ledger_figures: list[dict]) -> None:
         ("added_stream_gap_p99", tg["streams"]["gap_p99"] - base["streams"]["gap_p99"], "ms"),
         ("added_stream_end_p50", tg["streams"]["end_p50"] - base["streams"]["end_p50"], "ms"),
         ("envoy_memory_per_wasm_vm", (tg["memory"] - base["memory"]) / 2**20 / tg["vms"], "MiB"),
+        ("envoy_memory_per_added_wasm_vm", tg["by_workers"]["per_vm"] / 2**20, "MiB"),
+        ("envoy_memory_once_per_envoy", tg["by_workers"]["once"] / 2**20, "MiB"),
         ("wasm_module_size", wasm_size(), "bytes"),
     ]
     for side, run in (("baseline", base), ("tollgate", tg)):
@@ -353,7 +392,11 @@ generator abandons when a run ends, charged as client aborts).
 
 Envoy's resident memory after start-up: {base['memory'] / 2**20:.1f} MiB without the filter,
 {tg['memory'] / 2**20:.1f} MiB with it: **{(tg['memory'] - base['memory']) / 2**20 / tg['vms']:.1f} MiB per wasm VM**
-({tg['vms']} VMs with `--concurrency 2`; each builds the default encoding at configure). The release
+({tg['vms']} VMs with `--concurrency 2`; each builds the default encoding at configure), counting
+what Envoy pays once for the module in each VM's share. Apart: started with 1 and with 4 workers
+({tg['by_workers']['vms'][0]} and {tg['by_workers']['vms'][1]} VMs), each VM more adds
+**{tg['by_workers']['per_vm'] / 2**20:.1f} MiB**; what is paid once per Envoy (V8 itself, the
+compiled module, the base VM) is {tg['by_workers']['once'] / 2**20:.1f} MiB. The release
 `.wasm` is {wasm_size():,} bytes.
 
 ## Streaming transparency ({STREAMS} streams of ~{s_tg['events']:.0f} events per round, {CHUNK_DELAY_MS} ms apart at the mock)

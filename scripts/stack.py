@@ -156,6 +156,8 @@ class Stack:
     ledger_config: Path = ROOT / "ledger" / "demo.toml"
     envoy_template: Path = ROOT / "envoy" / "envoy.yaml"
     profile: str = PROFILE
+    # Envoy's worker threads (each runs its own wasm VM).
+    concurrency: int = 2
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -255,7 +257,7 @@ class Stack:
     def start_envoy(self) -> None:
         config = self.render_envoy_config()
         argv = [
-            str(ENVOY), "-c", str(config), "--concurrency", "2", "--use-dynamic-base-id",
+            str(ENVOY), "-c", str(config), "--concurrency", str(self.concurrency), "--use-dynamic-base-id",
             "--log-level", "warn", "--component-log-level", "wasm:info",
             # Access log lines written within a quarter second (default: 10 s).
             "--file-flush-interval-msec", "250",

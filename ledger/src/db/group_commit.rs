@@ -123,9 +123,11 @@ fn stopped() -> LedgerError {
 
 /// A job with its answer channel, erased so one batch can hold any kind.
 pub trait Job: Send {
-    /// Runs the work in a savepoint. An error here (the savepoint itself
+    /// Runs the work in a savepoint (`first`: the batch's first job, with no
+    /// savepoint before it to release). An error here (the savepoint itself
     /// failed: the connection is gone) aborts the whole batch.
-    fn run<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    fn run<'a>(&'a mut self, tx: &'a mut Tx, first: bool)
+        -> BoxFuture<'a, Result<(), sqlx::Error>>;
     fn points(&self) -> Option<CommitPoints>;
     /// Answers the caller: the job's own result if the batch committed.
     fn answer(self: Box<Self>, committed: Result<(), &str>);
@@ -139,15 +141,26 @@ struct Pending<T> {
 }
 
 impl<T: Send + 'static> Job for Pending<T> {
-    fn run<'a>(&'a mut self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn run<'a>(
+        &'a mut self,
+        tx: &'a mut Tx,
+        first: bool,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
                 return Ok(());
             };
-            // Never released: the batch's COMMIT releases them all, and each
-            // statement saved is a round trip to SQLite's worker thread.
-            // ROLLBACK TO names the latest savepoint of that name: this job's.
-            sqlx::query("SAVEPOINT job").execute(&mut **tx).await?;
+            // The job before this one is released in the same call (one round
+            // trip to SQLite's worker thread), so savepoints never nest: SQLite
+            // then checks one savepoint per page written, not one per job in
+            // the batch, and empties the statement journal between jobs.
+            // ROLLBACK TO below names this job's savepoint, the only one open.
+            let open = if first {
+                "SAVEPOINT job"
+            } else {
+                "RELEASE SAVEPOINT job; SAVEPOINT job"
+            };
+            sqlx::query(open).execute(&mut **tx).await?;
             let outcome = work(tx).await;
             if !matches!(outcome, Ok(Verdict::Keep(_))) {
                 sqlx::query("ROLLBACK TO SAVEPOINT job")
@@ -195,9 +208,9 @@ async fn committer(pool: AnyPool, mut queue: mpsc::Receiver<Box<dyn Job>>) {
 
 async fn commit(pool: &AnyPool, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
     let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-    for job in batch.iter_mut() {
+    for (i, job) in batch.iter_mut().enumerate() {
         // On error the transaction is dropped, which rolls it back.
-        job.run(&mut tx).await.map_err(|e| e.to_string())?;
+        job.run(&mut tx, i == 0).await.map_err(|e| e.to_string())?;
     }
     let points = batch.iter().find_map(|j| j.points());
     if let Some(p) = points {
@@ -208,4 +221,84 @@ async fn commit(pool: &AnyPool, batch: &mut [Box<dyn Job>]) -> Result<(), String
         faults::pause(p.after).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{sqlite_pool, sqlite_url_with_create};
+
+    async fn insert(tx: &mut Tx, key: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO t (k) VALUES ($1)")
+            .bind(key)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+    }
+
+    async fn keys(tx: &mut Tx) -> Vec<String> {
+        sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(&mut **tx)
+            .await
+            .expect("keys")
+    }
+
+    /// Jobs of one batch: each sees the kept writes of the jobs before it,
+    /// and a job that refuses or fails loses only its own writes.
+    #[tokio::test]
+    async fn a_refused_or_failed_job_rolls_back_only_its_own_writes() {
+        sqlx::any::install_default_drivers();
+        let path = std::env::temp_dir().join(format!("tollgate-gc-{}.db", std::process::id()));
+        let url = sqlite_url_with_create(&format!("sqlite://{}", path.display()));
+        let pool = sqlite_pool(&url, 1, false).await.expect("pool");
+        sqlx::query("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .expect("table");
+        sqlx::query("DELETE FROM t")
+            .execute(&pool)
+            .await
+            .expect("empty");
+        let writes = GroupCommit::batched(pool.clone());
+        let job = |key: &'static str, verdict: &'static str| {
+            let writes = writes.clone();
+            async move {
+                writes
+                    .run(None, move |tx| {
+                        Box::pin(async move {
+                            insert(tx, key).await?;
+                            let seen = keys(tx).await;
+                            match verdict {
+                                "keep" => Ok(Verdict::Keep(seen)),
+                                "discard" => Ok(Verdict::Discard(seen)),
+                                _ => Err(LedgerError::Internal("failed".into())),
+                            }
+                        })
+                    })
+                    .await
+            }
+        };
+        // On this test's single-threaded runtime all five are queued before
+        // the committer runs: one batch.
+        let (a, b, c, d, e) = tokio::join!(
+            job("a", "keep"),
+            job("b", "discard"),
+            job("c", "keep"),
+            job("d", "fail"),
+            job("e", "keep"),
+        );
+        assert_eq!(a.expect("a"), ["a"]);
+        assert_eq!(b.expect("b"), ["a", "b"]);
+        assert_eq!(c.expect("c"), ["a", "c"]);
+        assert!(d.is_err());
+        assert_eq!(e.expect("e"), ["a", "c", "e"]);
+        let stored: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+            .fetch_all(&pool)
+            .await
+            .expect("stored");
+        assert_eq!(stored, ["a", "c", "e"]);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }

@@ -211,6 +211,12 @@ async fn sqlite_pool(url: &str, connections: u32, read_only: bool) -> anyhow::Re
                 conn.execute("PRAGMA busy_timeout=5000").await?;
                 conn.execute("PRAGMA foreign_keys=ON").await?;
                 conn.execute("PRAGMA synchronous=FULL").await?;
+                // Each job of a batch runs in a savepoint, and SQLite keeps the
+                // pages a savepoint may roll back to in a statement journal: a
+                // temporary file by default once it passes 64 KiB, written for
+                // every page a job touches (16 % of the sidecar's CPU at peak,
+                // in `pwrite`). In memory it costs no system calls.
+                conn.execute("PRAGMA temp_store=MEMORY").await?;
                 if read_only {
                     conn.execute("PRAGMA query_only=ON").await?;
                 }
