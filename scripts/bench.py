@@ -394,7 +394,7 @@ Envoy's resident memory after start-up: {base['memory'] / 2**20:.1f} MiB without
 {tg['memory'] / 2**20:.1f} MiB with it: **{(tg['memory'] - base['memory']) / 2**20 / tg['vms']:.1f} MiB per wasm VM**
 ({tg['vms']} VMs with `--concurrency 2`; each builds the default encoding at configure), counting
 what Envoy pays once for the module in each VM's share. Apart: started with 1 and with 4 workers
-({tg['by_workers']['vms'][0]} and {tg['by_workers']['vms'][1]} VMs), each VM more adds
+({tg['by_workers']['vms'][0]} and {tg['by_workers']['vms'][1]} VMs), each further VM adds
 **{tg['by_workers']['per_vm'] / 2**20:.1f} MiB**; what is paid once per Envoy (V8 itself, the
 compiled module, the base VM) is {tg['by_workers']['once'] / 2**20:.1f} MiB. The release
 `.wasm` is {wasm_size():,} bytes.
