@@ -94,6 +94,13 @@ pub struct ServerConfig {
     /// Wait before the first retry of a failed delivery; it doubles each time (≤ 1 h).
     #[serde(default = "default_webhook_retry_base_ms")]
     pub webhook_retry_base_ms: u64,
+    /// Threads running the sidecar's requests (SQLite's connections have
+    /// their own). One by default: a request's async work is short, and on
+    /// a small machine shared with Envoy a second worker mostly adds
+    /// wake-ups between threads (see BENCHMARKS.md). Raise it for a
+    /// PostgreSQL sidecar with cores of its own.
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: std::num::NonZeroUsize,
 }
 
 impl Config {
@@ -140,6 +147,9 @@ fn default_webhook_poll_ms() -> u64 {
 }
 fn default_webhook_retry_base_ms() -> u64 {
     5000
+}
+fn default_worker_threads() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::MIN
 }
 
 fn default_listen() -> String {
@@ -469,5 +479,18 @@ mod tests {
         ] {
             assert!(!is_loopback_url(url), "{url}");
         }
+    }
+
+    #[test]
+    fn the_sidecar_runs_on_one_worker_thread_unless_told_otherwise() {
+        let threads = |server: &str| {
+            super::Config::parse(&format!("[server]\n{server}\n"))
+                .map(|c| c.server.worker_threads.get())
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(threads(""), Ok(1));
+        assert_eq!(threads("worker_threads = 4"), Ok(4));
+        let zero = threads("worker_threads = 0").unwrap_err();
+        assert!(zero.contains("worker_threads"), "{zero}");
     }
 }

@@ -199,7 +199,11 @@ fn main() -> anyhow::Result<()> {
             if let Some(v) = public_url {
                 cfg.server.public_url = v;
             }
-            runtime(true)?.block_on(tollgate_ledger::server::run(cfg))
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cfg.server.worker_threads.get())
+                .enable_all()
+                .build()?
+                .block_on(tollgate_ledger::server::run(cfg))
         }
         Command::Verify { store } => verify(store),
         Command::Openapi => {
@@ -240,7 +244,7 @@ fn main() -> anyhow::Result<()> {
                 .as_ref()
                 .ok_or_else(|| anyhow::anyhow!("the configuration has no [payments] table"))?;
             let payments = tollgate_ledger::payments::Payments::from_config(payments_cfg)?;
-            let done = runtime(false)?.block_on(async {
+            let done = runtime()?.block_on(async {
                 let db = Db::connect(&cfg.server.database_url).await?;
                 Ok::<_, anyhow::Error>(
                     tollgate_ledger::payments::reconcile::reconcile(&db, &payments, since).await?,
@@ -263,7 +267,7 @@ fn main() -> anyhow::Result<()> {
         Command::Admin { store, op } => {
             init_logs(false);
             let cfg = store.config()?;
-            let out = runtime(false)?.block_on(async {
+            let out = runtime()?.block_on(async {
                 let db = Db::connect(&cfg.server.database_url).await?;
                 run_admin(&db, op).await
             })?;
@@ -273,13 +277,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn runtime(multi_thread: bool) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    builder.enable_all().build()
+/// The runtime of a one-off command (verify, admin, reconcile).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 async fn run_admin(db: &Db, op: AdminOp) -> anyhow::Result<serde_json::Value> {
@@ -367,7 +369,7 @@ fn read_secret(env: Option<&str>) -> anyhow::Result<String> {
 
 fn verify(store: Store) -> anyhow::Result<()> {
     let cfg = store.config()?;
-    let report = runtime(false)?.block_on(async {
+    let report = runtime()?.block_on(async {
         let db = Db::connect(&cfg.server.database_url).await?;
         // Open holds get two sweep intervals of grace past their expiry.
         let grace =

@@ -60,8 +60,25 @@ pub enum GroupCommit {
 }
 
 impl GroupCommit {
-    /// The committer task, on `pool` (for SQLite, the one writer connection).
-    pub fn batched(pool: AnyPool) -> GroupCommit {
+    /// The committer, on `pool` (for SQLite, the one writer connection), on
+    /// a thread of its own: its statements go to SQLite's thread one after
+    /// another, and on the request workers each answer would wait in line
+    /// behind HTTP work, stretching every batch under load.
+    pub fn batched(pool: AnyPool) -> std::io::Result<GroupCommit> {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("tollgate-committer".into())
+            .spawn(move || runtime.block_on(committer(pool, queue)))?;
+        Ok(GroupCommit::Batched(jobs))
+    }
+
+    /// The committer as a task of the caller's runtime: on a test's
+    /// single-threaded runtime, jobs submitted together make one batch.
+    #[cfg(test)]
+    fn batched_in_task(pool: AnyPool) -> GroupCommit {
         let (jobs, queue) = mpsc::channel(QUEUE);
         tokio::spawn(committer(pool, queue));
         GroupCommit::Batched(jobs)
@@ -259,7 +276,7 @@ mod tests {
             .execute(&pool)
             .await
             .expect("empty");
-        let writes = GroupCommit::batched(pool.clone());
+        let writes = GroupCommit::batched_in_task(pool.clone());
         let job = |key: &'static str, verdict: &'static str| {
             let writes = writes.clone();
             async move {

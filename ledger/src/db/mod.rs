@@ -92,7 +92,7 @@ impl Db {
             }
         };
         let writes = match backend {
-            Backend::Sqlite => GroupCommit::batched(pool.clone()),
+            Backend::Sqlite => GroupCommit::batched(pool.clone())?,
             Backend::Postgres => GroupCommit::per_job(pool.clone()),
         };
         let db = Db {

@@ -81,8 +81,11 @@ const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "hold_state_matches_transfers",
-        "SELECT h.id || ' is ' || h.state || ' but its resolution is ' || COALESCE(t.kind, 'missing') AS detail
-         FROM holds h LEFT JOIN transfers t ON t.hold_id = h.id AND t.kind IN ('post', 'void')
+        // The resolutions are gathered first: joined directly, transfers
+        // (not indexed by hold) would be scanned once per hold.
+        "WITH resolutions AS MATERIALIZED (SELECT hold_id, kind FROM transfers WHERE kind IN ('post', 'void'))
+         SELECT h.id || ' is ' || h.state || ' but its resolution is ' || COALESCE(t.kind, 'missing') AS detail
+         FROM holds h LEFT JOIN resolutions t ON t.hold_id = h.id
          WHERE (h.state = 'pending' AND t.kind IS NOT NULL)
             OR (h.state = 'posted' AND (t.kind IS NULL OR t.kind <> 'post'))
             OR (h.state = 'voided' AND (t.kind IS NULL OR t.kind <> 'void'))",
@@ -142,4 +145,47 @@ pub async fn verify(db: &Db, now_ms: i64, expiry_grace_ms: i64) -> LedgerResult<
 
 async fn scalar(db: &Db, sql: &str) -> LedgerResult<i64> {
     Ok(sqlx::query_scalar(sql).fetch_one(&db.pool).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CHECKS;
+    use crate::db::Db;
+
+    /// SQLite's plan of each check: a full scan may only be a query's
+    /// outer loop. A scan inside a join runs once per outer row, and
+    /// `verify` then takes hours on a ledger with a million transfers.
+    #[tokio::test]
+    async fn no_check_scans_a_table_once_per_row() {
+        let path = std::env::temp_dir().join(format!("tollgate-plan-{}.db", std::process::id()));
+        let db = Db::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("db");
+        for (check, sql) in CHECKS {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .fetch_all(&db.pool)
+                    .await
+                    .expect("plan");
+            let mut loops_at: std::collections::HashMap<i64, usize> = Default::default();
+            for (_, parent, _, detail) in &plan {
+                let is_loop = ["SCAN ", "SEARCH ", "MULTI-INDEX OR"]
+                    .iter()
+                    .any(|p| detail.starts_with(p));
+                if !is_loop {
+                    continue;
+                }
+                let outer = loops_at.entry(*parent).or_default();
+                assert!(
+                    *outer == 0 || !detail.starts_with("SCAN "),
+                    "{check} scans inside a join: {plan:?}"
+                );
+                *outer += 1;
+            }
+        }
+        db.pool.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }
