@@ -94,11 +94,11 @@ pub struct ServerConfig {
     /// Wait before the first retry of a failed delivery; it doubles each time (≤ 1 h).
     #[serde(default = "default_webhook_retry_base_ms")]
     pub webhook_retry_base_ms: u64,
-    /// Threads running the sidecar's requests (SQLite's connections have
-    /// their own). One by default: a request's async work is short, and on
-    /// a small machine shared with Envoy a second worker mostly adds
-    /// wake-ups between threads (see BENCHMARKS.md). Raise it for a
-    /// PostgreSQL sidecar with cores of its own.
+    /// Threads running the sidecar's requests (SQLite's connections and the
+    /// group committer have their own). One by default: a request's async
+    /// work is short, and on a small machine shared with Envoy a second
+    /// worker mostly adds wake-ups between threads (README, "Operating the
+    /// ledger"). Raise it for a PostgreSQL sidecar with cores of its own.
     #[serde(default = "default_worker_threads")]
     pub worker_threads: std::num::NonZeroUsize,
 }
